@@ -1,0 +1,31 @@
+# wrapcrypt — top-level entry points. Every target installs what it needs.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: deps build demo test bench fuzz lint clean
+
+deps:
+	bash scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --workspace --bins
+
+demo: build
+	bash scripts/demo.sh
+
+test: build
+	bash scripts/test.sh
+
+bench: build
+	bash scripts/bench.sh
+
+fuzz: deps
+	bash scripts/fuzz.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,1 @@
+//! wrapcrypt-activate (see README.md).

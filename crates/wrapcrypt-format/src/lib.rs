@@ -1,0 +1,1 @@
+//! wrapcrypt-format (see README.md).

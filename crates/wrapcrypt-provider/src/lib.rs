@@ -1,0 +1,1 @@
+//! wrapcrypt-provider (see README.md).

@@ -1,0 +1,33 @@
+//! dm-crypt compatible sector encryption (no I/O). See README.md.
+
+/// Error from a sector cipher (software engine or a key provider session).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SectorError {
+    /// The buffer is not a whole number of sectors.
+    #[error("buffer of {len} bytes is not a multiple of the {sector_size}-byte sector size")]
+    Misaligned {
+        /// buffer length
+        len: usize,
+        /// sector size
+        sector_size: usize,
+    },
+    /// The provider that holds the key failed (custodian gone, token removed).
+    #[error("key provider failed: {0}")]
+    Provider(String),
+}
+
+/// Encrypts and decrypts batches of whole sectors in place, as dm-crypt does.
+///
+/// `iv_sector` is the IV sector number of the first sector of `data`, in
+/// 512-byte units: (byte offset inside the segment / 512) + iv_tweak.
+/// Following sectors of `sector_size` bytes advance it by `sector_size / 512`
+/// (LUKS2 never uses dm-crypt's `iv_large_sectors`).
+pub trait SectorCipher: Send + Sync {
+    /// The encryption sector size in bytes (512..=4096, a power of two).
+    fn sector_size(&self) -> usize;
+    /// Encrypts `data` (whole sectors) in place.
+    fn encrypt(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError>;
+    /// Decrypts `data` (whole sectors) in place.
+    fn decrypt(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError>;
+}

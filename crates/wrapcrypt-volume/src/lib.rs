@@ -1,0 +1,1 @@
+//! wrapcrypt-volume (see README.md).

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and integration tests of every crate (they use
+# the release binaries built by `make build`), then the bounded fuzz runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export WRAPCRYPT_BIN="$PWD/target/release/wrapcrypt"
+cargo test --release --workspace -- --test-threads=2
+if [ -x scripts/fuzz.sh ]; then
+  FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh
+fi
