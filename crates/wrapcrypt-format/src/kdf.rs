@@ -411,7 +411,7 @@ pub fn derive(
     derive_keyed(params, password, salt, &[], &[], out)
 }
 
-/// [`derive`] with Argon2's optional secret key and associated data (empty
+/// [`derive()`] with Argon2's optional secret key and associated data (empty
 /// in LUKS; here for RFC 9106's test vectors). PBKDF2 takes neither: both
 /// must be empty.
 pub fn derive_keyed(
