@@ -1,1 +1,4 @@
-//! wrapcrypt-format (see README.md).
+#![doc = include_str!("../README.md")]
+
+pub mod b64;
+pub mod luks2;
