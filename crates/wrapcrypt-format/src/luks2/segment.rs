@@ -93,9 +93,6 @@ impl Segment {
         let mut m = Map::new();
         m.insert("type".into(), self.kind.clone().into());
         m.insert("offset".into(), u64s(self.offset));
-        if self.kind == "crypt" {
-            m.insert("iv_tweak".into(), u64s(self.iv_tweak));
-        }
         m.insert(
             "size".into(),
             match self.size {
@@ -104,6 +101,7 @@ impl Segment {
             },
         );
         if self.kind == "crypt" {
+            m.insert("iv_tweak".into(), u64s(self.iv_tweak));
             m.insert(
                 "encryption".into(),
                 self.encryption.clone().unwrap_or_default().into(),
