@@ -54,7 +54,7 @@ pub struct SlotParams<'a> {
 }
 
 fn hash(name: &str) -> Result<HashAlg, KeyslotCryptoError> {
-    HashAlg::from_name(name).ok_or_else(|| KeyslotCryptoError::Hash(name.to_string()))
+    HashAlg::from_name(name).map_err(|_| KeyslotCryptoError::Hash(name.to_string()))
 }
 
 fn area_cipher(
@@ -76,7 +76,10 @@ pub fn split_size(key_size: usize, stripes: u32) -> usize {
 
 /// Derives the area key from the passphrase (the slow, brute-force
 /// resistant step).
-pub fn derive_area_key(p: &SlotParams, passphrase: &[u8]) -> Result<SecretBytes, KeyslotCryptoError> {
+pub fn derive_area_key(
+    p: &SlotParams,
+    passphrase: &[u8],
+) -> Result<SecretBytes, KeyslotCryptoError> {
     let mut k = SecretBytes::zeroed(p.area_key_size);
     kdf::derive(&p.kdf, passphrase, p.salt, k.expose_secret_mut())
         .map_err(|e| KeyslotCryptoError::Kdf(e.to_string()))?;
@@ -113,7 +116,8 @@ pub fn open_with_area_key(
         p.stripes,
         h,
         key.expose_secret_mut(),
-    );
+    )
+    .map_err(|e| KeyslotCryptoError::Kdf(e.to_string()))?;
     Ok(key)
 }
 
@@ -130,7 +134,11 @@ pub fn open(
 
 /// Produces the encrypted keyslot material (split size, 512-byte aligned)
 /// that stores `key` under `passphrase`.
-pub fn seal(p: &SlotParams, passphrase: &[u8], key: &SecretBytes) -> Result<Vec<u8>, KeyslotCryptoError> {
+pub fn seal(
+    p: &SlotParams,
+    passphrase: &[u8],
+    key: &SecretBytes,
+) -> Result<Vec<u8>, KeyslotCryptoError> {
     let h = hash(p.af_hash)?;
     let n = split_size(key.len(), p.stripes);
     let mut split = SecretBytes::zeroed(n);
@@ -139,7 +147,8 @@ pub fn seal(p: &SlotParams, passphrase: &[u8], key: &SecretBytes) -> Result<Vec<
         p.stripes,
         h,
         &mut split.expose_secret_mut()[..key.len() * p.stripes as usize],
-    );
+    )
+    .map_err(|e| KeyslotCryptoError::Kdf(e.to_string()))?;
     let ak = derive_area_key(p, passphrase)?;
     area_cipher(p.area_cipher, &ak)?
         .encrypt(0, split.expose_secret_mut())

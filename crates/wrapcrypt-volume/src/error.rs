@@ -100,7 +100,9 @@ impl VolumeError {
     pub fn class(&self) -> ExitClass {
         use VolumeError::*;
         match self {
-            Device { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => ExitClass::Permission,
+            Device { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                ExitClass::Permission
+            }
             Device { .. } | NotLuks(_) | TooSmall { .. } => ExitClass::WrongDevice,
             Io { .. } | Parse(_) => ExitClass::WrongDevice,
             NoMatchingKeyslot | VolumeKeyMismatch => ExitClass::Permission,
@@ -110,7 +112,11 @@ impl VolumeError {
         }
     }
 
-    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> VolumeError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: &std::path::Path,
+        source: std::io::Error,
+    ) -> VolumeError {
         VolumeError::Io {
             op,
             path: path.display().to_string(),

@@ -15,7 +15,11 @@ static WRITES: AtomicU64 = AtomicU64::new(0);
 pub fn write_point(path: &Path) -> io::Result<()> {
     let n = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
     if let Some(f) = std::env::var_os("WRAPCRYPT_FAULT_COUNT") {
-        if let Ok(mut out) = std::fs::OpenOptions::new().append(true).create(true).open(f) {
+        if let Ok(mut out) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(f)
+        {
             let _ = writeln!(out, "{n} {}", path.display());
         }
     }

@@ -74,14 +74,24 @@ pub fn random_uuid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// Checks a UUID text as cryptsetup does (canonical 8-4-4-4-12 hex).
 pub fn valid_uuid(u: &str) -> bool {
     let parts: Vec<&str> = u.split('-').collect();
     parts.len() == 5
-        && [8, 4, 4, 4, 12].iter().zip(&parts).all(|(&n, p)| p.len() == n && p.bytes().all(|c| c.is_ascii_hexdigit()))
+        && [8, 4, 4, 4, 12]
+            .iter()
+            .zip(&parts)
+            .all(|(&n, p)| p.len() == n && p.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
 const BLKPBSZGET: libc::c_ulong = 0x127b;
@@ -92,7 +102,13 @@ fn physical_sector_size(dev: &Device) -> u32 {
     }
     let mut v: libc::c_uint = 0;
     // SAFETY: BLKPBSZGET writes one unsigned int.
-    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(dev.file()), BLKPBSZGET, &mut v) };
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(dev.file()),
+            BLKPBSZGET,
+            &mut v,
+        )
+    };
     if r < 0 || !(512..=4096).contains(&v) || !v.is_power_of_two() {
         512
     } else {
@@ -117,12 +133,18 @@ pub fn format_luks2(
             params.metadata_size
         )));
     }
-    let hash = HashAlg::from_name(&params.hash)
-        .ok_or_else(|| VolumeError::Param(format!("Hash algorithm {} is not supported.", params.hash)))?;
-    wrapcrypt_sector::CipherSpec::parse(&params.cipher)
-        .map_err(|e| VolumeError::Param(format!("Cipher {} is not available: {e}", params.cipher)))?;
+    let hash = HashAlg::from_name(&params.hash).map_err(|_| {
+        VolumeError::Param(format!("Hash algorithm {} is not supported.", params.hash))
+    })?;
+    wrapcrypt_sector::CipherSpec::parse(&params.cipher).map_err(|e| {
+        VolumeError::Param(format!("Cipher {} is not available: {e}", params.cipher))
+    })?;
     let uuid = match &params.uuid {
-        Some(u) if !valid_uuid(u) => return Err(VolumeError::Param(format!("Wrong LUKS UUID format provided."))),
+        Some(u) if !valid_uuid(u) => {
+            return Err(VolumeError::Param(format!(
+                "Wrong LUKS UUID format provided."
+            )))
+        }
         Some(u) => u.to_lowercase(),
         None => random_uuid(),
     };
@@ -134,34 +156,57 @@ pub fn format_luks2(
     };
     let data_dev = open_rw(device)?;
     let meta_path = header.unwrap_or(device);
-    let meta_dev = if header.is_some() { open_rw(meta_path)? } else { open_rw(device)? };
+    let meta_dev = if header.is_some() {
+        open_rw(meta_path)?
+    } else {
+        open_rw(device)?
+    };
     let lock = crate::lock::MetadataLock::acquire(&meta_dev, true)
         .map_err(|e| VolumeError::io("locking metadata", meta_path, e))?;
 
-    let sector_size = params.sector_size.unwrap_or_else(|| physical_sector_size(&data_dev));
+    let sector_size = params
+        .sector_size
+        .unwrap_or_else(|| physical_sector_size(&data_dev));
     if !matches!(sector_size, 512 | 1024 | 2048 | 4096) {
-        return Err(VolumeError::Param(format!("Unsupported encryption sector size {sector_size}.")));
+        return Err(VolumeError::Param(format!(
+            "Unsupported encryption sector size {sector_size}."
+        )));
     }
     let md = params.metadata_size;
-    let data_offset = params.data_offset.unwrap_or(if header.is_some() { 0 } else { DEFAULT_DATA_OFFSET });
+    let data_offset = params.data_offset.unwrap_or(if header.is_some() {
+        0
+    } else {
+        DEFAULT_DATA_OFFSET
+    });
     if !data_offset.is_multiple_of(sector_size as u64) {
-        return Err(VolumeError::Param("Data offset is not aligned to the encryption sector size.".into()));
+        return Err(VolumeError::Param(
+            "Data offset is not aligned to the encryption sector size.".into(),
+        ));
     }
     let keyslots_size = match params.keyslots_size {
         Some(k) => k,
-        None if header.is_none() => data_offset.checked_sub(2 * md).filter(|&k| k > 0).ok_or_else(|| {
-            VolumeError::Param("Data offset is too small for the LUKS2 metadata.".into())
-        })?,
+        None if header.is_none() => data_offset
+            .checked_sub(2 * md)
+            .filter(|&k| k > 0)
+            .ok_or_else(|| {
+                VolumeError::Param("Data offset is too small for the LUKS2 metadata.".into())
+            })?,
         None => DEFAULT_DATA_OFFSET - 2 * md,
     };
     if !keyslots_size.is_multiple_of(4096) || keyslots_size > (128 << 20) {
-        return Err(VolumeError::Param(format!("Unsupported LUKS2 keyslots size {keyslots_size}.")));
+        return Err(VolumeError::Param(format!(
+            "Unsupported LUKS2 keyslots size {keyslots_size}."
+        )));
     }
     let meta_end = 2 * md + keyslots_size;
     if header.is_none() && data_offset < meta_end {
-        return Err(VolumeError::Param("Data offset overlaps the keyslots area.".into()));
+        return Err(VolumeError::Param(
+            "Data offset overlaps the keyslots area.".into(),
+        ));
     }
-    let dev_size = data_dev.size().map_err(|e| VolumeError::io("reading size", device, e))?;
+    let dev_size = data_dev
+        .size()
+        .map_err(|e| VolumeError::io("reading size", device, e))?;
     if dev_size < data_offset + sector_size as u64 || (header.is_none() && dev_size < meta_end) {
         return Err(VolumeError::TooSmall {
             path: device.display().to_string(),
@@ -170,7 +215,9 @@ pub fn format_luks2(
     }
     if header.is_some() {
         // A detached header file grows to hold its keyslots area.
-        let hs = meta_dev.size().map_err(|e| VolumeError::io("reading size", meta_path, e))?;
+        let hs = meta_dev
+            .size()
+            .map_err(|e| VolumeError::io("reading size", meta_path, e))?;
         if hs < meta_end {
             if meta_dev.is_block() {
                 return Err(VolumeError::TooSmall {
@@ -178,7 +225,10 @@ pub fn format_luks2(
                     need: meta_end,
                 });
             }
-            meta_dev.file().set_len(meta_end).map_err(|e| VolumeError::io("extending header file", meta_path, e))?;
+            meta_dev
+                .file()
+                .set_len(meta_end)
+                .map_err(|e| VolumeError::io("extending header file", meta_path, e))?;
         }
     }
     let mut salts = [[0u8; 64]; 2];
@@ -233,7 +283,9 @@ pub fn format_luks2(
     let mut off = 0;
     while off < meta_end {
         let n = (meta_end - off).min(zero.len() as u64) as usize;
-        meta_dev.write_at(off, &zero[..n]).map_err(|e| VolumeError::io("wiping header area", meta_path, e))?;
+        meta_dev
+            .write_at(off, &zero[..n])
+            .map_err(|e| VolumeError::io("wiping header area", meta_path, e))?;
         off += n as u64;
     }
     let mut vol = Volume {
@@ -250,7 +302,14 @@ pub fn format_luks2(
     if pb.hash.is_none() {
         pb.hash = Some(params.hash.clone());
     }
-    vol.luks2_add_keyslot(key, passphrase, params.keyslot, &pb, crate::DigestChoice::Existing(0), None)?;
+    vol.luks2_add_keyslot(
+        key,
+        passphrase,
+        params.keyslot,
+        &pb,
+        crate::DigestChoice::Existing(0),
+        None,
+    )?;
     drop(data_dev);
     Ok(vol)
 }

@@ -55,7 +55,11 @@ impl Volume {
     /// Opens a LUKS device: `device` holds the data; `header` is a detached
     /// header file, if any. Takes the metadata lock (exclusive for writers)
     /// and reads the header, recovering from a damaged copy in memory.
-    pub fn open(device: &Path, header: Option<&Path>, writable: bool) -> Result<Volume, VolumeError> {
+    pub fn open(
+        device: &Path,
+        header: Option<&Path>,
+        writable: bool,
+    ) -> Result<Volume, VolumeError> {
         let meta_path = header.unwrap_or(device);
         let meta_dev = Device::open(meta_path, writable).map_err(|source| VolumeError::Device {
             path: meta_path.display().to_string(),
@@ -68,7 +72,9 @@ impl Volume {
             .map_err(|e| VolumeError::io("reading header", meta_path, e))?;
         let loaded = match Luks2Header::parse(&prefix) {
             Ok(l) => l,
-            Err(luks2::ParseError::NotLuks2) => return Err(VolumeError::NotLuks(meta_path.display().to_string())),
+            Err(luks2::ParseError::NotLuks2) => {
+                return Err(VolumeError::NotLuks(meta_path.display().to_string()))
+            }
             Err(e) => return Err(VolumeError::Parse(e)),
         };
         Ok(Volume {
@@ -142,7 +148,12 @@ impl Volume {
     /// Unlocks a keyslot with a passphrase. With `need_bound`, unbound
     /// keyslots (whose key is not the segment's) are skipped: they never
     /// activate a volume.
-    pub fn unlock(&self, passphrase: &[u8], keyslot: Option<u32>, need_bound: bool) -> Result<Unlocked, VolumeError> {
+    pub fn unlock(
+        &self,
+        passphrase: &[u8],
+        keyslot: Option<u32>,
+        need_bound: bool,
+    ) -> Result<Unlocked, VolumeError> {
         match &self.hdr {
             Header::Luks2(h) => {
                 let (keyslot, key) = self.luks2_unlock(h, passphrase, keyslot, need_bound)?;
@@ -155,7 +166,11 @@ impl Volume {
     pub fn verify_volume_key(&self, key: &SecretBytes) -> Result<bool, VolumeError> {
         match &self.hdr {
             Header::Luks2(h) => {
-                let Some(did) = h.meta.crypt_segment_id().and_then(|s| h.meta.digest_of_segment(s)) else {
+                let Some(did) = h
+                    .meta
+                    .crypt_segment_id()
+                    .and_then(|s| h.meta.digest_of_segment(s))
+                else {
                     return Ok(false);
                 };
                 Volume::luks2_check_key(h, did, key)
@@ -205,8 +220,18 @@ impl Volume {
     ) -> Result<u32, VolumeError> {
         self.check_requirements()?;
         let h = self.luks2_header()?;
-        let did = h.meta.digest_of_keyslot(old).ok_or(VolumeError::KeyslotInactive(old))?;
-        self.luks2_add_keyslot(key, new_passphrase, new_slot, pbkdf, DigestChoice::Existing(did), Some(old))
+        let did = h
+            .meta
+            .digest_of_keyslot(old)
+            .ok_or(VolumeError::KeyslotInactive(old))?;
+        self.luks2_add_keyslot(
+            key,
+            new_passphrase,
+            new_slot,
+            pbkdf,
+            DigestChoice::Existing(did),
+            Some(old),
+        )
     }
 
     /// Removes keyslot `slot`.

@@ -1,7 +1,7 @@
 //! Choosing keyslot KDF parameters from cryptsetup's options.
 
 use wrapcrypt_format::hash::HashAlg;
-use wrapcrypt_format::kdf::{self, Argon2Variant, KdfParams};
+use wrapcrypt_format::kdf::{self, Argon2Variant, KdfKind, KdfParams};
 use wrapcrypt_format::luks2::KeyslotKdf;
 
 use crate::VolumeError;
@@ -26,7 +26,8 @@ pub struct PbkdfOptions {
 impl PbkdfOptions {
     fn hash_alg(&self) -> Result<HashAlg, VolumeError> {
         let name = self.hash.as_deref().unwrap_or("sha256");
-        HashAlg::from_name(name).ok_or_else(|| VolumeError::Param(format!("Hash algorithm {name} is not supported.")))
+        HashAlg::from_name(name)
+            .map_err(|_| VolumeError::Param(format!("Hash algorithm {name} is not supported.")))
     }
 
     /// Resolves the options into concrete keyslot KDF parameters (calibrating
@@ -41,13 +42,15 @@ impl PbkdfOptions {
                 let hash = self.hash_alg()?;
                 let iterations = match self.force_iterations {
                     Some(i) => i,
-                    None => kdf::calibrate_pbkdf2(hash, key_len, ms),
+                    None => match kdf::calibrate(KdfKind::Pbkdf2(hash), ms, 0, 0, key_len) {
+                        Ok(KdfParams::Pbkdf2 { iterations, .. }) => iterations,
+                        Ok(_) => unreachable!("PBKDF2 calibration returns PBKDF2"),
+                        Err(e) => return Err(VolumeError::Param(e.to_string())),
+                    },
                 };
-                if iterations < 1000 {
-                    return Err(VolumeError::Param(format!(
-                        "Forced iteration count is too low for pbkdf2 (minimum is 1000)."
-                    )));
-                }
+                KdfParams::Pbkdf2 { hash, iterations }
+                    .validate_new()
+                    .map_err(|e| VolumeError::Param(e.to_string()))?;
                 Ok(KeyslotKdf::Pbkdf2 {
                     hash: hash.name().to_string(),
                     iterations,
@@ -55,14 +58,28 @@ impl PbkdfOptions {
                 })
             }
             "argon2i" | "argon2id" => {
-                let variant = if kind == "argon2id" { Argon2Variant::Id } else { Argon2Variant::I };
-                let parallel = self
-                    .parallel
-                    .unwrap_or_else(|| (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32).min(4));
-                let memory = self.memory_kib.unwrap_or_else(kdf::default_argon2_memory_kib);
+                let variant = if kind == "argon2id" {
+                    Argon2Variant::Id
+                } else {
+                    Argon2Variant::I
+                };
+                let parallel = self.parallel.unwrap_or_else(kdf::default_parallel);
+                let memory = self.memory_kib.unwrap_or_else(kdf::default_max_memory_kib);
                 let (time, memory) = match self.force_iterations {
                     Some(t) => (t, memory),
-                    None => kdf::calibrate_argon2(variant, ms, memory, parallel, key_len),
+                    None => match kdf::calibrate(
+                        KdfKind::Argon2(variant),
+                        ms,
+                        memory,
+                        parallel,
+                        key_len,
+                    ) {
+                        Ok(KdfParams::Argon2 {
+                            time, memory_kib, ..
+                        }) => (time, memory_kib),
+                        Ok(_) => unreachable!("Argon2 calibration returns Argon2"),
+                        Err(e) => return Err(VolumeError::Param(e.to_string())),
+                    },
                 };
                 let p = KdfParams::Argon2 {
                     variant,
@@ -70,7 +87,8 @@ impl PbkdfOptions {
                     memory_kib: memory,
                     parallel,
                 };
-                kdf::check_params(&p).map_err(|e| VolumeError::Param(e.to_string()))?;
+                p.validate_new()
+                    .map_err(|e| VolumeError::Param(e.to_string()))?;
                 Ok(KeyslotKdf::Argon2 {
                     id: variant == Argon2Variant::Id,
                     time,
@@ -87,13 +105,26 @@ impl PbkdfOptions {
 /// The KDF parameters of a stored keyslot KDF.
 pub fn kdf_params(k: &KeyslotKdf) -> Result<KdfParams, VolumeError> {
     Ok(match k {
-        KeyslotKdf::Pbkdf2 { hash, iterations, .. } => KdfParams::Pbkdf2 {
-            hash: HashAlg::from_name(hash)
-                .ok_or_else(|| VolumeError::Param(format!("Hash algorithm {hash} is not supported.")))?,
+        KeyslotKdf::Pbkdf2 {
+            hash, iterations, ..
+        } => KdfParams::Pbkdf2 {
+            hash: HashAlg::from_name(hash).map_err(|_| {
+                VolumeError::Param(format!("Hash algorithm {hash} is not supported."))
+            })?,
             iterations: *iterations,
         },
-        KeyslotKdf::Argon2 { id, time, memory, cpus, .. } => KdfParams::Argon2 {
-            variant: if *id { Argon2Variant::Id } else { Argon2Variant::I },
+        KeyslotKdf::Argon2 {
+            id,
+            time,
+            memory,
+            cpus,
+            ..
+        } => KdfParams::Argon2 {
+            variant: if *id {
+                Argon2Variant::Id
+            } else {
+                Argon2Variant::I
+            },
             time: *time,
             memory_kib: *memory,
             parallel: *cpus,
@@ -107,6 +138,8 @@ pub fn kdf_params(k: &KeyslotKdf) -> Result<KdfParams, VolumeError> {
 pub fn digest_iterations(hash: HashAlg, key_len: usize, force: Option<u32>) -> u32 {
     match force {
         Some(_) => 1000,
-        None => kdf::calibrate_pbkdf2(hash, key_len, 125).max(1000),
+        None => kdf::calibrate_digest_iterations(hash, key_len)
+            .unwrap_or(1000)
+            .max(1000),
     }
 }
