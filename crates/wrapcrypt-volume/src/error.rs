@@ -23,7 +23,7 @@ pub enum ExitClass {
 #[non_exhaustive]
 pub enum VolumeError {
     /// The device could not be opened or read.
-    #[error("cannot use device {path}: {source}")]
+    #[error("Device {path} {}.", device_problem(.source))]
     Device {
         /// device path
         path: String,
@@ -95,6 +95,16 @@ pub enum VolumeError {
     Busy(String),
 }
 
+fn device_problem(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+            "does not exist or access denied".into()
+        }
+        std::io::ErrorKind::InvalidInput => "is not compatible".into(),
+        _ => format!("cannot be used: {e}"),
+    }
+}
+
 impl VolumeError {
     /// The cryptsetup exit code class.
     pub fn class(&self) -> ExitClass {
@@ -103,7 +113,8 @@ impl VolumeError {
             Device { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
                 ExitClass::Permission
             }
-            Device { .. } | NotLuks(_) | TooSmall { .. } => ExitClass::WrongDevice,
+            Device { .. } | TooSmall { .. } => ExitClass::WrongDevice,
+            NotLuks(_) => ExitClass::WrongParams,
             Io { .. } | Parse(_) => ExitClass::WrongDevice,
             NoMatchingKeyslot | VolumeKeyMismatch => ExitClass::Permission,
             Busy(_) => ExitClass::Busy,

@@ -141,9 +141,7 @@ pub fn format_luks2(
     })?;
     let uuid = match &params.uuid {
         Some(u) if !valid_uuid(u) => {
-            return Err(VolumeError::Param(format!(
-                "Wrong LUKS UUID format provided."
-            )))
+            return Err(VolumeError::Param("Wrong LUKS UUID format provided.".into()))
         }
         Some(u) => u.to_lowercase(),
         None => random_uuid(),
