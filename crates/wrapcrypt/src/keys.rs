@@ -272,13 +272,7 @@ pub fn change_key(a: &Args) -> Result<(), CliError> {
 pub fn convert_key(a: &Args) -> Result<(), CliError> {
     let mut vol = load(a, true)?;
     vol.check_requirements()?;
-    let dev = a.pos(0, "<device>")?;
-    let p = existing_passphrase(
-        a,
-        &format!("Enter passphrase for keyslot to be converted: "),
-        Some(1),
-    )?;
-    let _ = dev;
+    let p = existing_passphrase(a, "Enter passphrase for keyslot to be converted: ", Some(1))?;
     let u = vol.unlock(p.expose_secret(), key_slot(a)?, false)?;
     let pb = pbkdf_opts(a)?;
     vol.change_keyslot(u.keyslot, &u.key, p.expose_secret(), Some(u.keyslot), &pb)?;
