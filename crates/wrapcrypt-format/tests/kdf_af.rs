@@ -101,8 +101,9 @@ fn kdf_af_round_trip_sizes_and_hashes() {
                 let mut back = vec![0u8; key_len];
                 af::af_merge(&mat, key_len, stripes, hash, &mut back).unwrap();
                 assert_eq!(back, key, "{hash} {key_len} {stripes}");
-                if stripes > 1 {
-                    // Damaging any stripe loses the key.
+                // Damaging a stripe loses the key. Only for keys of 16+
+                // bytes: a 1-byte key would survive by chance 1 time in 256.
+                if stripes > 1 && key_len >= 16 {
                     mat[0] ^= 1;
                     af::af_merge(&mat, key_len, stripes, hash, &mut back).unwrap();
                     assert_ne!(back, key, "{hash} {key_len} {stripes}");
