@@ -1,6 +1,7 @@
 //! `wrapcrypt`: cryptsetup's commands for LUKS volumes, plus wrapped keys.
 
 mod args;
+mod bench;
 mod dump_shim;
 mod exit;
 mod header;
@@ -43,6 +44,7 @@ fn run(a: &Args) -> Result<(), CliError> {
         "config" => header::config(a),
         "repair" => header::repair(a),
         "erase" | "luksErase" => keys::erase(a),
+        "benchmark" => bench::run(a),
         "" => Err(CliError::usage(usage())),
         other => Err(CliError::usage(format!("Unknown action {other}."))),
     }
