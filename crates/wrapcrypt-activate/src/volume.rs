@@ -266,3 +266,121 @@ fn write_full(f: &File, mut buf: &[u8], mut off: u64) -> Result<(), Errno> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wrapcrypt_sector::SectorError;
+
+    /// Adds (iv_sector + position) to each byte: a bijection tied to the IV.
+    struct AddCipher(usize);
+    impl AddCipher {
+        fn key(iv: u64, i: usize, sector: usize) -> u8 {
+            (iv + (i / sector * sector / 512) as u64)
+                .wrapping_mul(31)
+                .wrapping_add(i as u64) as u8
+        }
+    }
+    impl SectorCipher for AddCipher {
+        fn sector_size(&self) -> usize {
+            self.0
+        }
+        fn encrypt(&self, iv: u64, d: &mut [u8]) -> Result<(), SectorError> {
+            d.iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b = b.wrapping_add(Self::key(iv, i, self.0)));
+            Ok(())
+        }
+        fn decrypt(&self, iv: u64, d: &mut [u8]) -> Result<(), SectorError> {
+            d.iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b = b.wrapping_sub(Self::key(iv, i, self.0)));
+            Ok(())
+        }
+    }
+
+    fn vol(sector: usize, read_only: bool, discards: bool) -> (tempfile::NamedTempFile, Volume) {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(4096 + 64 * 1024).unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(f.path())
+            .unwrap();
+        let v = Volume::new(
+            file,
+            4096,
+            64 * 1024,
+            5,
+            Arc::new(AddCipher(sector)),
+            read_only,
+            discards,
+        );
+        (f, v)
+    }
+
+    #[test]
+    fn unaligned_writes_and_reads_round_trip_like_a_plain_file() {
+        for sector in [512, 4096] {
+            let (_f, v) = vol(sector, false, false);
+            let mut model = vec![0u8; 64 * 1024];
+            let mut buf = AlignedBuf::new(v.buf_len(64 * 1024));
+            let mut initial = vec![0u8; 64 * 1024];
+            let r = v.read(0, initial.len(), &mut buf).unwrap();
+            initial.copy_from_slice(&buf[r]);
+            model.copy_from_slice(&initial);
+            let mut scratch = AlignedBuf::new(v.buf_len(32 * 1024));
+            for (k, (off, len)) in [
+                (0u64, 4096usize),
+                (100, 1),
+                (511, 2),
+                (4000, 9000),
+                (65535, 1),
+                (8192, 512),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7 + k) as u8).collect();
+                let mut d = AlignedBuf::new(len);
+                d.copy_from_slice(&data);
+                assert_eq!(v.write(off, &mut d, &mut scratch).unwrap(), len);
+                model[off as usize..off as usize + len].copy_from_slice(&data);
+            }
+            for (off, len) in [(0u64, 65536usize), (1, 3), (4095, 2), (60000, 10000)] {
+                let r = v.read(off, len, &mut buf).unwrap();
+                let end = (off as usize + len).min(model.len());
+                assert_eq!(
+                    &buf[r],
+                    &model[off as usize..end],
+                    "sector {sector} off {off}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bounds_read_only_and_discard_policy() {
+        let (_f, v) = vol(512, false, false);
+        let mut buf = AlignedBuf::new(v.buf_len(4096));
+        let mut s = AlignedBuf::new(v.buf_len(4096));
+        assert_eq!(v.read(64 * 1024, 10, &mut buf).unwrap(), 0..0);
+        assert_eq!(v.write(64 * 1024, &mut [1u8; 4], &mut s), Err(libc::ENOSPC));
+        assert_eq!(v.write(64 * 1024 - 2, &mut [1u8; 4], &mut s), Ok(2));
+        assert_eq!(
+            v.zero_range(0, 512, &mut buf, &mut s),
+            Err(libc::EOPNOTSUPP)
+        );
+        let (_f, v) = vol(512, true, true);
+        assert_eq!(v.write(0, &mut [1u8; 512], &mut s), Err(libc::EROFS));
+        assert_eq!(v.zero_range(0, 512, &mut buf, &mut s), Err(libc::EROFS));
+        let (_f, v) = vol(4096, false, true);
+        v.write(0, &mut [0xaa; 12288], &mut s).unwrap();
+        v.zero_range(100, 8000, &mut buf, &mut s).unwrap();
+        let r = v.read(0, 12288, &mut buf).unwrap();
+        let got = &buf[r];
+        assert!(got[..100].iter().all(|&b| b == 0xaa));
+        assert!(got[100..8100].iter().all(|&b| b == 0));
+        assert!(got[8100..].iter().all(|&b| b == 0xaa));
+    }
+}

@@ -36,7 +36,7 @@ pub(crate) fn mount(mountpoint: &Path, source: &str) -> io::Result<File> {
         .custom_flags(libc::O_CLOEXEC)
         .open("/dev/fuse")?;
     let opts = format!(
-        "fd={},rootmode=40000,user_id=0,group_id=0,allow_other,max_read={}",
+        "fd={},rootmode=40000,user_id=0,group_id=0,default_permissions,max_read={}",
         dev.as_raw_fd(),
         MAX_IO
     );
