@@ -8,7 +8,7 @@ PKGS=(
   fuse3 libfuse3-dev pkg-config
   softhsm2 opensc p11-kit
   swtpm swtpm-tools tpm2-tools libtss2-dev
-  python3 python3-cryptography
+  python3 python3-cryptography libargon2-dev
   gdb hyperfine
 )
 

@@ -1,4 +1,21 @@
-//! dm-crypt compatible sector encryption (no I/O). See README.md.
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod bench;
+mod block;
+mod iv;
+mod locked;
+mod lrw;
+mod soft;
+mod spec;
+
+#[cfg(target_arch = "x86_64")]
+mod aesni;
+
+pub use bench::{benchmark, benchmark_with, BenchError};
+pub use block::Backend;
+pub use soft::{check_sector_size, new_soft_cipher, SoftCipher};
+pub use spec::{Cipher, CipherSpec, EssivHash, IvMode, Mode, SpecError};
 
 /// Error from a sector cipher (software engine or a key provider session).
 #[derive(Debug, thiserror::Error)]
@@ -30,4 +47,16 @@ pub trait SectorCipher: Send + Sync {
     fn encrypt(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError>;
     /// Decrypts `data` (whole sectors) in place.
     fn decrypt(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError>;
+}
+
+/// Whether this CPU runs AES on the AES-NI fast path.
+pub fn aes_ni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        aesni::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }

@@ -1,1 +1,258 @@
-//! wrapcrypt-volume (see README.md).
+#![doc = include_str!("../README.md")]
+
+pub mod device;
+pub mod error;
+pub mod faults;
+pub mod format;
+pub mod lock;
+mod luks2ops;
+pub mod pbkdf;
+
+use std::path::{Path, PathBuf};
+
+use wrapcrypt_format::luks2::{self, Copy, Luks2Header, RepairReason};
+use wrapcrypt_secret::SecretBytes;
+
+pub use device::Device;
+pub use error::{ExitClass, VolumeError};
+pub use lock::MetadataLock;
+pub use luks2ops::{make_digest, DigestChoice};
+pub use pbkdf::PbkdfOptions;
+
+/// The decoded header of a LUKS device.
+#[derive(Debug, Clone)]
+pub enum Header {
+    /// LUKS2.
+    Luks2(Luks2Header),
+}
+
+/// A LUKS device opened for inspection or change, with its metadata lock
+/// held for the lifetime of the value.
+#[derive(Debug)]
+pub struct Volume {
+    meta_dev: Device,
+    data_path: PathBuf,
+    detached: bool,
+    _lock: MetadataLock,
+    /// The header in force.
+    pub hdr: Header,
+    /// A header copy that is damaged or stale, and why.
+    pub repair: Option<(Copy, RepairReason)>,
+    /// Binary fields of the primary copy as read (for luksDump).
+    pub primary_binary: Option<luks2::BinaryHeader>,
+}
+
+/// The result of a successful passphrase unlock.
+#[derive(Debug)]
+pub struct Unlocked {
+    /// The keyslot that opened.
+    pub keyslot: u32,
+    /// The volume key (or, for wrapped volumes, the wrapped-key blob).
+    pub key: SecretBytes,
+}
+
+impl Volume {
+    /// Opens a LUKS device: `device` holds the data; `header` is a detached
+    /// header file, if any. Takes the metadata lock (exclusive for writers)
+    /// and reads the header, recovering from a damaged copy in memory.
+    pub fn open(
+        device: &Path,
+        header: Option<&Path>,
+        writable: bool,
+    ) -> Result<Volume, VolumeError> {
+        let meta_path = header.unwrap_or(device);
+        let meta_dev = Device::open(meta_path, writable).map_err(|source| VolumeError::Device {
+            path: meta_path.display().to_string(),
+            source,
+        })?;
+        let lock = MetadataLock::acquire(&meta_dev, writable)
+            .map_err(|e| VolumeError::io("locking metadata", meta_path, e))?;
+        let prefix = meta_dev
+            .read_at(0, luks2::MAX_METADATA_PREFIX)
+            .map_err(|e| VolumeError::io("reading header", meta_path, e))?;
+        let loaded = match Luks2Header::parse(&prefix) {
+            Ok(l) => l,
+            Err(luks2::ParseError::NotLuks2) => {
+                return Err(VolumeError::NotLuks(meta_path.display().to_string()))
+            }
+            Err(e) => return Err(VolumeError::Parse(e)),
+        };
+        Ok(Volume {
+            meta_dev,
+            data_path: device.to_path_buf(),
+            detached: header.is_some(),
+            _lock: lock,
+            hdr: Header::Luks2(loaded.header),
+            repair: loaded.needs_repair,
+            primary_binary: loaded.primary_binary,
+        })
+    }
+
+    /// The LUKS2 header, or an error for other formats.
+    pub fn luks2_header(&self) -> Result<&Luks2Header, VolumeError> {
+        match &self.hdr {
+            Header::Luks2(h) => Ok(h),
+        }
+    }
+
+    /// The metadata device.
+    pub fn meta_device(&self) -> &Device {
+        &self.meta_dev
+    }
+
+    /// The data device path.
+    pub fn data_path(&self) -> &Path {
+        &self.data_path
+    }
+
+    /// Whether the header is detached from the data device.
+    pub fn is_detached(&self) -> bool {
+        self.detached
+    }
+
+    /// LUKS version (1 or 2).
+    pub fn version(&self) -> u32 {
+        match &self.hdr {
+            Header::Luks2(_) => 2,
+        }
+    }
+
+    /// UUID of the volume.
+    pub fn uuid(&self) -> &str {
+        match &self.hdr {
+            Header::Luks2(h) => &h.uuid,
+        }
+    }
+
+    fn require_writable(&self) -> Result<(), VolumeError> {
+        if !self.meta_dev.writable() {
+            return Err(VolumeError::Param("device opened read-only".into()));
+        }
+        Ok(())
+    }
+
+    /// Refuses changes while unknown mandatory requirements are present.
+    pub fn check_requirements(&self) -> Result<(), VolumeError> {
+        match &self.hdr {
+            Header::Luks2(h) => {
+                let r = h.meta.config.unknown_requirements();
+                if r.is_empty() {
+                    Ok(())
+                } else {
+                    Err(VolumeError::Requirements(r.join(", ")))
+                }
+            }
+        }
+    }
+
+    /// Unlocks a keyslot with a passphrase. With `need_bound`, unbound
+    /// keyslots (whose key is not the segment's) are skipped: they never
+    /// activate a volume.
+    pub fn unlock(
+        &self,
+        passphrase: &[u8],
+        keyslot: Option<u32>,
+        need_bound: bool,
+    ) -> Result<Unlocked, VolumeError> {
+        match &self.hdr {
+            Header::Luks2(h) => {
+                let (keyslot, key) = self.luks2_unlock(h, passphrase, keyslot, need_bound)?;
+                Ok(Unlocked { keyslot, key })
+            }
+        }
+    }
+
+    /// Checks a volume key against the segment digest.
+    pub fn verify_volume_key(&self, key: &SecretBytes) -> Result<bool, VolumeError> {
+        match &self.hdr {
+            Header::Luks2(h) => {
+                let Some(did) = h
+                    .meta
+                    .crypt_segment_id()
+                    .and_then(|s| h.meta.digest_of_segment(s))
+                else {
+                    return Ok(false);
+                };
+                Volume::luks2_check_key(h, did, key)
+            }
+        }
+    }
+
+    /// Adds a keyslot holding `key` (which must be the volume key unless
+    /// `unbound`).
+    pub fn add_keyslot(
+        &mut self,
+        key: &SecretBytes,
+        passphrase: &[u8],
+        slot: Option<u32>,
+        pbkdf: &PbkdfOptions,
+        unbound: bool,
+    ) -> Result<u32, VolumeError> {
+        self.check_requirements()?;
+        let h = self.luks2_header()?;
+        let choice = if unbound {
+            DigestChoice::NewUnbound {
+                hash: wrapcrypt_format::hash::HashAlg::Sha256,
+            }
+        } else {
+            let did = h
+                .meta
+                .crypt_segment_id()
+                .and_then(|s| h.meta.digest_of_segment(s))
+                .ok_or_else(|| VolumeError::Unsupported("volume has no segment digest".into()))?;
+            if !self.verify_volume_key(key)? {
+                return Err(VolumeError::VolumeKeyMismatch);
+            }
+            DigestChoice::Existing(did)
+        };
+        self.luks2_add_keyslot(key, passphrase, slot, pbkdf, choice, None)
+    }
+
+    /// Replaces keyslot `old` with one protected by a new passphrase
+    /// (luksChangeKey). The new material goes to a fresh area first.
+    pub fn change_keyslot(
+        &mut self,
+        old: u32,
+        key: &SecretBytes,
+        new_passphrase: &[u8],
+        new_slot: Option<u32>,
+        pbkdf: &PbkdfOptions,
+    ) -> Result<u32, VolumeError> {
+        self.check_requirements()?;
+        let h = self.luks2_header()?;
+        let did = h
+            .meta
+            .digest_of_keyslot(old)
+            .ok_or(VolumeError::KeyslotInactive(old))?;
+        self.luks2_add_keyslot(
+            key,
+            new_passphrase,
+            new_slot,
+            pbkdf,
+            DigestChoice::Existing(did),
+            Some(old),
+        )
+    }
+
+    /// Removes keyslot `slot`.
+    pub fn remove_keyslot(&mut self, slot: u32) -> Result<(), VolumeError> {
+        self.check_requirements()?;
+        self.luks2_remove_keyslot(slot)
+    }
+
+    /// Writes a modified LUKS2 header (tokens, config, labels…).
+    pub fn write_luks2(&mut self, new: Luks2Header) -> Result<(), VolumeError> {
+        self.luks2_write(new)
+    }
+
+    /// Rewrites a damaged or stale copy from the copy in force.
+    pub fn repair(&mut self) -> Result<bool, VolumeError> {
+        if self.repair.is_none() {
+            return Ok(false);
+        }
+        let h = self.luks2_header()?.clone();
+        // Writing both copies with a fresh seqid makes them agree again.
+        self.luks2_write(h)?;
+        Ok(true)
+    }
+}

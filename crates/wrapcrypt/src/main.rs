@@ -1,1 +1,64 @@
-fn main() {}
+//! `wrapcrypt`: cryptsetup's commands for LUKS volumes, plus wrapped keys.
+
+mod args;
+mod dump_shim;
+mod exit;
+mod header;
+mod keys;
+mod pass;
+
+use args::Args;
+use exit::CliError;
+
+fn usage() -> &'static str {
+    "Usage: wrapcrypt ACTION [options] DEVICE [ARGS]\n\
+     Actions: luksFormat open luksOpen close status luksDump isLuks luksUUID luksAddKey\n\
+     luksRemoveKey luksChangeKey luksKillSlot luksConvertKey luksHeaderBackup\n\
+     luksHeaderRestore token config convert repair erase benchmark"
+}
+
+fn run(a: &Args) -> Result<(), CliError> {
+    if a.flag("version") {
+        println!("wrapcrypt {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    if a.flag("help") {
+        println!("{}", usage());
+        return Ok(());
+    }
+    match a.action.as_str() {
+        "luksFormat" => keys::luks_format(a),
+        "open" | "luksOpen" => keys::open(a),
+        "luksAddKey" => keys::add_key(a),
+        "luksRemoveKey" => keys::remove_key(a),
+        "luksChangeKey" => keys::change_key(a),
+        "luksKillSlot" => keys::kill_slot(a),
+        "luksConvertKey" => keys::convert_key(a),
+        "luksDump" => header::dump(a),
+        "isLuks" => header::is_luks(a),
+        "luksUUID" => header::uuid(a),
+        "luksHeaderBackup" => header::backup(a),
+        "luksHeaderRestore" => header::restore(a),
+        "token" => header::token(a),
+        "config" => header::config(a),
+        "repair" => header::repair(a),
+        "erase" | "luksErase" => keys::erase(a),
+        "" => Err(CliError::usage(usage())),
+        other => Err(CliError::usage(format!("Unknown action {other}."))),
+    }
+}
+
+fn main() {
+    wrapcrypt_secret::harden_process();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let code = match Args::parse(&argv).and_then(|a| run(&a)) {
+        Ok(()) => 0,
+        Err(e) => {
+            if !e.msg.is_empty() {
+                eprintln!("{}", e.msg);
+            }
+            e.code
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,328 @@
+//! The JSON metadata object and its cross-section validation.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::binary::BIN_HDR_SIZE;
+use super::config::Config;
+use super::digest::{Digest, DIGESTS_MAX};
+use super::error::{Area, Section, ValidateError};
+use super::jsonutil::{parse_id, Obj};
+use super::keyslot::{Keyslot, KEYSLOTS_MAX};
+use super::segment::{Segment, SegmentSize, SEGMENTS_MAX};
+use super::token::{Token, TOKENS_MAX};
+
+/// The whole LUKS2 JSON metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    /// Keyslots by id.
+    pub keyslots: BTreeMap<u32, Keyslot>,
+    /// Tokens by id.
+    pub tokens: BTreeMap<u32, Token>,
+    /// Segments by id.
+    pub segments: BTreeMap<u32, Segment>,
+    /// Digests by id.
+    pub digests: BTreeMap<u32, Digest>,
+    /// Config.
+    pub config: Config,
+    /// Unknown top-level members, preserved.
+    pub extra: Map<String, Value>,
+}
+
+fn section<'a, T>(
+    root: &Obj<'a>,
+    name: &'static str,
+    sec: Section,
+    max: u32,
+    f: impl Fn(u32, &Value) -> Result<T, ValidateError>,
+) -> Result<BTreeMap<u32, T>, ValidateError> {
+    let o = Obj::of(sec, None, root.req(name)?, name)?;
+    let mut out = BTreeMap::new();
+    for (k, v) in o.map {
+        let id = parse_id(sec, k, max)?;
+        if out.insert(id, f(id, v)?).is_some() {
+            return Err(ValidateError::BadId {
+                section: sec,
+                id: k.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl Metadata {
+    /// Decodes and validates the JSON value (structure and references; the
+    /// on-disk layout is checked by [`Metadata::validate_layout`]).
+    pub fn from_json(v: &Value) -> Result<Metadata, ValidateError> {
+        let root = Obj::of(Section::Root, None, v, "metadata")?;
+        let m = Metadata {
+            keyslots: section(
+                &root,
+                "keyslots",
+                Section::Keyslots,
+                KEYSLOTS_MAX,
+                Keyslot::from_json,
+            )?,
+            tokens: section(
+                &root,
+                "tokens",
+                Section::Tokens,
+                TOKENS_MAX,
+                Token::from_json,
+            )?,
+            segments: section(
+                &root,
+                "segments",
+                Section::Segments,
+                SEGMENTS_MAX,
+                Segment::from_json,
+            )?,
+            digests: section(
+                &root,
+                "digests",
+                Section::Digests,
+                DIGESTS_MAX,
+                Digest::from_json,
+            )?,
+            config: Config::from_json(root.req("config")?)?,
+            extra: root.rest(&["keyslots", "tokens", "segments", "digests", "config"]),
+        };
+        m.validate_references()?;
+        Ok(m)
+    }
+
+    /// Encodes to a JSON value, sections in cryptsetup's order.
+    pub fn to_json(&self) -> Value {
+        fn sec<T>(m: &BTreeMap<u32, T>, f: impl Fn(&T) -> Value) -> Value {
+            Value::Object(m.iter().map(|(k, v)| (k.to_string(), f(v))).collect())
+        }
+        let mut m = Map::new();
+        m.insert("keyslots".into(), sec(&self.keyslots, Keyslot::to_json));
+        m.insert("tokens".into(), sec(&self.tokens, Token::to_json));
+        m.insert("segments".into(), sec(&self.segments, Segment::to_json));
+        m.insert("digests".into(), sec(&self.digests, Digest::to_json));
+        m.insert("config".into(), self.config.to_json());
+        m.extend(self.extra.clone());
+        Value::Object(m)
+    }
+
+    fn validate_references(&self) -> Result<(), ValidateError> {
+        let mut ks_owner: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut seg_owner: BTreeMap<u32, u32> = BTreeMap::new();
+        for (&id, d) in &self.digests {
+            for &k in &d.keyslots {
+                if !self.keyslots.contains_key(&k) {
+                    return Err(dangling(
+                        Section::Digests,
+                        id,
+                        "keyslots",
+                        Section::Keyslots,
+                        k,
+                    ));
+                }
+                if ks_owner.insert(k, id).is_some() {
+                    return Err(ValidateError::Invalid {
+                        section: Section::Digests,
+                        id: Some(id),
+                        field: "keyslots".into(),
+                        reason: format!("keyslot {k} is assigned to more than one digest"),
+                    });
+                }
+            }
+            for &s in &d.segments {
+                if !self.segments.contains_key(&s) {
+                    return Err(dangling(
+                        Section::Digests,
+                        id,
+                        "segments",
+                        Section::Segments,
+                        s,
+                    ));
+                }
+                if seg_owner.insert(s, id).is_some() {
+                    return Err(ValidateError::Invalid {
+                        section: Section::Digests,
+                        id: Some(id),
+                        field: "segments".into(),
+                        reason: format!("segment {s} is assigned to more than one digest"),
+                    });
+                }
+            }
+        }
+        for (&id, t) in &self.tokens {
+            for &k in &t.keyslots {
+                if !self.keyslots.contains_key(&k) {
+                    return Err(dangling(
+                        Section::Tokens,
+                        id,
+                        "keyslots",
+                        Section::Keyslots,
+                        k,
+                    ));
+                }
+            }
+        }
+        for (&id, k) in &self.keyslots {
+            if k.key_size == 0 {
+                return Err(ValidateError::Invalid {
+                    section: Section::Keyslots,
+                    id: Some(id),
+                    field: "key_size".into(),
+                    reason: "must not be zero".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the on-disk layout for a header of `hdr_size`: config sizes,
+    /// keyslot areas inside the keyslots area and disjoint, segments ordered
+    /// and disjoint, and (for a header on the data device) segments clear
+    /// of the metadata and keyslot areas.
+    pub fn validate_layout(&self, hdr_size: u64, attached: bool) -> Result<(), ValidateError> {
+        let cfg_err = |field: &str, reason: String| ValidateError::Invalid {
+            section: Section::Config,
+            id: None,
+            field: field.into(),
+            reason,
+        };
+        if self.config.json_size != hdr_size - BIN_HDR_SIZE as u64 {
+            return Err(cfg_err(
+                "json_size",
+                format!(
+                    "{} does not match metadata size {hdr_size}",
+                    self.config.json_size
+                ),
+            ));
+        }
+        if !self.config.keyslots_size.is_multiple_of(4096) {
+            return Err(cfg_err("keyslots_size", "not aligned to 4096 bytes".into()));
+        }
+        let ks_start = 2 * hdr_size;
+        let ks_end = ks_start
+            .checked_add(self.config.keyslots_size)
+            .ok_or_else(|| cfg_err("keyslots_size", "overflows".into()))?;
+        let mut areas: Vec<(u64, u64, Area)> = Vec::new();
+        for (&id, k) in &self.keyslots {
+            let (off, size) = (k.area.offset, k.area.size);
+            let end = off.checked_add(size);
+            if end.is_none_or(|e| off < ks_start || e > ks_end) {
+                return Err(ValidateError::OutOfBounds {
+                    area: Area::Keyslot(id),
+                    offset: off,
+                    size,
+                });
+            }
+            areas.push((off, size, Area::Keyslot(id)));
+        }
+        let mut prev_end: Option<(u64, u32)> = None;
+        let n = self.segments.len();
+        for (i, (&id, s)) in self.segments.iter().enumerate() {
+            let size = match s.size {
+                SegmentSize::Fixed(v) => v,
+                SegmentSize::Dynamic if i + 1 == n => u64::MAX - s.offset,
+                SegmentSize::Dynamic => {
+                    return Err(ValidateError::Invalid {
+                        section: Section::Segments,
+                        id: Some(id),
+                        field: "size".into(),
+                        reason: "only the last segment may be dynamic".into(),
+                    })
+                }
+            };
+            if let Some((pe, pid)) = prev_end {
+                if s.offset < pe {
+                    return Err(ValidateError::Overlap {
+                        a: Area::Segment(pid),
+                        b: Area::Segment(id),
+                    });
+                }
+            }
+            let end = s
+                .offset
+                .checked_add(size)
+                .ok_or(ValidateError::OutOfBounds {
+                    area: Area::Segment(id),
+                    offset: s.offset,
+                    size,
+                })?;
+            prev_end = Some((end, id));
+            if attached && size > 0 {
+                if s.offset < ks_start {
+                    return Err(ValidateError::Overlap {
+                        a: Area::Metadata,
+                        b: Area::Segment(id),
+                    });
+                }
+                areas.push((s.offset, size, Area::Segment(id)));
+            }
+        }
+        areas.sort_by_key(|a| a.0);
+        for w in areas.windows(2) {
+            if w[0].0 + w[0].1 > w[1].0 {
+                return Err(ValidateError::Overlap {
+                    a: w[0].2,
+                    b: w[1].2,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The digest id that certifies keyslot `ks`, if any.
+    pub fn digest_of_keyslot(&self, ks: u32) -> Option<u32> {
+        self.digests
+            .iter()
+            .find(|(_, d)| d.keyslots.contains(&ks))
+            .map(|(&id, _)| id)
+    }
+
+    /// The digest id of segment `seg`, if any.
+    pub fn digest_of_segment(&self, seg: u32) -> Option<u32> {
+        self.digests
+            .iter()
+            .find(|(_, d)| d.segments.contains(&seg))
+            .map(|(&id, _)| id)
+    }
+
+    /// Whether keyslot `ks` can unlock segment 0's key (is not unbound).
+    pub fn keyslot_is_bound(&self, ks: u32) -> bool {
+        match (
+            self.digest_of_keyslot(ks),
+            self.digest_of_segment(self.crypt_segment_id().unwrap_or(0)),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// The id of the (first) crypt segment.
+    pub fn crypt_segment_id(&self) -> Option<u32> {
+        self.segments
+            .iter()
+            .find(|(_, s)| s.kind == "crypt")
+            .map(|(&id, _)| id)
+    }
+
+    /// End of the keyslots area in bytes.
+    pub fn keyslots_end(&self, hdr_size: u64) -> u64 {
+        2 * hdr_size + self.config.keyslots_size
+    }
+}
+
+fn dangling(
+    section: Section,
+    id: u32,
+    field: &'static str,
+    target: Section,
+    target_id: u32,
+) -> ValidateError {
+    ValidateError::Dangling {
+        section,
+        id,
+        field,
+        target,
+        target_id: target_id.to_string(),
+    }
+}

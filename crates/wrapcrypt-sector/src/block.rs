@@ -1,0 +1,217 @@
+//! One keyed block cipher (16-byte blocks) with batch helpers for the modes.
+
+use aes::cipher::{generic_array::GenericArray, BlockDecrypt, BlockEncrypt, KeyInit};
+use zeroize::Zeroize;
+
+use crate::locked::Locked;
+use crate::spec::{Cipher, SpecError};
+
+/// Cipher block size in bytes (all supported ciphers).
+pub(crate) const BLOCK: usize = 16;
+
+/// Which implementation to use for AES.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// The fastest available: AES-NI where the CPU has it.
+    #[default]
+    Auto,
+    /// The portable RustCrypto implementations only (reference and fallback).
+    Portable,
+}
+
+/// A keyed block cipher whose schedule lives in locked memory.
+pub(crate) enum BlockKey {
+    #[cfg(target_arch = "x86_64")]
+    AesNi(crate::aesni::AesKey),
+    Aes128(Locked<aes::Aes128>),
+    Aes192(Locked<aes::Aes192>),
+    Aes256(Locked<aes::Aes256>),
+    Serpent(Locked<serpent::Serpent>),
+    Twofish(Locked<twofish::Twofish>),
+}
+
+type Block = GenericArray<u8, aes::cipher::consts::U16>;
+
+fn as_blocks(data: &mut [u8]) -> &mut [Block] {
+    debug_assert_eq!(data.len() % BLOCK, 0);
+    // SAFETY: GenericArray<u8, U16> is a repr(transparent) [u8; 16] with
+    // alignment 1; the length is rounded down to whole blocks.
+    unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr() as *mut Block, data.len() / BLOCK) }
+}
+
+fn locked<T: KeyInit>(key: &[u8]) -> Result<Locked<T>, aes::cipher::InvalidLength> {
+    Locked::try_new(|| T::new_from_slice(key))
+}
+
+impl BlockKey {
+    /// Keys `cipher` with `key` (one block-cipher key, already split by the mode).
+    pub(crate) fn new(cipher: Cipher, key: &[u8], backend: Backend) -> Result<BlockKey, SpecError> {
+        let bad = || SpecError::InvalidKeySize {
+            spec: cipher.to_string(),
+            bits: key.len() * 8,
+        };
+        if !cipher.accepts_key_len(key.len()) {
+            return Err(bad());
+        }
+        match cipher {
+            Cipher::Aes => {
+                #[cfg(target_arch = "x86_64")]
+                if backend == Backend::Auto {
+                    if let Some(k) = crate::aesni::AesKey::new(key) {
+                        return Ok(BlockKey::AesNi(k));
+                    }
+                }
+                let _ = backend;
+                Ok(match key.len() {
+                    16 => BlockKey::Aes128(locked(key).map_err(|_| bad())?),
+                    24 => BlockKey::Aes192(locked(key).map_err(|_| bad())?),
+                    _ => BlockKey::Aes256(locked(key).map_err(|_| bad())?),
+                })
+            }
+            Cipher::Serpent => Ok(BlockKey::Serpent(locked(key).map_err(|_| bad())?)),
+            Cipher::Twofish => Ok(BlockKey::Twofish(locked(key).map_err(|_| bad())?)),
+            Cipher::Null => Err(SpecError::Unsupported {
+                spec: cipher.to_string(),
+                what: "cipher_null has no block cipher",
+            }),
+            Cipher::Waes | Cipher::Paes => Err(SpecError::WrappedKey { cipher }),
+        }
+    }
+
+    /// True when this key runs on the AES-NI fast path.
+    pub(crate) fn accelerated(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let BlockKey::AesNi(_) = self {
+            return true;
+        }
+        false
+    }
+
+    /// ECB-encrypts whole blocks in place.
+    pub(crate) fn encrypt_blocks(&self, data: &mut [u8]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            BlockKey::AesNi(k) => k.ecb_encrypt(data),
+            BlockKey::Aes128(k) => k.get().encrypt_blocks(as_blocks(data)),
+            BlockKey::Aes192(k) => k.get().encrypt_blocks(as_blocks(data)),
+            BlockKey::Aes256(k) => k.get().encrypt_blocks(as_blocks(data)),
+            BlockKey::Serpent(k) => k.get().encrypt_blocks(as_blocks(data)),
+            BlockKey::Twofish(k) => k.get().encrypt_blocks(as_blocks(data)),
+        }
+    }
+
+    /// ECB-decrypts whole blocks in place.
+    pub(crate) fn decrypt_blocks(&self, data: &mut [u8]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            BlockKey::AesNi(k) => k.ecb_decrypt(data),
+            BlockKey::Aes128(k) => k.get().decrypt_blocks(as_blocks(data)),
+            BlockKey::Aes192(k) => k.get().decrypt_blocks(as_blocks(data)),
+            BlockKey::Aes256(k) => k.get().decrypt_blocks(as_blocks(data)),
+            BlockKey::Serpent(k) => k.get().decrypt_blocks(as_blocks(data)),
+            BlockKey::Twofish(k) => k.get().decrypt_blocks(as_blocks(data)),
+        }
+    }
+
+    /// CBC-encrypts one data unit in place.
+    pub(crate) fn cbc_encrypt(&self, iv: &[u8; BLOCK], data: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if let BlockKey::AesNi(k) = self {
+            return k.cbc_encrypt(iv, data);
+        }
+        let mut prev = *iv;
+        for b in data.chunks_exact_mut(BLOCK) {
+            xor_into(b, &prev);
+            self.encrypt_blocks(b);
+            prev.copy_from_slice(b);
+        }
+    }
+
+    /// CBC-decrypts one data unit in place.
+    pub(crate) fn cbc_decrypt(&self, iv: &[u8; BLOCK], data: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if let BlockKey::AesNi(k) = self {
+            return k.cbc_decrypt(iv, data);
+        }
+        // Batches keep the block cipher's parallelism; ciphertext is kept in
+        // `ct` because decryption overwrites it.
+        let mut prev = *iv;
+        let mut ct = [0u8; 8 * BLOCK];
+        for chunk in data.chunks_mut(8 * BLOCK) {
+            let n = chunk.len();
+            ct[..n].copy_from_slice(chunk);
+            self.decrypt_blocks(chunk);
+            xor_into(&mut chunk[..BLOCK], &prev);
+            for i in 1..n / BLOCK {
+                xor_into(
+                    &mut chunk[i * BLOCK..(i + 1) * BLOCK],
+                    &ct[(i - 1) * BLOCK..i * BLOCK],
+                );
+            }
+            prev.copy_from_slice(&ct[n - BLOCK..n]);
+        }
+    }
+
+    /// XTS-encrypts one data unit whose first tweak (already E_K2(IV)) is `tweak`.
+    pub(crate) fn xts_encrypt(&self, tweak: &[u8; BLOCK], data: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if let BlockKey::AesNi(k) = self {
+            return k.xts_encrypt(tweak, data);
+        }
+        let mut t = u128::from_le_bytes(*tweak);
+        self.xex(data, true, || {
+            let cur = t.to_le_bytes();
+            t = xts_mul_x(t);
+            cur
+        });
+        t.zeroize();
+    }
+
+    /// XTS-decrypts one data unit whose first tweak (already E_K2(IV)) is `tweak`.
+    pub(crate) fn xts_decrypt(&self, tweak: &[u8; BLOCK], data: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if let BlockKey::AesNi(k) = self {
+            return k.xts_decrypt(tweak, data);
+        }
+        let mut t = u128::from_le_bytes(*tweak);
+        self.xex(data, false, || {
+            let cur = t.to_le_bytes();
+            t = xts_mul_x(t);
+            cur
+        });
+        t.zeroize();
+    }
+
+    /// C = E(P ^ T) ^ T with tweaks from `next`, in batches of 8 blocks.
+    pub(crate) fn xex(&self, data: &mut [u8], encrypt: bool, mut next: impl FnMut() -> [u8; 16]) {
+        let mut tw = [[0u8; BLOCK]; 8];
+        for chunk in data.chunks_mut(8 * BLOCK) {
+            let n = chunk.len() / BLOCK;
+            for (i, b) in chunk.chunks_exact_mut(BLOCK).enumerate() {
+                tw[i] = next();
+                xor_into(b, &tw[i]);
+            }
+            if encrypt {
+                self.encrypt_blocks(chunk);
+            } else {
+                self.decrypt_blocks(chunk);
+            }
+            for (b, t) in chunk.chunks_exact_mut(BLOCK).zip(&tw[..n]) {
+                xor_into(b, t);
+            }
+        }
+        tw.zeroize();
+    }
+}
+
+/// XTS multiplication by x (little-endian, reduction x^128 + x^7 + x^2 + x + 1).
+pub(crate) fn xts_mul_x(t: u128) -> u128 {
+    (t << 1) ^ ((t >> 127).wrapping_neg() & 0x87)
+}
+
+pub(crate) fn xor_into(dst: &mut [u8], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d ^= s;
+    }
+}

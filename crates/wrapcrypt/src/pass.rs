@@ -1,0 +1,204 @@
+//! Passphrases and key files: TTY prompts without echo, lines from a
+//! non-TTY stdin, and key files (offset, size, `-` for stdin). Everything
+//! is read straight into locked memory.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+
+use wrapcrypt_secret::SecretBytes;
+
+use crate::exit::CliError;
+
+/// cryptsetup's default maximum key file size (8 MiB).
+pub const MAX_KEYFILE: usize = 8 << 20;
+
+/// A growable secret buffer (doubling into fresh locked memory).
+struct SecretVec {
+    buf: SecretBytes,
+    len: usize,
+}
+
+impl SecretVec {
+    fn new() -> SecretVec {
+        SecretVec {
+            buf: SecretBytes::zeroed(4096),
+            len: 0,
+        }
+    }
+
+    fn push_slice(&mut self, b: &[u8]) {
+        if self.len + b.len() > self.buf.len() {
+            let mut n = SecretBytes::zeroed((self.len + b.len()).next_power_of_two());
+            n.expose_secret_mut()[..self.len]
+                .copy_from_slice(&self.buf.expose_secret()[..self.len]);
+            self.buf = n;
+        }
+        self.buf.expose_secret_mut()[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+
+    fn finish(mut self) -> SecretBytes {
+        let len = self.len;
+        let mut out = SecretBytes::zeroed(len);
+        out.expose_secret_mut()
+            .copy_from_slice(&self.buf.expose_secret()[..len]);
+        self.buf.truncate(0);
+        out
+    }
+}
+
+fn is_tty(fd: i32) -> bool {
+    // SAFETY: isatty on any fd is safe.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Reads a key file: `offset` bytes skipped, at most `size` bytes (or up to
+/// EOF, capped at [`MAX_KEYFILE`]). No newline processing, as cryptsetup.
+pub fn read_keyfile(path: &str, offset: u64, size: Option<usize>) -> Result<SecretBytes, CliError> {
+    let mut r: Box<dyn Read> = if path == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(path)
+                .map_err(|e| CliError::new(1, format!("Failed to open key file {path}: {e}")))?,
+        )
+    };
+    let mut skip = offset;
+    let mut chunk = SecretBytes::zeroed(4096);
+    while skip > 0 {
+        let n = r.read(&mut chunk.expose_secret_mut()[..(skip.min(4096)) as usize])?;
+        if n == 0 {
+            return Err(CliError::usage("Cannot seek to requested keyfile offset."));
+        }
+        skip -= n as u64;
+    }
+    let limit = size.unwrap_or(MAX_KEYFILE);
+    let mut out = SecretVec::new();
+    loop {
+        let want = (limit - out.len).min(4096);
+        if want == 0 {
+            break;
+        }
+        let n = r.read(&mut chunk.expose_secret_mut()[..want])?;
+        if n == 0 {
+            break;
+        }
+        out.push_slice(&chunk.expose_secret()[..n]);
+    }
+    if let Some(s) = size {
+        if out.len < s {
+            return Err(CliError::usage(format!(
+                "Cannot read {s} bytes from key file {path}."
+            )));
+        }
+    } else if out.len == MAX_KEYFILE {
+        let n = r.read(&mut chunk.expose_secret_mut()[..1])?;
+        if n > 0 {
+            return Err(CliError::usage("Maximum keyfile size exceeded."));
+        }
+    }
+    Ok(out.finish())
+}
+
+/// Reads one passphrase line from stdin (TTY: prompt, no echo).
+pub fn read_line(prompt: &str) -> Result<SecretBytes, CliError> {
+    let fd = std::io::stdin().as_raw_fd();
+    let tty = is_tty(fd);
+    let mut saved: Option<libc::termios> = None;
+    if tty {
+        eprint!("{prompt}");
+        // SAFETY: termios calls on stdin, restored below.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut t) == 0 {
+                saved = Some(t);
+                let mut n = t;
+                n.c_lflag &= !(libc::ECHO | libc::ECHONL);
+                n.c_lflag |= libc::ICANON;
+                libc::tcsetattr(fd, libc::TCSAFLUSH, &n);
+            }
+        }
+    }
+    let mut out = SecretVec::new();
+    let mut byte = SecretBytes::zeroed(1);
+    let mut got_any = false;
+    loop {
+        // Byte-wise read so later prompts see the following lines.
+        // SAFETY: reads at most one byte into the locked buffer.
+        let n = unsafe {
+            libc::read(
+                fd,
+                byte.expose_secret_mut().as_mut_ptr() as *mut libc::c_void,
+                1,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            restore(fd, saved);
+            return Err(e.into());
+        }
+        if n == 0 {
+            break;
+        }
+        got_any = true;
+        if byte.expose_secret()[0] == b'\n' {
+            break;
+        }
+        out.push_slice(byte.expose_secret());
+        if out.len > MAX_KEYFILE {
+            restore(fd, saved);
+            return Err(CliError::usage("Maximum passphrase size exceeded."));
+        }
+    }
+    restore(fd, saved);
+    if tty {
+        eprintln!();
+    }
+    if !got_any {
+        return Err(CliError::usage("Nothing to read on input."));
+    }
+    Ok(out.finish())
+}
+
+fn restore(fd: i32, saved: Option<libc::termios>) {
+    if let Some(t) = saved {
+        // SAFETY: restoring the attributes read before.
+        unsafe {
+            libc::tcsetattr(fd, libc::TCSAFLUSH, &t);
+        }
+    }
+}
+
+/// Whether stdin is a terminal (verification prompts only then).
+pub fn stdin_is_tty() -> bool {
+    is_tty(std::io::stdin().as_raw_fd())
+}
+
+/// Reads a new passphrase, asking twice on a terminal when `verify`.
+pub fn read_new(prompt: &str, verify: bool) -> Result<SecretBytes, CliError> {
+    let p = read_line(prompt)?;
+    if verify && stdin_is_tty() {
+        let v = read_line("Verify passphrase: ")?;
+        if !p.ct_eq(v.expose_secret()) {
+            return Err(CliError::new(2, "Passphrases do not match."));
+        }
+    }
+    Ok(p)
+}
+
+/// Asks for a YES confirmation unless in batch mode.
+pub fn confirm(question: &str, batch: bool) -> Result<(), CliError> {
+    if batch {
+        return Ok(());
+    }
+    eprint!("{question}\nAre you sure? (Type 'yes' in capital letters): ");
+    // Byte-wise, like passphrases, so that lines after it stay unread.
+    let answer = read_line("").unwrap_or_else(|_| SecretBytes::zeroed(0));
+    if answer.expose_secret() != b"YES" {
+        return Err(CliError::usage("Operation aborted."));
+    }
+    Ok(())
+}
