@@ -1,19 +1,17 @@
 //! Throughput of the FUSE + loop data path.
 //!
-//! `fuse_bench [--size-mib N] [--dir DIR] [--cipher null|xor|xts] [--rand-ops N]`
+//! `fuse_bench [--size-mib N] [--dir DIR] [--cipher null|xor|SPEC] [--rand-ops N]`
 //!
 //! Measures, on an image file of N MiB (default 1024) in DIR (default
 //! /var/tmp): the raw file with O_DIRECT, then the volume opened through the
-//! server with the `null` cipher and with the chosen cipher (default `xts`,
-//! a stand-in AES-XTS built on the `aes` crate until the lead wires the
-//! real engine). For each: sequential O_DIRECT write (+ fdatasync) and read
+//! server with the `null` cipher and with the chosen cipher (default
+//! `aes-xts-plain64` from wrapcrypt-sector's engine, random key; `xor` is a
+//! cheap keystream for isolating server overhead). For each: sequential O_DIRECT write (+ fdatasync) and read
 //! in 1 MiB blocks, and 4 KiB O_DIRECT random reads with 1 and 4 threads.
 //! Prints one JSON object per line; server RSS idle and under load too.
 //! `fuse_bench --open NAME IMAGE CIPHER` / `--close NAME` open and close a
 //! volume for manual experiments.
 
-use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
-use aes::Aes256;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -85,57 +83,19 @@ impl SectorCipher for XorCipher {
     }
 }
 
-/// AES-256-XTS encryption (plain64 IVs, 4096-byte sectors) as a stand-in
-/// for the real engine's cost; decrypt is not needed for timing, so both
-/// directions run the encrypt path (same work).
-struct XtsCipher {
-    k1: Aes256,
-    k2: Aes256,
-}
-impl XtsCipher {
-    fn apply(&self, iv: u64, d: &mut [u8]) {
-        let mut tweaks = vec![GenericArray::from([0u8; 16]); 256];
-        for (i, s) in d.chunks_mut(4096).enumerate() {
-            let mut t = [0u8; 16];
-            t[..8].copy_from_slice(&(iv + 8 * i as u64).to_le_bytes());
-            let mut tb = GenericArray::from(t);
-            self.k2.encrypt_block(&mut tb);
-            let mut tw = u128::from_le_bytes(tb.into());
-            let mut blocks: Vec<GenericArray<u8, _>> = Vec::with_capacity(256);
-            for (j, b) in s.chunks_exact(16).enumerate() {
-                tweaks[j] = GenericArray::from(tw.to_le_bytes());
-                let x = u128::from_le_bytes(b.try_into().unwrap()) ^ tw;
-                blocks.push(GenericArray::from(x.to_le_bytes()));
-                let carry = (tw >> 127) as u8;
-                tw = (tw << 1) ^ if carry == 1 { 0x87 } else { 0 };
-            }
-            self.k1.encrypt_blocks(&mut blocks);
-            for (j, b) in s.chunks_exact_mut(16).enumerate() {
-                let x =
-                    u128::from_le_bytes(blocks[j].into()) ^ u128::from_le_bytes(tweaks[j].into());
-                b.copy_from_slice(&x.to_le_bytes());
-            }
-        }
-    }
-}
-impl SectorCipher for XtsCipher {
-    fn sector_size(&self) -> usize {
-        4096
-    }
-    fn encrypt(&self, iv: u64, d: &mut [u8]) -> Result<(), SectorError> {
-        self.apply(iv, d);
-        Ok(())
-    }
-    fn decrypt(&self, iv: u64, d: &mut [u8]) -> Result<(), SectorError> {
-        self.apply(iv, d);
-        Ok(())
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 struct Payload {
     cfg: ServeConfig,
     cipher: String,
+}
+
+/// Key length for a spec: XTS takes two keys; 256-bit AES otherwise.
+fn key_bytes(spec: &wrapcrypt_sector::CipherSpec) -> usize {
+    if spec.to_string().contains("xts") {
+        64
+    } else {
+        32
+    }
 }
 
 fn serve() -> ! {
@@ -146,10 +106,12 @@ fn serve() -> ! {
     let cipher: Arc<dyn SectorCipher> = match p.cipher.as_str() {
         "null" => Arc::new(NullCipher),
         "xor" => Arc::new(XorCipher),
-        _ => Arc::new(XtsCipher {
-            k1: Aes256::new(&GenericArray::from([0x11u8; 32])),
-            k2: Aes256::new(&GenericArray::from([0x22u8; 32])),
-        }),
+        spec => {
+            // The real software engine with a random key of the spec's size.
+            let spec = wrapcrypt_sector::CipherSpec::parse(spec).expect("cipher spec");
+            let key = wrapcrypt_secret::SecretBytes::random(key_bytes(&spec)).unwrap();
+            Arc::from(wrapcrypt_sector::new_soft_cipher(&spec, &key, 4096).expect("engine"))
+        }
     };
     let mut ready = Some(ready);
     let r = wrapcrypt_activate::run_server(p.cfg, cipher, |res| {
@@ -317,7 +279,7 @@ fn main() {
     };
     let size = opt("--size-mib", "1024").parse::<u64>().unwrap() * MIB as u64;
     let dir = PathBuf::from(opt("--dir", "/var/tmp"));
-    let cipher = opt("--cipher", "xts");
+    let cipher = opt("--cipher", "aes-xts-plain64");
     let rand_ops: u64 = opt("--rand-ops", "20000").parse().unwrap();
     let img = dir.join(format!("wrapcrypt-fuse-bench-{}.img", std::process::id()));
     let _cleanup = Cleanup(img.clone());

@@ -91,12 +91,26 @@ pub struct Payload {
     pub key: u64,
     pub sector: usize,
     pub poison: Option<(u64, u64)>,
+    /// For cipher "engine": the dm-crypt spec and the key in hex.
+    pub spec: Option<String>,
+    pub key_hex: Option<String>,
 }
 
 impl Payload {
     pub fn build(&self) -> Arc<dyn SectorCipher> {
         match self.cipher.as_str() {
             "null" => Arc::new(NullCipher(self.sector)),
+            "engine" => {
+                let spec =
+                    wrapcrypt_sector::CipherSpec::parse(self.spec.as_deref().unwrap()).unwrap();
+                let hex = self.key_hex.as_deref().unwrap();
+                let key: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect();
+                let key = wrapcrypt_secret::SecretBytes::copy_from(&key);
+                Arc::from(wrapcrypt_sector::new_soft_cipher(&spec, &key, self.sector).unwrap())
+            }
             _ => Arc::new(XorCipher {
                 key: self.key,
                 sector: self.sector,
@@ -207,5 +221,7 @@ pub fn payload(name: &str, backing: &Path, cipher: &str, sector: usize) -> Paylo
         key: 0x5eed_c0de_1234_5678,
         sector,
         poison: None,
+        spec: None,
+        key_hex: None,
     }
 }
