@@ -30,16 +30,23 @@ fn cipher_row(name: &str, bits: usize) -> Result<String, CliError> {
         name.to_string()
     };
     let spec = CipherSpec::parse(&full).map_err(|e| CliError::usage(e.to_string()))?;
-    let (enc, dec) = wrapcrypt_sector::benchmark(&spec, bits, 1 << 20)
-        .map_err(|e| CliError::usage(format!("Cipher {full} (with {bits} bits key) is not available: {e}")))?;
-    Ok(format!("{name:>15} {bits:>9}b {enc:>11.1} MiB/s {dec:>11.1} MiB/s"))
+    let (enc, dec) = wrapcrypt_sector::benchmark(&spec, bits, 1 << 20).map_err(|e| {
+        CliError::usage(format!(
+            "Cipher {full} (with {bits} bits key) is not available: {e}"
+        ))
+    })?;
+    Ok(format!(
+        "{name:>15} {bits:>9}b {enc:>11.1} MiB/s {dec:>11.1} MiB/s"
+    ))
 }
 
 /// benchmark [--cipher C] [--key-size BITS] [--pbkdf P]
 pub fn run(a: &Args) -> Result<(), CliError> {
     println!("# Tests are approximate using memory only (no storage IO).");
     if let Some(c) = a.get("cipher") {
-        let bits = a.num::<usize>("key-size")?.unwrap_or(if c.contains("xts") { 512 } else { 256 });
+        let bits = a
+            .num::<usize>("key-size")?
+            .unwrap_or(if c.contains("xts") { 512 } else { 256 });
         let short: String = c.split('-').take(2).collect::<Vec<_>>().join("-");
         println!("#     Algorithm |       Key |      Encryption |      Decryption");
         println!("{}", cipher_row(&short, bits)?);
@@ -47,13 +54,22 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     }
     let want = a.get("pbkdf");
     let ms = a.num::<u32>("iter-time")?.unwrap_or(2000);
-    for h in [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha512, HashAlg::Ripemd160, HashAlg::Whirlpool] {
+    for h in [
+        HashAlg::Sha1,
+        HashAlg::Sha256,
+        HashAlg::Sha512,
+        HashAlg::Ripemd160,
+        HashAlg::Whirlpool,
+    ] {
         if want.is_some_and(|w| w != "pbkdf2") {
             break;
         }
         match kdf::calibrate(KdfKind::Pbkdf2(h), 1000, 0, 0, 32) {
             Ok(KdfParams::Pbkdf2 { iterations, .. }) => {
-                println!("PBKDF2-{:<9} {iterations:>7} iterations per second for 256-bit key", h.name())
+                println!(
+                    "PBKDF2-{:<9} {iterations:>7} iterations per second for 256-bit key",
+                    h.name()
+                )
             }
             _ => println!("PBKDF2-{:<9}     N/A", h.name()),
         }
@@ -63,7 +79,9 @@ pub fn run(a: &Args) -> Result<(), CliError> {
             continue;
         }
         let par = a.num::<u32>("pbkdf-parallel")?.unwrap_or(4);
-        let mem = a.num::<u32>("pbkdf-memory")?.unwrap_or_else(kdf::default_max_memory_kib);
+        let mem = a
+            .num::<u32>("pbkdf-memory")?
+            .unwrap_or_else(kdf::default_max_memory_kib);
         match kdf::calibrate(KdfKind::Argon2(v), ms, mem, par, 32) {
             Ok(KdfParams::Argon2 {
                 time,

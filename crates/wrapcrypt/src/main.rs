@@ -1,5 +1,6 @@
 //! `wrapcrypt`: cryptsetup's commands for LUKS volumes, plus wrapped keys.
 
+mod activate;
 mod args;
 mod bench;
 mod dump_shim;
@@ -29,7 +30,10 @@ fn run(a: &Args) -> Result<(), CliError> {
     }
     match a.action.as_str() {
         "luksFormat" => keys::luks_format(a),
-        "open" | "luksOpen" => keys::open(a),
+        "open" | "luksOpen" => activate::open(a),
+        "close" | "luksClose" => activate::close(a),
+        "status" => activate::status(a),
+        "__serve" => activate::serve(),
         "luksAddKey" => keys::add_key(a),
         "luksRemoveKey" => keys::remove_key(a),
         "luksChangeKey" => keys::change_key(a),
