@@ -1,1 +1,4 @@
 //! wrapcrypt-format (see README.md).
+
+pub mod dump;
+pub mod luks1;
