@@ -71,9 +71,6 @@ pub enum Luks1Error {
     /// The version field is not 1.
     #[error("unsupported LUKS version {0} (expected 1)")]
     UnsupportedVersion(u16),
-    /// A string field has no terminating NUL inside its width.
-    #[error("LUKS1 header field {0:?} is not NUL-terminated")]
-    NotNulTerminated(Luks1Field),
     /// A string field is not valid UTF-8.
     #[error("LUKS1 header field {0:?} is not valid UTF-8")]
     NotUtf8(Luks1Field),
@@ -89,14 +86,6 @@ pub enum Luks1Error {
     /// The MK digest iteration count is 0.
     #[error("LUKS1 MK digest iteration count is 0")]
     ZeroDigestIterations,
-    /// A keyslot's `active` word is neither ACTIVE nor DISABLED.
-    #[error("LUKS1 keyslot {slot} has invalid state word {word:#010x}")]
-    InvalidKeyslotState {
-        /// Keyslot number.
-        slot: usize,
-        /// The word found.
-        word: u32,
-    },
     /// An active keyslot has 0 PBKDF2 iterations.
     #[error("LUKS1 keyslot {slot} has 0 iterations")]
     ZeroKeyslotIterations {
@@ -148,6 +137,9 @@ pub enum Luks1KeyslotState {
     Active,
     /// `0x0000DEAD`: free.
     Disabled,
+    /// Any other word: cryptsetup loads the header but never uses the slot
+    /// (and dumps it as DISABLED); kept for the exact round trip.
+    Other(u32),
 }
 
 /// One of the eight LUKS1 keyslot descriptors.
@@ -197,18 +189,22 @@ fn arr<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
     a
 }
 
-fn c_str(raw: &[u8], field: Luks1Field) -> Result<&str, Luks1Error> {
-    let end = raw
-        .iter()
-        .position(|&c| c == 0)
-        .ok_or(Luks1Error::NotNulTerminated(field))?;
-    std::str::from_utf8(&raw[..end]).map_err(|_| Luks1Error::NotUtf8(field))
+/// The text of a fixed-width field. Like cryptsetup, the last byte is taken
+/// as the terminator whatever it holds, so a field without a NUL reads as its
+/// first `width - 1` bytes.
+fn field_bytes(raw: &[u8]) -> &[u8] {
+    let raw = &raw[..raw.len() - 1];
+    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+    &raw[..end]
 }
 
-/// Text of a field already checked by `parse`.
+fn c_str(raw: &[u8], field: Luks1Field) -> Result<&str, Luks1Error> {
+    std::str::from_utf8(field_bytes(raw)).map_err(|_| Luks1Error::NotUtf8(field))
+}
+
+/// Text of a field already checked by `validate`.
 fn text(raw: &[u8]) -> &str {
-    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
-    std::str::from_utf8(&raw[..end]).unwrap_or("")
+    std::str::from_utf8(field_bytes(raw)).unwrap_or("")
 }
 
 /// Number of 512-byte sectors the AF-split key material of one keyslot
@@ -231,19 +227,13 @@ impl Luks1Header {
         if version != 1 {
             return Err(Luks1Error::UnsupportedVersion(version));
         }
-        for slot in 0..LUKS1_NUM_KEYSLOTS {
-            let word = be32(b, 208 + slot * 48);
-            if word != KEYSLOT_ACTIVE && word != KEYSLOT_DISABLED {
-                return Err(Luks1Error::InvalidKeyslotState { slot, word });
-            }
-        }
         let keyslots = std::array::from_fn(|slot| {
             let o = 208 + slot * 48;
             Luks1Keyslot {
-                state: if be32(b, o) == KEYSLOT_ACTIVE {
-                    Luks1KeyslotState::Active
-                } else {
-                    Luks1KeyslotState::Disabled
+                state: match be32(b, o) {
+                    KEYSLOT_ACTIVE => Luks1KeyslotState::Active,
+                    KEYSLOT_DISABLED => Luks1KeyslotState::Disabled,
+                    word => Luks1KeyslotState::Other(word),
                 },
                 iterations: be32(b, o + 4),
                 salt: arr(b, o + 8),
@@ -346,6 +336,7 @@ impl Luks1Header {
             let word = match ks.state {
                 Luks1KeyslotState::Active => KEYSLOT_ACTIVE,
                 Luks1KeyslotState::Disabled => KEYSLOT_DISABLED,
+                Luks1KeyslotState::Other(word) => word,
             };
             b[o..o + 4].copy_from_slice(&word.to_be_bytes());
             b[o + 4..o + 8].copy_from_slice(&ks.iterations.to_be_bytes());
