@@ -6,6 +6,13 @@
 //! (parsed with `preserve_order`, so `--dump-json-metadata` keeps the on-disk
 //! member order), which keeps this module independent of the LUKS2 model.
 //!
+//! Known departures: cryptsetup hands `systemd-*` tokens to the systemd
+//! plugins installed on the host, which add their own lines; we print such
+//! tokens like any unknown type (cryptsetup's `--disable-external-tokens`
+//! output). A non-integer JSON number prints in serde_json's shortest form,
+//! where cryptsetup repeats the on-disk spelling (`1.50` stays `1.50`);
+//! serde_json's `arbitrary_precision` feature would close that gap.
+//!
 //! Functions append to a `String`; none of them fails: a member that is
 //! missing or of the wrong JSON type prints as cryptsetup's validator would
 //! never let it through, i.e. it is skipped.

@@ -154,6 +154,43 @@ fn assert_same(img: &Path, keyfile: Option<&Path>) {
     }
 }
 
+/// Tokens of types that cryptsetup hands to its external plugins
+/// (systemd-*): with plugins disabled cryptsetup prints them as any unknown
+/// type, which is what we print.
+#[test]
+fn external_token_types_without_plugins() {
+    let d = Dir::new();
+    let img = d.format("ext.img", 20, &FAST);
+    let imgs = d.s("ext.img");
+    let json = d.path("t.json");
+    for (id, tok) in [
+        (
+            "0",
+            r#"{"type":"systemd-tpm2","keyslots":["0"],"tpm2-blob":"AAAA","tpm2-pcrs":[7],"tpm2-pcr-bank":"sha256","tpm2-primary-alg":"ecc","tpm2-policy-hash":"00112233","tpm2-pin":false}"#,
+        ),
+        (
+            "4",
+            r#"{"type":"systemd-pkcs11","keyslots":["0"],"pkcs11-uri":"pkcs11:token=x","pkcs11-key":"AAAA"}"#,
+        ),
+    ] {
+        std::fs::write(&json, tok).expect("token");
+        run(&[
+            "token",
+            "import",
+            "--token-id",
+            id,
+            "--json-file",
+            json.to_str().expect("utf8"),
+            &imgs,
+        ]);
+    }
+    let raw = Raw::load(&img);
+    let mut ours = String::new();
+    luks2_dump(&raw.info(), &raw.json(), &mut ours);
+    let theirs = run(&["luksDump", "--disable-external-tokens", &imgs]);
+    assert_eq!(ours, String::from_utf8(theirs).expect("utf8"));
+}
+
 fn assert_unbound_key(img: &Path, keyfile: &Path, slot: u32) {
     let imgs = img.to_str().expect("utf8");
     let kfs = keyfile.to_str().expect("utf8");
