@@ -416,7 +416,7 @@ impl CustodianSession {
     }
 
     fn crypt(&self, op: CryptOp, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError> {
-        if data.len() % self.sector_size != 0 {
+        if !data.len().is_multiple_of(self.sector_size) {
             return Err(SectorError::Misaligned {
                 len: data.len(),
                 sector_size: self.sector_size,

@@ -1,7 +1,7 @@
 //! Frames on a Unix stream socket: a 4-byte big-endian length, then the
 //! body; a file descriptor may ride along with a frame (SCM_RIGHTS).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
@@ -29,16 +29,23 @@ pub fn send_frame(sock: &UnixStream, body: &[u8], fd: Option<BorrowedFd<'_>>) ->
     let mut msg = Vec::with_capacity(4 + body.len());
     msg.extend_from_slice(&(body.len() as u32).to_be_bytes());
     msg.extend_from_slice(body);
+    // sendmsg with MSG_NOSIGNAL: a vanished peer is an error, not SIGPIPE.
     let mut sent = 0;
-    if let Some(fd) = fd {
-        sent = sendmsg_fd(sock.as_raw_fd(), &msg, fd.as_raw_fd())?;
-    }
-    let r = (&*sock).write_all(&msg[sent..]);
+    let mut fd = fd.map(|f| f.as_raw_fd());
+    let r = loop {
+        if sent == msg.len() {
+            break Ok(());
+        }
+        match sendmsg_fd(sock.as_raw_fd(), &msg[sent..], fd.take()) {
+            Ok(n) => sent += n,
+            Err(e) => break Err(e),
+        }
+    };
     msg.zeroize();
     r
 }
 
-fn sendmsg_fd(sock: RawFd, data: &[u8], fd: RawFd) -> io::Result<usize> {
+fn sendmsg_fd(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<usize> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
@@ -52,13 +59,15 @@ fn sendmsg_fd(sock: RawFd, data: &[u8], fd: RawFd) -> io::Result<usize> {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut RawFd, fd);
+        if let Some(fd) = fd {
+            msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = space as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut RawFd, fd);
+        }
         loop {
             let r = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
             if r >= 0 {
@@ -193,6 +202,7 @@ pub fn peer_credentials(sock: &UnixStream) -> io::Result<(u32, u32, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::os::fd::AsFd;
 
     #[test]

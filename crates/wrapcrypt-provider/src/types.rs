@@ -92,6 +92,11 @@ pub struct KeySpec {
 }
 
 impl KeySpec {
+    /// A spec for `algorithm`.
+    pub fn new(algorithm: KeyAlgorithm) -> KeySpec {
+        KeySpec { algorithm }
+    }
+
     /// AES-256-XTS (64-byte effective key), the `waes-xts-plain64` key.
     pub fn aes_256_xts() -> KeySpec {
         KeySpec {

@@ -58,7 +58,7 @@ impl SoftXts {
     }
 
     fn check(&self, data: &[u8]) -> Result<(), SectorError> {
-        if data.len() % self.sector_size != 0 {
+        if !data.len().is_multiple_of(self.sector_size) {
             return Err(SectorError::Misaligned {
                 len: data.len(),
                 sector_size: self.sector_size,
