@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use wrapcrypt_provider::xts::SoftXts;
 use wrapcrypt_provider::{CustodianConfig, CustodianProvider, KeyProvider, KeySpec};
-use wrapcrypt_sector::SectorCipher;
 use wrapcrypt_secret::SecretBytes;
+use wrapcrypt_sector::SectorCipher;
 
 const TOTAL: usize = 256 << 20;
 const SECTOR: usize = 4096;
