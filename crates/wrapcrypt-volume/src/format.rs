@@ -141,7 +141,9 @@ pub fn format_luks2(
     })?;
     let uuid = match &params.uuid {
         Some(u) if !valid_uuid(u) => {
-            return Err(VolumeError::Param("Wrong LUKS UUID format provided.".into()))
+            return Err(VolumeError::Param(
+                "Wrong LUKS UUID format provided.".into(),
+            ))
         }
         Some(u) => u.to_lowercase(),
         None => random_uuid(),
@@ -273,6 +275,7 @@ pub fn format_luks2(
             },
             extra: Default::default(),
         },
+        original: Default::default(),
     };
     hdr.validate(header.is_none())?;
     // Wipe any old signatures in the metadata + keyslots area first, so a

@@ -3,7 +3,6 @@
 mod activate;
 mod args;
 mod bench;
-mod dump_shim;
 mod exit;
 mod header;
 mod keys;
