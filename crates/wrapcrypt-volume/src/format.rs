@@ -45,6 +45,9 @@ pub struct FormatParams {
     pub keyslot: Option<u32>,
     /// Persistent flags.
     pub flags: Vec<String>,
+    /// Tokens written with the header (e.g. a wrapped key's verification
+    /// pattern), numbered from 0.
+    pub tokens: Vec<wrapcrypt_format::luks2::Token>,
 }
 
 impl Default for FormatParams {
@@ -63,6 +66,7 @@ impl Default for FormatParams {
             pbkdf: PbkdfOptions::default(),
             keyslot: None,
             flags: vec![],
+            tokens: vec![],
         }
     }
 }
@@ -262,7 +266,7 @@ pub fn format_luks2(
         salts,
         meta: Metadata {
             keyslots: Default::default(),
-            tokens: Default::default(),
+            tokens: params.tokens.iter().cloned().enumerate().map(|(i, t)| (i as u32, t)).collect(),
             segments,
             digests,
             config: Config {

@@ -52,6 +52,9 @@ pub fn dump(a: &Args) -> Result<(), CliError> {
         return dump_key(a, &vol);
     }
     dump::luks2_dump(&bin_info(&vol, h), &json, &mut out);
+    if let Some(extra) = crate::wrapped::dump_lines(h) {
+        out.push_str(&extra);
+    }
     print!("{out}");
     Ok(())
 }

@@ -7,6 +7,8 @@ mod exit;
 mod header;
 mod keys;
 mod pass;
+mod provider;
+mod wrapped;
 
 use args::Args;
 use exit::CliError;
