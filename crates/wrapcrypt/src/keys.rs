@@ -135,8 +135,8 @@ pub fn luks_format(a: &Args) -> Result<(), CliError> {
         key_size: key_bits / 8,
         hash: a.get("hash").unwrap_or("sha256").to_string(),
         sector_size: a.num("sector-size")?,
-        metadata_size: a.num("luks2-metadata-size")?.unwrap_or(0x4000),
-        keyslots_size: a.num("luks2-keyslots-size")?,
+        metadata_size: a.size("luks2-metadata-size")?.unwrap_or(0x4000),
+        keyslots_size: a.size("luks2-keyslots-size")?,
         data_offset: a.num::<u64>("offset")?.map(|s| s * 512),
         uuid: a.get("uuid").map(str::to_string),
         label: a.get("label").unwrap_or("").to_string(),
@@ -185,7 +185,10 @@ pub fn open(a: &Args) -> Result<(), CliError> {
     }
     let dev = a.pos(0, "<device>")?;
     let p = existing_passphrase(a, &format!("Enter passphrase for {dev}: "), None)?;
-    vol.unlock(p.expose_secret(), key_slot(a)?, true)?;
+    // As cryptsetup: a keyslot named with --key-slot may be unbound (testing
+    // its passphrase activates nothing); without it only bound ones count.
+    let slot = key_slot(a)?;
+    vol.unlock(p.expose_secret(), slot, slot.is_none())?;
     Ok(())
 }
 
