@@ -42,6 +42,7 @@ fn both_directions(opts: &[&str], mib: u64, what: &str) {
             vk,
             "{what}: key of the added keyslot"
         );
+        assert_copies_agree(&img, &what);
     }
 }
 
@@ -160,11 +161,7 @@ fn check_keyslot_ids(img: &str, live: &[u32], what: &str) {
     let mut want = live.to_vec();
     want.sort();
     assert_eq!(ids, want, "{what}: keyslots in cryptsetup's view");
-    let r = CS.ok(&["repair", "-q", img]);
-    assert!(
-        r.stdout.contains("No known problems") || r.stdout.is_empty(),
-        "{what}: cryptsetup repair found work: {r}"
-    );
+    assert_copies_agree(img, what);
 }
 
 #[test]
@@ -731,8 +728,7 @@ fn ref_mda_images_every_metadata_size() {
             0,
             "{what}: original passphrase"
         );
-        let r = CS.ok(&["repair", "-q", &img]);
-        assert!(!r.stdout.contains("repair"), "{what}: {r}");
+        assert_copies_agree(&img, &what);
     }
 }
 

@@ -388,6 +388,71 @@ pub fn mask_random(json: &str) -> String {
     }
 }
 
+/// The binary fields of one LUKS2 header copy that tests compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyInfo {
+    /// Header size (metadata area size) in bytes.
+    pub hdr_size: u64,
+    /// Sequence id (epoch).
+    pub seqid: u64,
+    /// Label, subsystem and UUID fields as stored.
+    pub label: Vec<u8>,
+    /// UUID field as stored.
+    pub uuid: Vec<u8>,
+    /// The JSON area.
+    pub json: Vec<u8>,
+}
+
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[..8].try_into().unwrap())
+}
+
+/// Reads both header copies of a LUKS2 image (primary at 0, secondary at
+/// hdr_size); `None` for a copy whose magic is missing.
+pub fn header_copies(img: &str) -> [Option<CopyInfo>; 2] {
+    let d = bytes(img);
+    let read = |off: usize, magic: &[u8]| -> Option<CopyInfo> {
+        if d.len() < off + 4096 || &d[off..off + 6] != magic {
+            return None;
+        }
+        let hdr_size = be64(&d[off + 8..]);
+        let end = off + hdr_size as usize;
+        if !(16384..=4 << 20).contains(&hdr_size) || d.len() < end {
+            return None;
+        }
+        Some(CopyInfo {
+            hdr_size,
+            seqid: be64(&d[off + 16..]),
+            label: d[off + 24..off + 72].to_vec(),
+            uuid: d[off + 168..off + 208].to_vec(),
+            json: d[off + 4096..end].to_vec(),
+        })
+    };
+    let p = read(0, b"LUKS\xba\xbe");
+    let soff = p.as_ref().map(|c| c.hdr_size as usize).unwrap_or(16384);
+    [p, read(soff, b"SKUL\xba\xbe")]
+}
+
+/// Both header copies exist, carry the same seqid, label, UUID and JSON area,
+/// and `cryptsetup repair` has nothing to rewrite (it recovers a copy with a
+/// bad checksum or stale seqid silently, so "nothing to do" means the file
+/// is byte-identical afterwards).
+pub fn assert_copies_agree(img: &str, what: &str) {
+    let [p, s] = header_copies(img);
+    let p = p.unwrap_or_else(|| panic!("{what}: primary header copy missing"));
+    let s = s.unwrap_or_else(|| panic!("{what}: secondary header copy missing"));
+    assert_eq!(p.seqid, s.seqid, "{what}: seqids of the header copies");
+    assert!(p == s, "{what}: header copies differ");
+    let before = bytes(img);
+    let r = CS.run(&["repair", "-q", img]);
+    assert_eq!(r.code, 0, "{what}: cryptsetup repair: {r}");
+    assert_same_bytes(
+        &before,
+        &bytes(img),
+        &format!("{what}: cryptsetup repair rewrote"),
+    );
+}
+
 /// Reads a whole file.
 pub fn bytes(path: &str) -> Vec<u8> {
     std::fs::read(path).expect("read file")
