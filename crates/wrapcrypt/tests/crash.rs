@@ -20,6 +20,8 @@ struct Seen {
     json: serde_json::Value,
     /// The label as cryptsetup shows it.
     label: String,
+    /// Keyslot ids in the header, ascending.
+    slots: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,12 +143,20 @@ fn probe(s: &Scratch, img: &str, case: &Case, vk: &str, what: &str) -> Seen {
         assert_eq!(r.code, 0, "{what}: wrapcrypt repair: {r}");
     }
     assert_copies_agree(img, &format!("{what} (torn: {torn})"));
-    let seen = Seen {
+    let mut seen = Seen {
         opens: opens(s, img, &case.probe, what),
         json: serde_json::from_str(&CS.ok(&["luksDump", "--dump-json-metadata", img]).stdout)
             .expect("cryptsetup JSON"),
         label: label(img),
+        slots: vec![],
     };
+    seen.slots = seen.json["keyslots"]
+        .as_object()
+        .expect("keyslots")
+        .keys()
+        .map(|k| k.parse().expect("keyslot id"))
+        .collect();
+    seen.slots.sort();
     for &(k, code) in &wc_view {
         assert_eq!(code == 0, seen.opens[k], "{what}: {k} before/after repair");
     }
@@ -246,10 +256,10 @@ fn add_key_case() -> Case {
         ]
         .concat(),
         probe: vec!["ka", "kb", "kc"],
-        classify: |s| match open_set(s)[..] {
-            ["ka", "kb"] => Ok(Phase::Old),
-            ["ka", "kb", "kc"] => Ok(Phase::New),
-            ref o => Err(format!("opening keys {o:?}")),
+        classify: |s| match (&open_set(s)[..], &s.slots[..]) {
+            (["ka", "kb"], [0, 1]) => Ok(Phase::Old),
+            (["ka", "kb", "kc"], [0, 1, 5]) => Ok(Phase::New),
+            (o, k) => Err(format!("opening keys {o:?}, keyslots {k:?}")),
         },
         min_writes: 3,
     }
@@ -260,10 +270,10 @@ fn remove_key_case() -> Case {
         name: "luksRemoveKey",
         args: vec!["luksRemoveKey", "-q", "IMG", "-d", "K:kb"],
         probe: vec!["ka", "kb"],
-        classify: |s| match open_set(s)[..] {
-            ["ka", "kb"] => Ok(Phase::Old),
-            ["ka"] => Ok(Phase::New),
-            ref o => Err(format!("opening keys {o:?}")),
+        classify: |s| match (&open_set(s)[..], &s.slots[..]) {
+            (["ka", "kb"], [0, 1]) => Ok(Phase::Old),
+            (["ka"], [0]) => Ok(Phase::New),
+            (o, k) => Err(format!("opening keys {o:?}, keyslots {k:?}")),
         },
         min_writes: 2,
     }
@@ -290,13 +300,10 @@ fn crash_change_key() {
         ]
         .concat(),
         probe: vec!["ka", "kb", "kc"],
-        classify: |s| {
-            let slot1 = s.json["keyslots"].get("1").is_some();
-            match (&open_set(s)[..], slot1) {
-                (["ka", "kb"], true) => Ok(Phase::Old),
-                (["ka", "kc"], true) => Ok(Phase::New),
-                (o, _) => Err(format!("opening keys {o:?}, keyslot 1 present: {slot1}")),
-            }
+        classify: |s| match (&open_set(s)[..], &s.slots[..]) {
+            (["ka", "kb"], [0, 1]) => Ok(Phase::Old),
+            (["ka", "kc"], [0, 1]) => Ok(Phase::New),
+            (o, k) => Err(format!("opening keys {o:?}, keyslots {k:?}")),
         },
         min_writes: 3,
     });
@@ -308,10 +315,10 @@ fn crash_kill_slot() {
         name: "luksKillSlot",
         args: vec!["luksKillSlot", "-q", "IMG", "1"],
         probe: vec!["ka", "kb"],
-        classify: |s| match open_set(s)[..] {
-            ["ka", "kb"] => Ok(Phase::Old),
-            ["ka"] => Ok(Phase::New),
-            ref o => Err(format!("opening keys {o:?}")),
+        classify: |s| match (&open_set(s)[..], &s.slots[..]) {
+            (["ka", "kb"], [0, 1]) => Ok(Phase::Old),
+            (["ka"], [0]) => Ok(Phase::New),
+            (o, k) => Err(format!("opening keys {o:?}, keyslots {k:?}")),
         },
         min_writes: 2,
     });
@@ -339,10 +346,10 @@ fn crash_convert_key() {
             let kdf = s.json["keyslots"]["1"]["kdf"]["type"]
                 .as_str()
                 .unwrap_or("none");
-            match (&open_set(s)[..], kdf) {
-                (["ka", "kb"], "pbkdf2") => Ok(Phase::Old),
-                (["ka", "kb"], "argon2id") => Ok(Phase::New),
-                (o, k) => Err(format!("opening keys {o:?}, keyslot 1 KDF {k}")),
+            match (&open_set(s)[..], &s.slots[..], kdf) {
+                (["ka", "kb"], [0, 1], "pbkdf2") => Ok(Phase::Old),
+                (["ka", "kb"], [0, 1], "argon2id") => Ok(Phase::New),
+                (o, k, f) => Err(format!("opening keys {o:?}, keyslots {k:?}, KDF {f}")),
             }
         },
         min_writes: 3,
@@ -355,10 +362,10 @@ fn crash_config_label() {
         name: "config --label",
         args: vec!["config", "IMG", "--label", "crash-label"],
         probe: vec!["ka", "kb"],
-        classify: |s| match (&open_set(s)[..], s.label.as_str()) {
-            (["ka", "kb"], "") => Ok(Phase::Old),
-            (["ka", "kb"], "crash-label") => Ok(Phase::New),
-            (o, l) => Err(format!("opening keys {o:?}, label {l:?}")),
+        classify: |s| match (&open_set(s)[..], &s.slots[..], s.label.as_str()) {
+            (["ka", "kb"], [0, 1], "") => Ok(Phase::Old),
+            (["ka", "kb"], [0, 1], "crash-label") => Ok(Phase::New),
+            (o, k, l) => Err(format!("opening keys {o:?}, keyslots {k:?}, label {l:?}")),
         },
         min_writes: 2,
     });
@@ -381,10 +388,17 @@ fn crash_token_import() {
         classify: |s| {
             let tokens = s.json["tokens"].as_object().cloned().unwrap_or_default();
             let want: serde_json::Value = serde_json::from_str(TOKEN).unwrap();
-            match (&open_set(s)[..], tokens.len(), tokens.get("2")) {
-                (["ka", "kb"], 0, None) => Ok(Phase::Old),
-                (["ka", "kb"], 1, Some(t)) if *t == want => Ok(Phase::New),
-                (o, n, t) => Err(format!("opening keys {o:?}, {n} tokens, token 2 {t:?}")),
+            match (
+                &open_set(s)[..],
+                &s.slots[..],
+                tokens.len(),
+                tokens.get("2"),
+            ) {
+                (["ka", "kb"], [0, 1], 0, None) => Ok(Phase::Old),
+                (["ka", "kb"], [0, 1], 1, Some(t)) if *t == want => Ok(Phase::New),
+                (o, k, n, t) => Err(format!(
+                    "opening keys {o:?}, keyslots {k:?}, {n} tokens, token 2 {t:?}"
+                )),
             }
         },
         min_writes: 2,
