@@ -1,1 +1,18 @@
-//! wrapcrypt-activate (see README.md).
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod control;
+mod error;
+mod fuse;
+mod loopdev;
+mod server;
+mod spawn;
+mod state;
+mod volume;
+
+pub use config::{ActiveInfo, ServeConfig, Status};
+pub use control::{close, status};
+pub use error::ActivateError;
+pub use server::run_server;
+pub use spawn::{spawn, ReadyPipe};
+pub use state::{is_backing_in_use, list, MAPPER_DIR, RUN_DIR};

@@ -1,1 +1,57 @@
-//! wrapcrypt-provider (see README.md).
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+
+use wrapcrypt_secret::SecretBytes;
+use wrapcrypt_sector::SectorCipher;
+
+pub mod custodian;
+mod error;
+pub mod protocol;
+pub mod shm;
+pub mod soft;
+pub mod transport;
+mod types;
+pub mod wkb;
+pub mod xts;
+
+pub use custodian::{CustodianConfig, CustodianProvider, CUSTODIAN};
+pub use error::{ErrorCode, ProviderError};
+pub use soft::{SoftProvider, SOFT};
+pub use types::{
+    KeyAlgorithm, KeySpec, KeyState, KeyStatus, MasterKeyStatus, Protection, Register,
+    RegisterStatus, RewrapDirection,
+};
+pub use wkb::{Mechanism, Wkb, WkbError, WrappingKeyId};
+
+/// Verification pattern of a clear AES-256-XTS key (64 hex), computed in
+/// software: equal to what a provider reports for the same effective key.
+pub fn clear_key_vp(key: &SecretBytes) -> Result<String, ProviderError> {
+    xts::clear_key_vp(key).map_err(|e| soft::xts_err(SOFT, e))
+}
+
+/// A source of wrapped keys and of sector ciphers that use them. The volume
+/// code holds an `Arc<dyn KeyProvider>` and never learns which one it is.
+pub trait KeyProvider: Send + Sync {
+    /// Provider name, as written into its blobs ("custodian", "soft", …).
+    fn name(&self) -> &str;
+    /// Where effective keys live while in use.
+    fn protection(&self) -> Protection;
+    /// Generates a key inside the provider and returns it wrapped.
+    fn generate(&self, spec: &KeySpec) -> Result<Wkb, ProviderError>;
+    /// Wraps an existing clear key (volume conversion), where policy allows.
+    fn import(&self, clear: &SecretBytes, spec: &KeySpec) -> Result<Wkb, ProviderError>;
+    /// Reports whether the blob is wrapped under a current, old or unknown key.
+    fn validate(&self, wkb: &Wkb) -> Result<KeyStatus, ProviderError>;
+    /// The effective key's verification pattern (64 hex), computed inside.
+    fn verification_pattern(&self, wkb: &Wkb) -> Result<String, ProviderError>;
+    /// The same effective key wrapped under another wrapping key.
+    fn rewrap(&self, wkb: &Wkb, direction: RewrapDirection) -> Result<Wkb, ProviderError>;
+    /// A dm-crypt `plain64` AES-XTS engine over the blob's effective key.
+    fn open_cipher(
+        &self,
+        wkb: &Wkb,
+        sector_size: usize,
+    ) -> Result<Arc<dyn SectorCipher>, ProviderError>;
+}

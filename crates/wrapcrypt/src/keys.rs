@@ -174,24 +174,6 @@ pub fn luks_format(a: &Args) -> Result<(), CliError> {
     Ok(())
 }
 
-/// open / luksOpen (`--test-passphrase` only checks the passphrase).
-pub fn open(a: &Args) -> Result<(), CliError> {
-    let vol = load(a, false)?;
-    if !a.flag("test-passphrase") {
-        vol.check_requirements()?;
-        return Err(CliError::usage(
-            "Activation is not available in this build yet.",
-        ));
-    }
-    let dev = a.pos(0, "<device>")?;
-    let p = existing_passphrase(a, &format!("Enter passphrase for {dev}: "), None)?;
-    // As cryptsetup: a keyslot named with --key-slot may be unbound (testing
-    // its passphrase activates nothing); without it only bound ones count.
-    let slot = key_slot(a)?;
-    vol.unlock(p.expose_secret(), slot, slot.is_none())?;
-    Ok(())
-}
-
 /// luksAddKey.
 pub fn add_key(a: &Args) -> Result<(), CliError> {
     let mut vol = load(a, true)?;

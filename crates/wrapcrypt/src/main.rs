@@ -1,6 +1,8 @@
 //! `wrapcrypt`: cryptsetup's commands for LUKS volumes, plus wrapped keys.
 
+mod activate;
 mod args;
+mod bench;
 mod dump_shim;
 mod exit;
 mod header;
@@ -28,7 +30,10 @@ fn run(a: &Args) -> Result<(), CliError> {
     }
     match a.action.as_str() {
         "luksFormat" => keys::luks_format(a),
-        "open" | "luksOpen" => keys::open(a),
+        "open" | "luksOpen" => activate::open(a),
+        "close" | "luksClose" => activate::close(a),
+        "status" => activate::status(a),
+        "__serve" => activate::serve(),
         "luksAddKey" => keys::add_key(a),
         "luksRemoveKey" => keys::remove_key(a),
         "luksChangeKey" => keys::change_key(a),
@@ -43,6 +48,7 @@ fn run(a: &Args) -> Result<(), CliError> {
         "config" => header::config(a),
         "repair" => header::repair(a),
         "erase" | "luksErase" => keys::erase(a),
+        "benchmark" => bench::run(a),
         "" => Err(CliError::usage(usage())),
         other => Err(CliError::usage(format!("Unknown action {other}."))),
     }

@@ -1,0 +1,108 @@
+//! A small FUSE file system serving one file, spoken directly over
+//! `/dev/fuse` (no libfuse): mount by `mount(2)`, one worker thread per
+//! cloned device fd.
+
+pub(crate) mod proto;
+mod worker;
+
+pub(crate) use worker::{serve, FileServer};
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+/// The one file in the mount.
+pub const FILE_NAME: &str = "volume";
+
+/// Largest READ/WRITE payload we negotiate (256 pages).
+pub(crate) const MAX_IO: usize = 1 << 20;
+
+/// `_IOR(229, 0, uint32_t)`.
+const FUSE_DEV_IOC_CLONE: libc::c_ulong = 0x8004_e500;
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Opens `/dev/fuse` and mounts a `fuse.wrapcrypt` file system on `mountpoint`.
+pub(crate) fn mount(mountpoint: &Path, source: &str) -> io::Result<File> {
+    let dev = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")?;
+    let opts = format!(
+        "fd={},rootmode=40000,user_id=0,group_id=0,default_permissions,max_read={}",
+        dev.as_raw_fd(),
+        MAX_IO
+    );
+    let src = CString::new(source).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let target = cstr(mountpoint)?;
+    let fstype = c"fuse.wrapcrypt";
+    let data = CString::new(opts).expect("no NUL");
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_NOATIME;
+    // SAFETY: all pointers are valid NUL-terminated strings for the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(dev)
+}
+
+/// A second `/dev/fuse` fd on the same connection, so another thread can
+/// read requests without contending on one fd.
+pub(crate) fn clone_fd(session: &File) -> io::Result<File> {
+    let dev = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")?;
+    let mut src: u32 = session.as_raw_fd() as u32;
+    // SAFETY: FUSE_DEV_IOC_CLONE reads one u32 (the source fd).
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), FUSE_DEV_IOC_CLONE, &mut src) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(dev)
+}
+
+/// Unmounts; `lazy` detaches even while busy. Not mounted is success.
+pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
+    let target = cstr(mountpoint)?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 } | libc::UMOUNT_NOFOLLOW;
+    // SAFETY: valid C string.
+    if unsafe { libc::umount2(target.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOENT) => Ok(()),
+        _ => Err(e),
+    }
+}
+
+/// Whether `mountpoint` is a mount point (its device differs from its parent's).
+pub(crate) fn is_mounted(mountpoint: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = mountpoint.as_os_str().as_bytes();
+    mounts.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .map(|m| m.as_bytes() == want)
+            .unwrap_or(false)
+    })
+}

@@ -1,0 +1,310 @@
+//! The server side of an activation: FUSE session, workers, loop device,
+//! link and state file.
+
+use crate::config::{ActiveInfo, ServeConfig};
+use crate::control::{self, teardown};
+use crate::error::ActivateError;
+use crate::fuse::{self, FileServer};
+use crate::loopdev;
+use crate::state::{self, check_name};
+use crate::volume::{AlignedBuf, Volume, BUF_ALIGN};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use wrapcrypt_sector::SectorCipher;
+
+/// `prctl` option (Linux 5.6) missing from the libc crate.
+const PR_SET_IO_FLUSHER: libc::c_int = 57;
+
+/// Stack size of worker threads: they keep their buffers on the heap.
+const WORKER_STACK: usize = 256 * 1024;
+
+/// Number of FUSE worker threads: two per CPU (they block on backing
+/// I/O), between 2 and 8.
+fn worker_count() -> usize {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    (cpus * 2).clamp(2, 8)
+}
+
+/// Opens the backing for the server: O_DIRECT when the device accepts
+/// aligned direct reads at the data offset, otherwise buffered.
+fn open_backing(cfg: &ServeConfig, sector: usize) -> Result<(File, bool), ActivateError> {
+    let is_blk = fs::metadata(&cfg.backing)
+        .map_err(|e| ActivateError::io("stat", &cfg.backing, e))?
+        .file_type()
+        .is_block_device();
+    // O_EXCL on a block device claims it: it fails while mounted or mapped.
+    let excl = if is_blk { libc::O_EXCL } else { 0 };
+    let open = |direct: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(!cfg.read_only)
+            .custom_flags(libc::O_CLOEXEC | excl | if direct { libc::O_DIRECT } else { 0 })
+            .open(&cfg.backing)
+    };
+    match open(true) {
+        Ok(f) => {
+            let mut probe = AlignedBuf::new(sector.max(BUF_ALIGN));
+            // SAFETY: pread into our own aligned buffer.
+            let n = unsafe {
+                libc::pread(
+                    f.as_raw_fd(),
+                    probe.as_mut_ptr().cast(),
+                    sector,
+                    cfg.data_offset as libc::off_t,
+                )
+            };
+            if n >= 0 && cfg.data_offset % sector as u64 == 0 {
+                return Ok((f, true));
+            }
+            drop(f);
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            return Err(ActivateError::BackingInUse {
+                backing: cfg.backing.clone(),
+                by: "another user (mounted or mapped)".into(),
+            })
+        }
+        Err(_) => {}
+    }
+    open(false)
+        .map(|f| (f, false))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EBUSY) => ActivateError::BackingInUse {
+                backing: cfg.backing.clone(),
+                by: "another user".into(),
+            },
+            _ => ActivateError::io("open", &cfg.backing, e),
+        })
+}
+
+fn data_size(cfg: &ServeConfig, backing: &mut File, sector: u64) -> Result<u64, ActivateError> {
+    let have = backing
+        .seek(SeekFrom::End(0))
+        .map_err(|e| ActivateError::io("size of", &cfg.backing, e))?;
+    let too_small = |need| ActivateError::BackingTooSmall {
+        backing: cfg.backing.clone(),
+        have,
+        need,
+    };
+    let size = match cfg.data_size {
+        Some(s) => {
+            let need = cfg
+                .data_offset
+                .checked_add(s)
+                .ok_or_else(|| too_small(u64::MAX))?;
+            if need > have || s % sector != 0 {
+                return Err(too_small(need));
+            }
+            s
+        }
+        None => have.saturating_sub(cfg.data_offset) / sector * sector,
+    };
+    if size == 0 {
+        return Err(too_small(cfg.data_offset + sector));
+    }
+    Ok(size)
+}
+
+/// Makes a decrypted block device of `cfg.backing` and serves it until
+/// [`crate::close`] (or an unmount/abort of the FUSE connection).
+///
+/// Runs in the server process. Calls `ready` exactly once: with the state
+/// once `/dev/mapper/NAME` is usable, or with the error that prevented it
+/// (after removing everything it had set up). Returns when the session ends.
+pub fn run_server(
+    cfg: ServeConfig,
+    cipher: Arc<dyn SectorCipher>,
+    ready: impl FnOnce(Result<&ActiveInfo, &ActivateError>),
+) -> Result<(), ActivateError> {
+    let mut ready = Some(ready);
+    let started = start(&cfg, cipher);
+    let (info, fs, workers) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            (ready.take().expect("once"))(Err(&e));
+            return Err(e);
+        }
+    };
+    (ready.take().expect("once"))(Ok(&info));
+    for w in workers {
+        let _ = w.join();
+    }
+    drop(fs);
+    // The session is over (close unmounted it, or the connection was
+    // aborted): make sure nothing dangles.
+    teardown(&cfg.name, Some(&info))
+}
+
+type Started = (
+    ActiveInfo,
+    Arc<FileServer>,
+    Vec<std::thread::JoinHandle<()>>,
+);
+
+fn start(cfg: &ServeConfig, cipher: Arc<dyn SectorCipher>) -> Result<Started, ActivateError> {
+    check_name(&cfg.name)?;
+    let sector = cipher.sector_size();
+    if !(512..=4096).contains(&sector) || !sector.is_power_of_two() {
+        return Err(ActivateError::SectorSize(sector));
+    }
+    let name = cfg.name.as_str();
+    // A stale activation of this name is cleaned up; a live one refuses.
+    match control::status(name) {
+        Ok(_) => return Err(ActivateError::AlreadyActive(name.to_owned())),
+        Err(ActivateError::NotActive(_)) | Err(ActivateError::ServerDied(_)) => {}
+        Err(e) => return Err(e),
+    }
+    if control::mapper_exists(name) {
+        return Err(ActivateError::AlreadyActive(name.to_owned()));
+    }
+    if let Some(by) = state::is_backing_in_use(&cfg.backing) {
+        return Err(ActivateError::BackingInUse {
+            backing: cfg.backing.clone(),
+            by,
+        });
+    }
+    let (mut backing, backing_direct) = open_backing(cfg, sector)?;
+    let size = data_size(cfg, &mut backing, sector as u64)?;
+    let backing_id =
+        state::backing_id(&cfg.backing).map_err(|e| ActivateError::io("stat", &cfg.backing, e))?;
+
+    let run = Path::new(state::RUN_DIR);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(run)
+        .map_err(|e| ActivateError::io("create", run, e))?;
+    let dir = state::state_dir(name);
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(ActivateError::AlreadyActive(name.to_owned()))
+        }
+        Err(e) => return Err(ActivateError::io("create", dir, e)),
+    }
+    let pid = std::process::id();
+    let mut info = ActiveInfo {
+        version: 1,
+        name: name.to_owned(),
+        pid,
+        pid_start: state::process_start(pid).unwrap_or(0),
+        loop_device: None,
+        mapper_path: state::mapper_path(name),
+        fuse_file: state::fuse_file(name),
+        backing: cfg.backing.clone(),
+        backing_id,
+        data_offset: cfg.data_offset,
+        data_size: size,
+        dynamic_size: cfg.data_size.is_none(),
+        iv_tweak: cfg.iv_tweak,
+        cipher: cfg.cipher_desc.clone(),
+        sector_size: sector as u32,
+        read_only: cfg.read_only,
+        allow_discards: cfg.allow_discards,
+        loop_direct_io: false,
+        backing_direct_io: backing_direct,
+        extra: cfg.extra_status.clone(),
+    };
+    // From here on, a failure undoes what was done.
+    let vol = Volume::new(
+        backing,
+        cfg.data_offset,
+        size,
+        cfg.iv_tweak,
+        cipher,
+        cfg.read_only,
+        cfg.allow_discards,
+    );
+    let fs = Arc::new(FileServer::new(vol));
+    let mut workers = Vec::new();
+    let res = setup(&mut info, &fs, &mut workers);
+    if let Err(e) = res {
+        let _ = teardown(name, Some(&info));
+        for w in workers {
+            let _ = w.join();
+        }
+        return Err(e);
+    }
+    Ok((info, fs, workers))
+}
+
+fn setup(
+    info: &mut ActiveInfo,
+    fs: &Arc<FileServer>,
+    workers: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Result<(), ActivateError> {
+    let name = info.name.clone();
+    state::write_state(info)?;
+    harden_process();
+    let mp = state::mount_point(&name);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&mp)
+        .map_err(|e| ActivateError::io("create", &mp, e))?;
+    let session = fuse::mount(&mp, &format!("wrapcrypt-{name}"))
+        .map_err(|e| ActivateError::io("mount FUSE on", &mp, e))?;
+    let mut devs = Vec::new();
+    for _ in 1..worker_count() {
+        devs.push(
+            fuse::clone_fd(&session).map_err(|e| ActivateError::io("clone FUSE fd for", &mp, e))?,
+        );
+    }
+    devs.push(session);
+    for (i, dev) in devs.into_iter().enumerate() {
+        let fs = Arc::clone(fs);
+        let h = std::thread::Builder::new()
+            .name(format!("wrapcrypt-fuse{i}"))
+            .stack_size(WORKER_STACK)
+            .spawn(move || {
+                // Requests are on the writeback path of the loop device:
+                // allocations here must not recurse into that writeback.
+                // SAFETY: prctl with integer arguments.
+                unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) };
+                let _ = fuse::serve(dev, &fs);
+            })
+            .map_err(|e| ActivateError::io("start worker for", &mp, e))?;
+        workers.push(h);
+    }
+    let file = state::fuse_file(&name);
+    let vol_file = OpenOptions::new()
+        .read(true)
+        .write(!info.read_only)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&file)
+        .map_err(|e| match fs.protocol_minor() {
+            m if m > 0 && m < crate::fuse::proto::MIN_MINOR_VERSION => {
+                ActivateError::FuseProtocol(m)
+            }
+            _ => ActivateError::io("open", &file, e),
+        })?;
+    let label = format!("wrapcrypt:{name}");
+    let att = loopdev::attach(&vol_file, info.sector_size, info.read_only, &label)
+        .map_err(|e| ActivateError::io("attach loop device to", &file, e))?;
+    drop(vol_file);
+    info.loop_device = Some(att.path.clone());
+    info.loop_direct_io = att.direct_io;
+    state::write_state(info)?;
+    let mapper = Path::new(state::MAPPER_DIR);
+    fs::create_dir_all(mapper).map_err(|e| ActivateError::io("create", mapper, e))?;
+    std::os::unix::fs::symlink(&att.path, &info.mapper_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => ActivateError::AlreadyActive(name.clone()),
+        _ => ActivateError::io("link", &info.mapper_path, e),
+    })?;
+    Ok(())
+}
+
+/// The server holds (access to) keys: keep it out of core dumps and swap.
+fn harden_process() {
+    // SAFETY: prctl/mlockall with integer arguments; failures only weaken
+    // hardening and are not fatal.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT);
+    }
+}

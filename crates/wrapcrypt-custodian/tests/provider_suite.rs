@@ -1,0 +1,516 @@
+//! The provider test suite, run against every provider, plus the
+//! custodian's register changes, sealing, start-up and access control.
+//! Every test starts its own daemon on a temporary socket and state dir.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wrapcrypt_provider::xts::SoftXts;
+use wrapcrypt_provider::{
+    clear_key_vp, CustodianConfig, CustodianProvider, ErrorCode, KeyProvider, KeySpec, KeyState,
+    Protection, ProviderError, Register, RewrapDirection, SoftProvider, Wkb,
+};
+use wrapcrypt_secret::SecretBytes;
+use wrapcrypt_sector::SectorCipher;
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_wrapcrypt-custodiand");
+/// VP of the key 00 01 … 3f (Python `cryptography` AES-XTS of 32 zero bytes, tweak 0).
+const VP_KEY_0_63: &str = "cd6b103236fbd87dba93e9001e29bc3d5e885d6abd1577e3e0e0a5f49e444894";
+
+struct Daemon {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl Daemon {
+    fn start(extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        // The socket directory must be reachable by other uids for the
+        // access-control tests; the state dir stays 0700.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let mut d = Daemon {
+            child: None,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "--state-dir".into(),
+            self.dir.path().join("state").into(),
+            "--socket".into(),
+            self.socket().into(),
+        ];
+        if !self.extra.iter().any(|e| e == "--tcti") {
+            a.extend(["--tcti".into(), "none".into()]);
+        }
+        a.extend(self.extra.iter().map(OsString::from));
+        a
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(DAEMON)
+            .args(self.args())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for(&self.socket());
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("custodian.sock")
+    }
+
+    fn provider(&self) -> CustodianProvider {
+        CustodianProvider::new(CustodianConfig::new(self.socket()))
+    }
+
+    /// SIGTERM, and check the daemon leaves cleanly and removes its socket.
+    fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                assert!(st.success(), "daemon exited with {st}");
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "daemon ignores SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!self.socket().exists(), "socket left behind");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_for(sock: &Path) {
+    let t = Instant::now();
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn key_0_63() -> SecretBytes {
+    SecretBytes::copy_from(&(0..64u8).collect::<Vec<_>>())
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 + i / 512) as u8).collect()
+}
+
+/// Python `cryptography` AES-XTS of `data` under key 00..3f, sector by sector.
+fn python_xts(data: &[u8], sector: usize, iv: u64) -> Vec<u8> {
+    let script = format!(
+        "import sys\nfrom cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes\n\
+         d=sys.stdin.buffer.read(); k=bytes(range(64)); out=b''\n\
+         for i in range(len(d)//{sector}):\n\
+         \x20   t=({iv}+i*{step}).to_bytes(16,'little')\n\
+         \x20   out+=Cipher(algorithms.AES(k),modes.XTS(t)).encryptor().update(d[i*{sector}:(i+1)*{sector}])\n\
+         sys.stdout.buffer.write(out)\n",
+        step = sector / 512
+    );
+    let mut c = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(data).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// The suite every provider passes.
+fn provider_suite(p: &dyn KeyProvider, foreign: Wkb) {
+    let spec = KeySpec::aes_256_xts();
+    // generate: a fixed-size, self-describing blob with a stable VP
+    let g = p.generate(&spec).unwrap();
+    let enc = g.encode();
+    assert_eq!(enc.len(), 256);
+    let g = Wkb::parse(&enc).unwrap();
+    assert_eq!(g.provider(), p.name());
+    let vp = p.verification_pattern(&g).unwrap();
+    assert_eq!(vp.len(), 64);
+    assert_eq!(p.verification_pattern(&g).unwrap(), vp);
+    let st = p.validate(&g).unwrap();
+    assert_eq!(st.state, KeyState::Current);
+    assert_eq!(st.protection, p.protection());
+    let g2 = p.generate(&spec).unwrap();
+    assert_ne!(p.verification_pattern(&g2).unwrap(), vp, "two keys, one VP");
+
+    // import: VP equals the software VP of the clear key
+    let imp = p.import(&key_0_63(), &spec).unwrap();
+    assert_eq!(p.verification_pattern(&imp).unwrap(), VP_KEY_0_63);
+    assert_eq!(clear_key_vp(&key_0_63()).unwrap(), VP_KEY_0_63);
+    let short = SecretBytes::copy_from(&[1; 32]);
+    assert!(p.import(&short, &spec).is_err());
+
+    // sectors equal software AES-XTS and OpenSSL's (python cryptography)
+    for (sector, iv) in [(512usize, 5u64), (4096, 8 * 77)] {
+        let c = p.open_cipher(&imp, sector).unwrap();
+        assert_eq!(c.sector_size(), sector);
+        let plain = pattern(sector * 6);
+        let mut d = plain.clone();
+        c.encrypt(iv, &mut d).unwrap();
+        let mut soft = plain.clone();
+        SoftXts::new(&key_0_63(), sector)
+            .unwrap()
+            .encrypt(iv, &mut soft)
+            .unwrap();
+        assert_eq!(d, soft);
+        assert_eq!(d, python_xts(&plain, sector, iv));
+        c.decrypt(iv, &mut d).unwrap();
+        assert_eq!(d, plain);
+        assert!(c.encrypt(0, &mut [0u8; 100]).is_err());
+    }
+    // a session is shared by the FUSE workers: several threads at once
+    let c: Arc<dyn SectorCipher> = p.open_cipher(&imp, 4096).unwrap();
+    let want = python_xts(&pattern(4096 * 300), 4096, 0);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let c = c.clone();
+            let want = want.clone();
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    let mut d = pattern(4096 * 300);
+                    c.encrypt(0, &mut d).unwrap();
+                    assert!(d == want);
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert!(p.open_cipher(&imp, 1000).is_err());
+
+    // refusals: another provider's blob, a damaged blob
+    match p.validate(&foreign) {
+        Err(ProviderError::WrongProvider { expected, .. }) => assert_eq!(expected, p.name()),
+        other => panic!("foreign blob accepted: {other:?}"),
+    }
+    assert!(p.open_cipher(&foreign, 512).is_err());
+    let mut bad = imp.encode();
+    bad[150] ^= 0x80;
+    assert!(Wkb::parse(&bad).is_err());
+}
+
+#[test]
+fn suite_soft() {
+    let foreign = Daemon::start(&[])
+        .provider()
+        .generate(&KeySpec::aes_256_xts())
+        .unwrap();
+    let p = SoftProvider::new();
+    assert_eq!(p.protection().to_string(), "in-process");
+    provider_suite(&p, foreign);
+}
+
+#[test]
+fn suite_custodian() {
+    let mut d = Daemon::start(&[]);
+    let p = d.provider();
+    assert_eq!(p.protection().to_string(), "separate-process");
+    let foreign = SoftProvider::new()
+        .generate(&KeySpec::aes_256_xts())
+        .unwrap();
+    provider_suite(&p, foreign);
+
+    // altered payload with a valid checksum: authentication refuses it
+    let w = p.generate(&KeySpec::aes_256_xts()).unwrap();
+    let mut payload = w.expose_payload().to_vec();
+    payload[20] ^= 1;
+    let forged = Wkb::new(
+        w.provider(),
+        w.algorithm(),
+        w.mechanism(),
+        w.wrapping_key().clone(),
+        SecretBytes::copy_from(&payload),
+    )
+    .unwrap();
+    let e = p
+        .open_cipher(&forged, 512)
+        .err()
+        .expect("forged blob opened");
+    assert_eq!(e.code(), ErrorCode::IntegrityFailure);
+    assert!(matches!(
+        p.validate(&forged).unwrap().state,
+        KeyState::Invalid(_)
+    ));
+    d.stop();
+}
+
+#[test]
+fn register_changes_like_a_coprocessor() {
+    let mut d = Daemon::start(&[]);
+    let p = d.provider();
+    let spec = KeySpec::aes_256_xts();
+    let st0 = p.status().unwrap();
+    let c1 = st0.mkvp(Register::Current).unwrap().to_string();
+    assert!(st0.mkvp(Register::New).is_none());
+    assert!(st0.seal.starts_with("file ("), "{}", st0.seal);
+
+    let a = p.import(&key_0_63(), &spec).unwrap();
+    assert_eq!(a.wrapping_key().to_string(), format!("mkvp:{c1}"));
+    // rewrap needs a NEW master key first
+    let e = p.rewrap(&a, RewrapDirection::ToNew).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::EmptyRegister);
+
+    p.load_new_master_key().unwrap();
+    let n = p.status().unwrap().mkvp(Register::New).unwrap().to_string();
+    let a_new = p.rewrap(&a, RewrapDirection::ToNew).unwrap();
+    assert_eq!(p.validate(&a_new).unwrap().state, KeyState::New);
+    assert_eq!(p.verification_pattern(&a_new).unwrap(), VP_KEY_0_63);
+    assert_ne!(a_new.encode(), a.encode());
+
+    p.set_master_key().unwrap();
+    let st = p.status().unwrap();
+    assert_eq!(st.mkvp(Register::Current), Some(n.as_str()));
+    assert_eq!(st.mkvp(Register::Old), Some(c1.as_str()));
+    assert!(st.mkvp(Register::New).is_none());
+    let sa = p.validate(&a).unwrap();
+    assert_eq!(
+        (sa.state, sa.register),
+        (KeyState::Old, Some(Register::Old))
+    );
+    assert_eq!(p.validate(&a_new).unwrap().state, KeyState::Current);
+    // the old blob still opens, to the same effective key
+    let mut x = pattern(1024);
+    p.open_cipher(&a, 512).unwrap().encrypt(0, &mut x).unwrap();
+    let mut y = pattern(1024);
+    p.open_cipher(&a_new, 512)
+        .unwrap()
+        .encrypt(0, &mut y)
+        .unwrap();
+    assert_eq!(x, y);
+    // from-old brings it to CURRENT; to-new of a CURRENT blob without NEW fails
+    let a_cur = p.rewrap(&a, RewrapDirection::FromOld).unwrap();
+    assert_eq!(p.validate(&a_cur).unwrap().state, KeyState::Current);
+    assert_eq!(
+        p.rewrap(&a_new, RewrapDirection::FromOld)
+            .unwrap_err()
+            .code(),
+        ErrorCode::InvalidArgument
+    );
+
+    // registers survive a restart (sealed at rest)
+    d.stop();
+    d.spawn();
+    assert_eq!(p.status().unwrap(), st);
+
+    // a second change retires c1: blobs under it are invalid, with a reason
+    p.load_new_master_key().unwrap();
+    p.set_master_key().unwrap();
+    let sa = p.validate(&a).unwrap();
+    match &sa.state {
+        KeyState::Invalid(why) => assert!(why.contains("in no register"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let e = p.open_cipher(&a, 512).err().unwrap();
+    assert_eq!(e.code(), ErrorCode::UnknownWrappingKey);
+    assert!(e.to_string().contains(&c1), "{e}");
+    assert_eq!(p.validate(&a_new).unwrap().state, KeyState::Old);
+    assert_eq!(p.verification_pattern(&a_new).unwrap(), VP_KEY_0_63);
+    d.stop();
+}
+
+#[test]
+fn init_when_not_auto_initialised() {
+    let d = Daemon::start(&["--no-auto-init"]);
+    let p = d.provider();
+    let st = p.status().unwrap();
+    assert!(st.registers.iter().all(|r| r.mkvp.is_none()));
+    let e = p.generate(&KeySpec::aes_256_xts()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotInitialized);
+    p.init().unwrap();
+    assert!(p.status().unwrap().mkvp(Register::Current).is_some());
+    assert_eq!(p.init().unwrap_err().code(), ErrorCode::AlreadyInitialized);
+    assert!(p.generate(&KeySpec::aes_256_xts()).is_ok());
+}
+
+/// Runs a raw HELLO (and optionally LOAD_NEW_MASTER_KEY) as uid `nobody`;
+/// returns the status codes of the answers.
+fn raw_client_as_nobody(sock: &Path, admin: bool) -> Vec<u16> {
+    let script = format!(
+        "import socket,struct,sys\n\
+         s=socket.socket(socket.AF_UNIX); s.connect({sock:?})\n\
+         def call(body):\n\
+         \x20   s.sendall(struct.pack('>I',len(body))+body)\n\
+         \x20   h=s.recv(4,socket.MSG_WAITALL)\n\
+         \x20   if len(h)<4: return 'eof'\n\
+         \x20   b=s.recv(struct.unpack('>I',h)[0],socket.MSG_WAITALL)\n\
+         \x20   return str(struct.unpack('>H',b[2:4])[0])\n\
+         out=[call(bytes.fromhex('0001000000010001'))]\n\
+         if {admin}: out.append(call(bytes.fromhex('00320000')))\n\
+         print(' '.join(out))\n",
+        sock = sock.to_str().unwrap(),
+        admin = if admin { "True" } else { "False" },
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            // The system interpreter: a per-user one (pyenv under /root) is
+            // not reachable by uid 65534.
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn other_users_are_refused_unless_allowed() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        panic!("this test switches to uid 65534 and must run as root (CI does)");
+    }
+    let d = Daemon::start(&[]);
+    // PermissionDenied (3) on HELLO for a uid that is not listed
+    assert_eq!(raw_client_as_nobody(&d.socket(), false), vec![3]);
+    let d2 = Daemon::start(&["--allow-uid", "65534"]);
+    // listed: HELLO ok (0), but master-key changes stay root-only (3)
+    assert_eq!(raw_client_as_nobody(&d2.socket(), true), vec![0, 3]);
+}
+
+#[test]
+fn started_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("run/custodian.sock");
+    let state = dir.path().join("state");
+    let args: Vec<OsString> = vec![
+        "--state-dir".into(),
+        state.clone().into(),
+        "--socket".into(),
+        sock.clone().into(),
+        "--tcti".into(),
+        "none".into(),
+    ];
+    let p = CustodianProvider::new(CustodianConfig::new(&sock).with_autostart(DAEMON, args));
+    let w = p.import(&key_0_63(), &KeySpec::aes_256_xts()).unwrap();
+    assert_eq!(p.verification_pattern(&w).unwrap(), VP_KEY_0_63);
+    let pid: i32 = std::fs::read_to_string(state.join("custodiand.lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: stopping the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let t = Instant::now();
+    while sock.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // without autostart, an absent daemon is a clear connect error
+    let e = CustodianProvider::new(CustodianConfig::new(&sock))
+        .generate(&KeySpec::aes_256_xts())
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::Connect { .. }), "{e}");
+}
+
+/// swtpm and its state dir, removed when the test ends.
+struct Swtpm(Child, #[allow(dead_code)] tempfile::TempDir);
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_swtpm() -> (Swtpm, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    // A port pair unlikely to collide between parallel test runs.
+    let port = 20000 + (std::process::id() % 20000) as u16 * 2 % 20000;
+    let child = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--tpmstate"])
+        .arg(format!("dir={}", dir.path().display()))
+        .arg("--server")
+        .arg(format!("type=tcp,port={port}"))
+        .arg("--ctrl")
+        .arg(format!("type=tcp,port={}", port + 1))
+        .args(["--flags", "not-need-init,startup-clear"])
+        .spawn()
+        .expect("swtpm is installed (scripts/install-deps.sh)");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(20), "swtpm did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Swtpm(child, dir), port)
+}
+
+#[test]
+fn master_keys_sealed_by_tpm() {
+    let (_tpm, port) = start_swtpm();
+    let tcti = format!("swtpm:port={port}");
+    let mut d = Daemon::start(&["--tcti", &tcti]);
+    let p = d.provider();
+    let st = p.status().unwrap();
+    assert_eq!(st.seal, format!("tpm2 ({tcti})"));
+    assert_eq!(st.protection, Protection::SeparateProcess);
+    let state = d.dir.path().join("state");
+    assert!(state.join("storage.tpm").exists());
+    assert!(!state.join("storage.key").exists());
+    let w = p.import(&key_0_63(), &KeySpec::aes_256_xts()).unwrap();
+    d.stop();
+    d.spawn();
+    assert_eq!(p.status().unwrap(), st);
+    assert_eq!(p.verification_pattern(&w).unwrap(), VP_KEY_0_63);
+    d.stop();
+    // Without the TPM the sealed state cannot be opened.
+    let out = Command::new(DAEMON)
+        .args(["--state-dir".as_ref(), state.as_os_str()])
+        .args([
+            "--socket",
+            "/nonexistent-dir-for-test/x.sock",
+            "--tcti",
+            "none",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sealed by a TPM"));
+}

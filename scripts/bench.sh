@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Benchmarks. Every figure is a ratio against a reference measured in the
+# same invocation (openssl speed, cryptsetup, a null cipher), written to
+# BENCHMARKS.md together with the command that produced it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+W="$ROOT/target/release/wrapcrypt"
+OUT="$ROOT/BENCHMARKS.md"
+work=$(mktemp -d /tmp/wrapcrypt-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+RUNS=${BENCH_RUNS:-5}
+
+cargo build -q --release --workspace --bins --examples
+
+rows=()
+row() { rows+=("| $1 | $2 | $3 | \`$4\` |"); printf '%-55s %s  (%s)\n' "$1" "$2" "$3"; }
+
+# hyperfine mean seconds of a command
+hmean() { # name cmd...
+  local json="$work/h.json"
+  hyperfine -N -w 1 -r "$RUNS" --export-json "$json" "$@" >/dev/null 2>&1
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["mean"])' "$json"
+}
+ratio() { python3 -c 'import sys; print(f"{float(sys.argv[1])/float(sys.argv[2]):.3f}")' "$1" "$2"; }
+peak_kib() { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1; }
+
+echo "== sector engine vs openssl speed"
+cmd="cargo run -q --release -p wrapcrypt-sector --example xts_speed -- --openssl"
+j=$($cmd | tail -1)
+enc=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["encrypt_ratio"], d["encrypt_mb_s"], d["openssl_mb_s"])' "$j")
+dec=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["decrypt_ratio"], d["decrypt_mb_s"])' "$j")
+set -- $enc; row "engine aes-xts-plain64 512-bit, 4 KiB sectors, encrypt ÷ openssl" "$1" "$2 vs $3 MB/s" "$cmd"
+set -- $dec; row "engine aes-xts-plain64 512-bit, 4 KiB sectors, decrypt ÷ openssl" "$1" "$2 MB/s" "$cmd"
+
+echo "== passphrase unlock vs cryptsetup open --test-passphrase"
+img="$work/kdf.img"; truncate -s 32M "$img"
+printf 'benchpass' > "$work/pass"
+cryptsetup luksFormat -q --pbkdf argon2id --pbkdf-memory 262144 --pbkdf-force-iterations 4 --pbkdf-parallel 4 "$img" "$work/pass"
+c=$(hmean "cryptsetup open --test-passphrase --key-file $work/pass $img")
+w=$(hmean "$W open --test-passphrase --key-file $work/pass $img")
+row "unlock argon2id m=256MiB t=4 p=4: wrapcrypt ÷ cryptsetup time" "$(ratio "$w" "$c")" "${w}s vs ${c}s" "hyperfine '$W open --test-passphrase …' 'cryptsetup open --test-passphrase …'"
+cm=$(peak_kib cryptsetup open --test-passphrase --key-file "$work/pass" "$img")
+wm=$(peak_kib "$W" open --test-passphrase --key-file "$work/pass" "$img")
+row "unlock argon2id peak RSS: wrapcrypt ÷ cryptsetup" "$(ratio "$wm" "$cm")" "${wm} KiB vs ${cm} KiB" "/usr/bin/time -f %M … open --test-passphrase"
+img2="$work/pb.img"; truncate -s 32M "$img2"
+cryptsetup luksFormat -q --pbkdf pbkdf2 --hash sha256 --pbkdf-force-iterations 1000000 "$img2" "$work/pass"
+c=$(hmean "cryptsetup open --test-passphrase --key-file $work/pass $img2")
+w=$(hmean "$W open --test-passphrase --key-file $work/pass $img2")
+row "unlock pbkdf2-sha256 1e6 iterations: wrapcrypt ÷ cryptsetup time" "$(ratio "$w" "$c")" "${w}s vs ${c}s" "hyperfine '$W open --test-passphrase …' 'cryptsetup open --test-passphrase …'"
+
+echo "== luksDump and luksFormat vs cryptsetup"
+c=$(hmean "cryptsetup luksDump $img2")
+w=$(hmean "$W luksDump $img2")
+row "luksDump: wrapcrypt ÷ cryptsetup time" "$(ratio "$w" "$c")" "${w}s vs ${c}s" "hyperfine '$W luksDump IMG' 'cryptsetup luksDump IMG'"
+f="$work/fmt.img"; truncate -s 32M "$f"
+fa="-q --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file $work/pass $f"
+c=$(hmean "cryptsetup luksFormat $fa")
+w=$(hmean "$W luksFormat $fa")
+row "luksFormat (pbkdf2, 1000 iterations): wrapcrypt ÷ cryptsetup time" "$(ratio "$w" "$c")" "${w}s vs ${c}s" "hyperfine '$W luksFormat …' 'cryptsetup luksFormat …'"
+
+# Further sections (activated devices, custodian, PKCS#11) are added by
+# scripts/bench.d/*.sh when present; each prints rows as "name|ratio|detail|cmd".
+for s in scripts/bench.d/*.sh; do
+  [ -e "$s" ] || continue
+  echo "== $s"
+  while IFS='|' read -r n r d c; do row "$n" "$r" "$d" "$c"; done < <(W="$W" WORK="$work" bash "$s")
+done
+
+{
+  echo "# Benchmarks"
+  echo
+  echo "Produced by \`make bench\` (scripts/bench.sh) on $(date -u +%Y-%m-%d), $(nproc) cores,"
+  echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')."
+  echo "Each ratio is measured against its reference in the same run."
+  echo
+  echo "| measure | ratio | detail | command |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+} > "$OUT"
+echo "wrote $OUT"
