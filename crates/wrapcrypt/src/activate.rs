@@ -80,7 +80,10 @@ pub fn open(a: &Args) -> Result<(), CliError> {
     let dev = a.pos(0, "<device>")?.to_string();
     if a.flag("test-passphrase") {
         let p = keys::existing_passphrase(a, &format!("Enter passphrase for {dev}: "), None)?;
-        vol.unlock(p.expose_secret(), keys::key_slot(a)?, true)?;
+        // As cryptsetup: a keyslot named with --key-slot may be unbound (testing
+        // its passphrase activates nothing); without it only bound ones count.
+        let slot = keys::key_slot(a)?;
+        vol.unlock(p.expose_secret(), slot, slot.is_none())?;
         return Ok(());
     }
     let name = a.pos(1, "<name>")?.to_string();
