@@ -84,10 +84,22 @@ pub fn from_option(opt: Option<&str>, pin_file: Option<&str>) -> Result<(Arc<dyn
     }
 }
 
-fn pkcs11(uri: &str, _pin_file: Option<&str>) -> Result<Arc<dyn KeyProvider>, CliError> {
-    Err(CliError::usage(format!(
-        "PKCS#11 provider for {uri} is not available in this build yet."
-    )))
+fn pkcs11(uri: &str, pin_file: Option<&str>) -> Result<Arc<dyn KeyProvider>, CliError> {
+    if uri.is_empty() {
+        return Err(CliError::usage("The volume names a PKCS#11 provider but no URI; pass --key-provider pkcs11:…"));
+    }
+    // The PIN comes from --pin-file (read into locked memory) or the URI's
+    // pin-source; never from argv or the environment.
+    let pin = match pin_file {
+        Some(f) => {
+            let mut p = crate::pass::read_keyfile(f, 0, None)?;
+            let trimmed = p.expose_secret().iter().rposition(|&c| c != b'\n' && c != b'\r').map_or(0, |i| i + 1);
+            p.truncate(trimmed);
+            Some(p)
+        }
+        None => None,
+    };
+    Ok(Arc::new(wrapcrypt_provider::Pkcs11Provider::open(uri, pin.as_ref())?))
 }
 
 /// The provider recorded in a header's `waes-provider` token.

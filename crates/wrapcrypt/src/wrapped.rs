@@ -70,8 +70,8 @@ pub fn format_key(a: &Args, cipher: &str, params: &mut FormatParams) -> Result<S
     Ok(SecretBytes::copy_from(&blob))
 }
 
-/// The provider of a wrapped volume and its blob, checked against the
-/// stored verification pattern.
+/// The provider of a wrapped volume, checked against the stored
+/// verification pattern.
 pub struct Opened {
     /// The provider.
     pub provider: Arc<dyn KeyProvider>,
@@ -79,8 +79,6 @@ pub struct Opened {
     pub name: String,
     /// PKCS#11 URI, if any.
     pub locator: Option<String>,
-    /// The blob.
-    pub wkb: Wkb,
 }
 
 /// Resolves the provider for an unlocked blob and proves it holds the key
@@ -109,7 +107,6 @@ pub fn resolve(a: &Args, h: &Luks2Header, blob: &SecretBytes) -> Result<Opened, 
         provider: prov,
         name,
         locator,
-        wkb,
     })
 }
 
