@@ -3,6 +3,7 @@
 mod activate;
 mod args;
 mod bench;
+mod custodian;
 mod exit;
 mod header;
 mod keys;
@@ -50,6 +51,7 @@ fn run(a: &Args) -> Result<(), CliError> {
         "repair" => header::repair(a),
         "erase" | "luksErase" => keys::erase(a),
         "benchmark" => bench::run(a),
+        "custodian" => custodian::run(a),
         "" => Err(CliError::usage(usage())),
         other => Err(CliError::usage(format!("Unknown action {other}."))),
     }
