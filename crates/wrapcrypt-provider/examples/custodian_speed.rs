@@ -153,12 +153,25 @@ fn main() {
     let soft: Arc<dyn SectorCipher> = Arc::new(aes_256_xts(&key, SECTOR).expect("xts"));
     let cust = p.open_cipher(&wkb, SECTOR).expect("session");
     let mut json = Vec::new();
+    // `--only soft|copy|shared` runs one mode (for profiling).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let on = |m: &str| only.as_deref().is_none_or(|o| o == m);
     for (call, threads) in [(128 << 10, 1), (1 << 20, 1), (128 << 10, 2), (1 << 20, 2)] {
         let (mut s, mut c, mut z) = (Run::default(), Run::default(), Run::default());
         for _ in 0..rounds {
-            s = best(s, speed(&soft, call, threads, false, dpid));
-            c = best(c, speed(&cust, call, threads, false, dpid));
-            z = best(z, speed(&cust, call, threads, true, dpid));
+            if on("soft") {
+                s = best(s, speed(&soft, call, threads, false, dpid));
+            }
+            if on("copy") {
+                c = best(c, speed(&cust, call, threads, false, dpid));
+            }
+            if on("shared") {
+                z = best(z, speed(&cust, call, threads, true, dpid));
+            }
         }
         println!(
             "custodian_speed: {:>4} KiB calls, {threads} thread(s): in-process {:6.0} MB/s ({:.2} CPU s), \
