@@ -11,7 +11,7 @@
 set -euo pipefail
 : "${W:?W must name the wrapcrypt binary}" "${WORK:?WORK must name a scratch dir}"
 MIB=${BENCH_ACTIVATE_MIB:-1024}
-ROUNDS=${BENCH_ACTIVATE_ROUNDS:-3}
+ROUNDS=${BENCH_ACTIVATE_ROUNDS:-4}
 RAND_SECS=${BENCH_ACTIVATE_RAND_SECS:-5}
 command -v fio >/dev/null || { echo "activate.sh: fio missing (scripts/install-deps.sh)" >&2; exit 1; }
 
@@ -45,6 +45,8 @@ fio_rand() { # dev
     --size="${MIB}M" --time_based --runtime="$RAND_SECS" --output-format=json 2>/dev/null)
   jq -r '.jobs[0].read.iops | round' <<<"$j"
 }
+# CPU seconds (user + system) of a process so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 maxf() { python3 -c 'import sys; print(max(float(x) for x in sys.argv[1:]))' "$@"; }
 ratio() { python3 -c 'import sys; print(f"{float(sys.argv[1])/float(sys.argv[2]):.3f}")' "$1" "$2"; }
@@ -89,12 +91,16 @@ idle_null=$(rss "${pid[null]}")
 ) &
 sampler=$!
 
-declare -A W_ R_ I_
-for t in raw null aes; do W_[$t]=""; R_[$t]=""; done
+declare -A W_ R_ I_ CPU
+for t in raw null aes; do W_[$t]=""; R_[$t]=""; CPU[$t]=0; done
+load0=$(cut -d' ' -f1 /proc/loadavg)
 for ((r = 1; r <= ROUNDS; r++)); do
   for t in raw null aes; do
+    c0=$( [ "$t" = raw ] && echo 0 || cpu "${pid[$t]}")
     w=$(fio_seq "${dev[$t]}" write)
     rd=$(fio_seq "${dev[$t]}" read)
+    c1=$( [ "$t" = raw ] && echo 0 || cpu "${pid[$t]}")
+    CPU[$t]=$(python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[3]) - float(sys.argv[2]))' "${CPU[$t]}" "$c0" "$c1")
     W_[$t]+=" $w"
     R_[$t]+=" $rd"
     log "round $r $t: write $w MB/s, read $rd MB/s"
@@ -115,9 +121,15 @@ for t in raw null aes; do
   BR[$t]=$(maxf ${R_[$t]})
 done
 
+load1=$(cut -d' ' -f1 /proc/loadavg)
+# Server CPU seconds per GiB moved (written + read): independent of how busy
+# the machine was, unlike the wall-clock MB/s.
+gib=$(python3 -c "print(2 * $MIB * $ROUNDS / 1024)")
+cpg() { python3 -c 'import sys; print(f"{float(sys.argv[1]) / float(sys.argv[2]):.2f}")' "$1" "$gib"; }
+cpu_note="server CPU $(cpg "${CPU[aes]}") vs $(cpg "${CPU[null]}") s/GiB; load average $load0 → $load1"
 cmd="fio --filename=/dev/mapper/NAME --rw=read,write --bs=1M --direct=1 --size=${MIB}M (best of $ROUNDS; scripts/bench.d/activate.sh)"
-echo "opened aes-xts-plain64 seq read 1 MiB O_DIRECT ÷ cipher_null-ecb (same FUSE+loop path)|$(ratio "${BR[aes]}" "${BR[null]}")|${BR[aes]} vs ${BR[null]} MB/s|$cmd"
-echo "opened aes-xts-plain64 seq write 1 MiB O_DIRECT ÷ cipher_null-ecb (same FUSE+loop path)|$(ratio "${BW[aes]}" "${BW[null]}")|${BW[aes]} vs ${BW[null]} MB/s|$cmd"
+echo "opened aes-xts-plain64 seq read 1 MiB O_DIRECT ÷ cipher_null-ecb (same FUSE+loop path)|$(ratio "${BR[aes]}" "${BR[null]}")|${BR[aes]} vs ${BR[null]} MB/s; $cpu_note|$cmd"
+echo "opened aes-xts-plain64 seq write 1 MiB O_DIRECT ÷ cipher_null-ecb (same FUSE+loop path)|$(ratio "${BW[aes]}" "${BW[null]}")|${BW[aes]} vs ${BW[null]} MB/s; $cpu_note|$cmd"
 echo "opened aes-xts-plain64 seq read ÷ raw backing file O_DIRECT|$(ratio "${BR[aes]}" "${BR[raw]}")|${BR[aes]} vs ${BR[raw]} MB/s (null: ${BR[null]})|$cmd"
 echo "opened aes-xts-plain64 seq write ÷ raw backing file O_DIRECT|$(ratio "${BW[aes]}" "${BW[raw]}")|${BW[aes]} vs ${BW[raw]} MB/s (null: ${BW[null]})|$cmd"
 rcmd="fio --rw=randread --bs=4k --direct=1 --ioengine=psync --runtime=${RAND_SECS}s"

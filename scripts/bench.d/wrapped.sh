@@ -10,7 +10,7 @@
 set -euo pipefail
 : "${W:?W must name the wrapcrypt binary}" "${WORK:?WORK must name a scratch dir}"
 MIB=${BENCH_WRAPPED_MIB:-1024}
-ROUNDS=${BENCH_WRAPPED_ROUNDS:-3}
+ROUNDS=${BENCH_WRAPPED_ROUNDS:-4}
 REL=$(dirname "$W")
 command -v fio >/dev/null || { echo "wrapped.sh: fio missing (scripts/install-deps.sh)" >&2; exit 1; }
 log() { echo "wrapped.sh: $*" >&2; }
@@ -56,7 +56,10 @@ fio_seq() { # dev read|write
     --size="${MIB}M" --end_fsync=1 --output-format=json 2>/dev/null)
   jq -r ".jobs[0].$2.bw_bytes / 1e6 | . * 10 | round / 10" <<<"$j"
 }
-declare -A dev
+# CPU seconds (user + system) of a process so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+add() { python3 -c 'import sys; print(sum(float(x) for x in sys.argv[1:]))' "$@"; }
+declare -A dev pid
 for c in aes waes; do
   img="$dir/$c.img"
   truncate -s $((MIB + 16))M "$img"
@@ -65,13 +68,20 @@ for c in aes waes; do
   "$W" open --key-file "$dir/pass" "$img" "$name"
   names+=("$name")
   dev[$c]=/dev/mapper/$name
+  pid[$c]=$(jq -r .pid "/run/wrapcrypt/$name/state.json")
   dd if=/dev/zero of="${dev[$c]}" bs=1M count="$MIB" oflag=direct status=none
 done
-declare -A W_ R_
+cust=$(cat "$dir/c.state/custodiand.lock")
+# The waes figures count the custodian's CPU too: it does that path's crypto.
+cpus() { if [ "$1" = waes ]; then add "$(cpu "${pid[waes]}")" "$(cpu "$cust")"; else cpu "${pid[aes]}"; fi; }
+declare -A W_ R_ CPU=([aes]=0 [waes]=0)
+load0=$(cut -d' ' -f1 /proc/loadavg)
 for ((r = 1; r <= ROUNDS; r++)); do
   for c in aes waes; do
+    c0=$(cpus $c)
     w=$(fio_seq "${dev[$c]}" write)
     rd=$(fio_seq "${dev[$c]}" read)
+    CPU[$c]=$(python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[3]) - float(sys.argv[2]))' "${CPU[$c]}" "$c0" "$(cpus $c)")
     W_[$c]+=" $w"
     R_[$c]+=" $rd"
     log "round $r $c: write $w MB/s, read $rd MB/s"
@@ -79,9 +89,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 # shellcheck disable=SC2086
 { wa=$(maxf ${W_[waes]}); aa=$(maxf ${W_[aes]}); wr=$(maxf ${R_[waes]}); ar=$(maxf ${R_[aes]}); }
+load1=$(cut -d' ' -f1 /proc/loadavg)
+gib=$(python3 -c "print(2 * $MIB * $ROUNDS / 1024)")
+cpg() { python3 -c 'import sys; print(f"{float(sys.argv[1]) / float(sys.argv[2]):.2f}")' "$1" "$gib"; }
+note="CPU (server + custodian) $(cpg "${CPU[waes]}") vs (server) $(cpg "${CPU[aes]}") s/GiB; load average $load0 → $load1"
 cmd="fio --filename=/dev/mapper/NAME --rw=read,write --bs=1M --direct=1 --size=${MIB}M (best of $ROUNDS; scripts/bench.d/wrapped.sh)"
-echo "opened waes-xts-plain64 (custodian) seq read ÷ opened aes-xts-plain64|$(ratio "$wr" "$ar")|$wr vs $ar MB/s|$cmd"
-echo "opened waes-xts-plain64 (custodian) seq write ÷ opened aes-xts-plain64|$(ratio "$wa" "$aa")|$wa vs $aa MB/s|$cmd"
+echo "opened waes-xts-plain64 (custodian) seq read ÷ opened aes-xts-plain64|$(ratio "$wr" "$ar")|$wr vs $ar MB/s; $note|$cmd"
+echo "opened waes-xts-plain64 (custodian) seq write ÷ opened aes-xts-plain64|$(ratio "$wa" "$aa")|$wa vs $aa MB/s; $note|$cmd"
 
 # 3. PKCS#11: SoftHSM2 in-process and through p11-kit server.
 j=$("$REL/examples/pkcs11_speed" | tee /dev/stderr | tail -1)
