@@ -288,7 +288,13 @@ pub fn format_luks2(
         salts,
         meta: Metadata {
             keyslots: Default::default(),
-            tokens: params.tokens.iter().cloned().enumerate().map(|(i, t)| (i as u32, t)).collect(),
+            tokens: params
+                .tokens
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, t)| (i as u32, t))
+                .collect(),
             segments,
             digests,
             config: Config {

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod convert;
 pub mod device;
 pub mod error;
 pub mod faults;
@@ -7,6 +8,7 @@ pub mod format;
 pub mod lock;
 mod luks2ops;
 pub mod pbkdf;
+pub mod rewrap;
 
 use std::path::{Path, PathBuf};
 
