@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-pub mod convert;
 pub mod device;
 pub mod error;
 pub mod faults;
@@ -9,6 +8,7 @@ pub mod lock;
 mod luks2ops;
 pub mod pbkdf;
 pub mod rewrap;
+pub mod wrap_convert;
 
 use std::path::{Path, PathBuf};
 

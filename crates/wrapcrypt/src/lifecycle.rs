@@ -608,7 +608,7 @@ pub fn convert(a: &Args) -> Result<(), CliError> {
     vol.check_requirements()?;
     let h = vol.luks2_header()?.clone();
     let found = segment_cipher(&h);
-    if found != wrapcrypt_volume::convert::CONVERTIBLE {
+    if found != wrapcrypt_volume::wrap_convert::CONVERTIBLE {
         return Err(CliError::usage(format!(
             "Cannot convert {dev}: its cipher is {found}; only aes-xts-plain64 volumes convert to {cipher} without re-encryption."
         )));
@@ -643,7 +643,7 @@ pub fn convert(a: &Args) -> Result<(), CliError> {
         }
     }
     let blob = SecretBytes::copy_from(&wkb.encode());
-    let done = wrapcrypt_volume::convert::convert_to_wrapped(
+    let done = wrapcrypt_volume::wrap_convert::convert_to_wrapped(
         &mut vol,
         cipher,
         &blob,
