@@ -141,7 +141,9 @@ pub fn format_luks2(
     })?;
     let uuid = match &params.uuid {
         Some(u) if !valid_uuid(u) => {
-            return Err(VolumeError::Param("Wrong LUKS UUID format provided.".into()))
+            return Err(VolumeError::Param(
+                "Wrong LUKS UUID format provided.".into(),
+            ))
         }
         Some(u) => u.to_lowercase(),
         None => random_uuid(),
@@ -311,3 +313,5 @@ pub fn format_luks2(
     drop(data_dev);
     Ok(vol)
 }
+
+pub use crate::luks1format::{format_luks1, Luks1FormatParams};

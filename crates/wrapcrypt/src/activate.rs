@@ -27,7 +27,12 @@ impl From<ActivateError> for CliError {
 /// Payload layout on the pipe: u32 LE length of the ServeConfig JSON, the
 /// JSON, the cipher spec length (u16 LE) and text, the sector size (u32 LE),
 /// then the key bytes up to the end.
-fn payload(cfg: &ServeConfig, spec: &str, sector_size: u32, key: &SecretBytes) -> SecretBytes {
+pub(crate) fn payload(
+    cfg: &ServeConfig,
+    spec: &str,
+    sector_size: u32,
+    key: &SecretBytes,
+) -> SecretBytes {
     let json = serde_json::to_vec(cfg).expect("ServeConfig serializes");
     let len = 4 + json.len() + 2 + spec.len() + 4 + key.len();
     let mut p = SecretBytes::zeroed(len);
@@ -46,7 +51,7 @@ fn payload(cfg: &ServeConfig, spec: &str, sector_size: u32, key: &SecretBytes) -
     p
 }
 
-fn check_cipher(spec: &str) -> Result<CipherSpec, CliError> {
+pub(crate) fn check_cipher(spec: &str) -> Result<CipherSpec, CliError> {
     CipherSpec::parse(spec)
         .map_err(|e| CliError::usage(format!("Cannot activate with cipher {spec}: {e}")))
 }
@@ -59,6 +64,9 @@ pub fn open(a: &Args) -> Result<(), CliError> {
         let p = keys::existing_passphrase(a, &format!("Enter passphrase for {dev}: "), None)?;
         vol.unlock(p.expose_secret(), keys::key_slot(a)?, true)?;
         return Ok(());
+    }
+    if vol.version() == 1 {
+        return crate::luks1cmd::open(a, vol, &dev);
     }
     let name = a.pos(1, "<name>")?.to_string();
     vol.check_requirements()?;

@@ -7,6 +7,7 @@ mod dump_shim;
 mod exit;
 mod header;
 mod keys;
+mod luks1cmd;
 mod pass;
 
 use args::Args;
@@ -47,6 +48,7 @@ fn run(a: &Args) -> Result<(), CliError> {
         "token" => header::token(a),
         "config" => header::config(a),
         "repair" => header::repair(a),
+        "convert" => luks1cmd::convert(a),
         "erase" | "luksErase" => keys::erase(a),
         "benchmark" => bench::run(a),
         "" => Err(CliError::usage(usage())),

@@ -36,12 +36,32 @@ fn clear_key_server_core_dump_has_no_key_material() {
     wrapcrypt_secret::fill_random(&mut key).unwrap();
     std::fs::write(&kf, &key).unwrap();
     std::fs::write(&pf, b"memproof").unwrap();
-    std::fs::File::create(&img).unwrap().set_len(48 << 20).unwrap();
-    run(Command::new(bin()).args(["luksFormat", "-q", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
-        .arg("--volume-key-file").arg(&kf).arg("--key-file").arg(&pf).arg(&img));
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(48 << 20)
+        .unwrap();
+    run(Command::new(bin())
+        .args([
+            "luksFormat",
+            "-q",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+        ])
+        .arg("--volume-key-file")
+        .arg(&kf)
+        .arg("--key-file")
+        .arg(&pf)
+        .arg(&img));
     std::fs::remove_file(&kf).unwrap();
     let name = format!("wcmem{}", std::process::id());
-    run(Command::new(bin()).arg("open").arg(&img).arg(&name).arg("--key-file").arg(&pf));
+    run(Command::new(bin())
+        .arg("open")
+        .arg(&img)
+        .arg(&name)
+        .arg("--key-file")
+        .arg(&pf));
     struct Close(String);
     impl Drop for Close {
         fn drop(&mut self) {
@@ -50,22 +70,44 @@ fn clear_key_server_core_dump_has_no_key_material() {
     }
     let _guard = Close(name.clone());
     // I/O through the engine, both directions.
-    run(Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=4", "oflag=direct", "status=none"])
+    run(Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            "count=4",
+            "oflag=direct",
+            "status=none",
+        ])
         .arg(format!("of=/dev/mapper/{name}")));
-    run(Command::new("dd").args(["of=/dev/null", "bs=1M", "count=4", "iflag=direct", "status=none"])
+    run(Command::new("dd")
+        .args([
+            "of=/dev/null",
+            "bs=1M",
+            "count=4",
+            "iflag=direct",
+            "status=none",
+        ])
         .arg(format!("if=/dev/mapper/{name}")));
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("/run/wrapcrypt/{name}/state.json")).unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/wrapcrypt/{name}/state.json")).unwrap(),
+    )
+    .unwrap();
     let pid = state["pid"].as_u64().unwrap() as u32;
     let needles = support_mem::xts512_needles(&key);
 
     // Control: the live server does hold the key schedule (in locked,
     // non-dumpable memory), so the needles are the right ones.
     let live = support_mem::find(&support_mem::process_memory(pid), &needles);
-    assert!(!live.is_empty(), "control failed: key schedule not found in live server memory");
+    assert!(
+        !live.is_empty(),
+        "control failed: key schedule not found in live server memory"
+    );
 
     let core_prefix = dir.path().join("core");
-    run(Command::new("gcore").arg("-o").arg(&core_prefix).arg(pid.to_string()));
+    run(Command::new("gcore")
+        .arg("-o")
+        .arg(&core_prefix)
+        .arg(pid.to_string()));
     let core = std::fs::read(format!("{}.{pid}", core_prefix.display())).unwrap();
     assert!(core.len() > 1 << 20, "core file suspiciously small");
     let hits = support_mem::find(&core, &needles);

@@ -55,10 +55,20 @@ pub fn aes256_round_keys(key: &[u8]) -> Vec<[u8; 16]> {
     for i in 8..60 {
         let mut t = w[i - 1];
         if i % 8 == 0 {
-            t = [s[t[1] as usize] ^ rcon, s[t[2] as usize], s[t[3] as usize], s[t[0] as usize]];
+            t = [
+                s[t[1] as usize] ^ rcon,
+                s[t[2] as usize],
+                s[t[3] as usize],
+                s[t[0] as usize],
+            ];
             rcon = xtime(rcon);
         } else if i % 8 == 4 {
-            t = [s[t[0] as usize], s[t[1] as usize], s[t[2] as usize], s[t[3] as usize]];
+            t = [
+                s[t[0] as usize],
+                s[t[1] as usize],
+                s[t[2] as usize],
+                s[t[3] as usize],
+            ];
         }
         let p = w[i - 8];
         w.push([p[0] ^ t[0], p[1] ^ t[1], p[2] ^ t[2], p[3] ^ t[3]]);
@@ -101,7 +111,10 @@ pub fn xts512_needles(key: &[u8]) -> Vec<(String, Vec<u8>)> {
         for (i, rk) in rks.iter().enumerate().skip(2) {
             v.push((format!("K{} round key {i}", h + 1), rk.to_vec()));
             if i < 14 {
-                v.push((format!("K{} inverse round key {i}", h + 1), inv_mix_columns(rk).to_vec()));
+                v.push((
+                    format!("K{} inverse round key {i}", h + 1),
+                    inv_mix_columns(rk).to_vec(),
+                ));
             }
         }
     }
@@ -132,7 +145,10 @@ pub fn process_memory(pid: u32) -> Vec<u8> {
             continue;
         }
         let (a, b) = range.split_once('-').unwrap();
-        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
         let mut buf = vec![0u8; (b - a) as usize];
         if mem.seek(SeekFrom::Start(a)).is_ok() && mem.read_exact(&mut buf).is_ok() {
             out.extend_from_slice(&buf);
@@ -147,8 +163,9 @@ fn schedule_matches_fips197_appendix_a3() {
     let key: Vec<u8> = (0..32)
         .map(|i| {
             [
-                0x60, 0x3d, 0xeb, 0x10, 0x15, 0xca, 0x71, 0xbe, 0x2b, 0x73, 0xae, 0xf0, 0x85, 0x7d, 0x77, 0x81, 0x1f,
-                0x35, 0x2c, 0x07, 0x3b, 0x61, 0x08, 0xd7, 0x2d, 0x98, 0x10, 0xa3, 0x09, 0x14, 0xdf, 0xf4,
+                0x60, 0x3d, 0xeb, 0x10, 0x15, 0xca, 0x71, 0xbe, 0x2b, 0x73, 0xae, 0xf0, 0x85, 0x7d,
+                0x77, 0x81, 0x1f, 0x35, 0x2c, 0x07, 0x3b, 0x61, 0x08, 0xd7, 0x2d, 0x98, 0x10, 0xa3,
+                0x09, 0x14, 0xdf, 0xf4,
             ][i]
         })
         .collect();
