@@ -388,6 +388,7 @@ impl Volume {
             ));
         }
         let payload = u32::try_from(seg.offset / SECTOR).map_err(|_| bad_digest())?;
+        let offsets = luks1_positions(h, &active, offsets);
         let mut mk_digest = [0u8; LUKS1_DIGEST_SIZE];
         mk_digest.copy_from_slice(&d.digest[..LUKS1_DIGEST_SIZE]);
         let mut mk_salt = [0u8; LUKS1_SALT_SIZE];
@@ -631,4 +632,38 @@ fn new_offset_sectors(h: &Luks1Header, k: usize) -> u32 {
 fn new_area(h: &Luks1Header, k: usize, len: u64) -> Range<u64> {
     let s = u64::from(new_offset_sectors(h, k)) * SECTOR;
     s..s + len
+}
+
+/// LUKS1 key material offsets for the keyslots of a LUKS2 header, as
+/// cryptsetup assigns them: an active keyslot keeps its place relative to
+/// the start of the keyslots area (the inverse of the LUKS1 -> LUKS2
+/// shift) when that is a slot position of the LUKS1 layout; the other
+/// positions go to the remaining keyslots in order.
+fn luks1_positions(
+    h: &Luks2Header,
+    active: &[usize],
+    layout: [u32; LUKS1_NUM_KEYSLOTS],
+) -> [u32; LUKS1_NUM_KEYSLOTS] {
+    let base = u64::from(layout[0]) * SECTOR;
+    let mut taken = [false; LUKS1_NUM_KEYSLOTS];
+    let mut out = [u32::MAX; LUKS1_NUM_KEYSLOTS];
+    for &k in active {
+        let off = h.meta.keyslots[&(k as u32)].area.offset;
+        let want = (off + base).checked_sub(2 * h.hdr_size).map(|b| b / SECTOR);
+        if let Some(p) = layout
+            .iter()
+            .position(|&l| Some(u64::from(l)) == want)
+            .filter(|&p| !taken[p])
+        {
+            taken[p] = true;
+            out[k] = layout[p];
+        }
+    }
+    let mut free = (0..LUKS1_NUM_KEYSLOTS).filter(|&p| !taken[p]);
+    for slot in out.iter_mut() {
+        if *slot == u32::MAX {
+            *slot = layout[free.next().expect("eight positions for eight slots")];
+        }
+    }
+    out
 }
