@@ -340,3 +340,5 @@ pub fn format_luks2(
     drop(data_dev);
     Ok(vol)
 }
+
+pub use crate::luks1format::{format_luks1, Luks1FormatParams};

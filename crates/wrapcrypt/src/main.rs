@@ -7,6 +7,7 @@ mod custodian;
 mod exit;
 mod header;
 mod keys;
+mod luks1cmd;
 mod pass;
 mod provider;
 mod wrapped;
@@ -49,6 +50,7 @@ fn run(a: &Args) -> Result<(), CliError> {
         "token" => header::token(a),
         "config" => header::config(a),
         "repair" => header::repair(a),
+        "convert" => luks1cmd::convert(a),
         "erase" | "luksErase" => keys::erase(a),
         "benchmark" => bench::run(a),
         "custodian" => custodian::run(a),
