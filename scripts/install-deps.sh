@@ -6,10 +6,10 @@ set -euo pipefail
 PKGS=(
   cryptsetup-bin xz-utils jq openssl e2fsprogs util-linux
   fuse3 libfuse3-dev pkg-config
-  softhsm2 opensc p11-kit
+  softhsm2 opensc p11-kit p11-kit-modules
   swtpm swtpm-tools tpm2-tools libtss2-dev
   python3 python3-cryptography libargon2-dev
-  gdb hyperfine
+  gdb hyperfine time procps
 )
 
 missing=()

@@ -45,18 +45,12 @@ fn header_bytes(p: &Path) -> Vec<u8> {
     b
 }
 
-/// PBKDF2 from the RustCrypto crates, standing in for `crate::kdf` here.
+/// PBKDF2 through the crate's own KDF module.
 fn pbkdf2(hash: &str, pw: &[u8], salt: &[u8], iter: u32, out: &mut [u8]) -> Result<(), String> {
-    use pbkdf2::pbkdf2_hmac;
-    match hash {
-        "sha1" => pbkdf2_hmac::<sha1::Sha1>(pw, salt, iter, out),
-        "sha256" => pbkdf2_hmac::<sha2::Sha256>(pw, salt, iter, out),
-        "sha512" => pbkdf2_hmac::<sha2::Sha512>(pw, salt, iter, out),
-        "ripemd160" => pbkdf2_hmac::<ripemd::Ripemd160>(pw, salt, iter, out),
-        "whirlpool" => pbkdf2_hmac::<whirlpool::Whirlpool>(pw, salt, iter, out),
-        other => return Err(format!("no pbkdf2 for {other}")),
-    }
-    Ok(())
+    use wrapcrypt_format::hash::HashAlg;
+    use wrapcrypt_format::kdf::{derive, KdfParams};
+    let hash = HashAlg::from_name(hash).map_err(|e| e.to_string())?;
+    derive(&KdfParams::Pbkdf2 { hash, iterations: iter }, pw, salt, out).map_err(|e| e.to_string())
 }
 
 /// Parses `img`, checks the exact round trip, and compares our dump with

@@ -132,6 +132,19 @@ pub enum ProviderError {
     /// The provider sent something this client does not understand.
     #[error("key provider protocol: {0}")]
     Protocol(String),
+    /// A PKCS#11 call failed; `function` names it (`C_UnwrapKey`), `rv` is
+    /// the module's return value (`CKR_PIN_INCORRECT`).
+    #[error("pkcs11 provider: {message} ({function} returned {rv})")]
+    Pkcs11 {
+        /// the failing PKCS#11 function
+        function: String,
+        /// its CKR_ return value
+        rv: String,
+        /// typed reason
+        code: ErrorCode,
+        /// what failed and what to do, for a user
+        message: String,
+    },
 }
 
 impl ProviderError {
@@ -149,7 +162,7 @@ impl ProviderError {
         match self {
             ProviderError::Wkb(_) => ErrorCode::BadWkb,
             ProviderError::WrongProvider { .. } => ErrorCode::WrongProvider,
-            ProviderError::Refused { code, .. } => *code,
+            ProviderError::Refused { code, .. } | ProviderError::Pkcs11 { code, .. } => *code,
             ProviderError::Protocol(_) => ErrorCode::BadRequest,
             _ => ErrorCode::Internal,
         }

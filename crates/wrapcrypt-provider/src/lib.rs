@@ -8,6 +8,7 @@ use wrapcrypt_sector::SectorCipher;
 
 pub mod custodian;
 mod error;
+pub mod pkcs11;
 pub mod protocol;
 pub mod shm;
 pub mod soft;
@@ -18,6 +19,7 @@ pub mod xts;
 
 pub use custodian::{CustodianConfig, CustodianProvider, CUSTODIAN};
 pub use error::{ErrorCode, ProviderError};
+pub use pkcs11::{Pkcs11Provider, Pkcs11Uri, PKCS11};
 pub use soft::{SoftProvider, SOFT};
 pub use types::{
     KeyAlgorithm, KeySpec, KeyState, KeyStatus, MasterKeyStatus, Protection, Register,

@@ -47,7 +47,7 @@ pub enum Mechanism {
     /// AAD = blob bytes 0..96.
     AesGcmSiv256,
     /// RFC 5649 AES key wrap with padding under an AES-256 KEK
-    /// (PKCS#11 `CKM_AES_KEY_WRAP_PAD`).
+    /// (PKCS#11 `CKM_AES_KEY_WRAP_PAD`): payload = wrap(K1) ‖ wrap(K2).
     AesKwp256,
 }
 

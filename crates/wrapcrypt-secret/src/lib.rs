@@ -281,6 +281,49 @@ pub fn harden_process() {
     }
 }
 
+thread_local! {
+    static STACK_PROTECTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread's stack `MADV_DONTDUMP` and locks it, once per
+/// thread. Compiled crypto spills round keys and key words from registers
+/// onto the stack; this keeps those spills out of core dumps and swap.
+/// Cheap after the first call (a thread-local flag).
+pub fn protect_thread_stack() {
+    STACK_PROTECTED.with(|done| {
+        if done.get() {
+            return;
+        }
+        done.set(true);
+        // SAFETY: pthread calls on the current thread with a zeroed attr
+        // that is destroyed after use; madvise/mlock only change flags of
+        // pages in the thread's own stack range.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                return;
+            }
+            let mut addr: *mut libc::c_void = std::ptr::null_mut();
+            let mut size: libc::size_t = 0;
+            let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
+            libc::pthread_attr_destroy(&mut attr);
+            if !ok || addr.is_null() || size == 0 {
+                return;
+            }
+            // The main thread's reported range can include not-yet-mapped
+            // pages; madvise still applies to the mapped part (ENOMEM for
+            // the holes is expected and ignored). Pages the stack grows into
+            // later join the same mapping and inherit the flag.
+            libc::madvise(addr, size, libc::MADV_DONTDUMP);
+            let ps = page_size();
+            let sp = &size as *const _ as usize;
+            let lo = (sp & !(ps - 1)).saturating_sub(64 * 1024).max(addr as usize);
+            let hi = addr as usize + size;
+            libc::mlock(lo as *const libc::c_void, hi - lo);
+        }
+    });
+}
+
 /// Locks all current and future pages of this process (key custodian).
 pub fn lock_all_memory() -> std::io::Result<()> {
     // SAFETY: plain syscall.

@@ -74,6 +74,7 @@ impl SoftCipher {
         sector_size: usize,
         backend: Backend,
     ) -> Result<SoftCipher, SpecError> {
+        wrapcrypt_secret::protect_thread_stack();
         check_sector_size(sector_size)?;
         if spec.is_wrapped() {
             return Err(SpecError::WrappedKey {
@@ -169,6 +170,9 @@ impl SoftCipher {
     /// Processes `data` in units of `unit` bytes; IV sectors advance by unit / 512
     /// (at least 1 for the single short unit of encrypt_unit).
     fn run(&self, iv_sector: u64, data: &mut [u8], unit: usize, encrypt: bool) {
+        // Register spills of round keys land on this thread's stack: keep
+        // that stack out of core dumps too.
+        wrapcrypt_secret::protect_thread_stack();
         let step = (unit / 512).max(1) as u64;
         let mut ivs = [[0u8; BLOCK]; BATCH];
         let mut sector = iv_sector;

@@ -185,6 +185,7 @@ impl Volume {
                 },
                 extra: Default::default(),
             },
+            original: Default::default(),
         };
         new.validate(true).map_err(|_| to_luks2_invalid())?;
         Ok(new)

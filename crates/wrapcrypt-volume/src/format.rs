@@ -1,5 +1,6 @@
 //! luksFormat for LUKS2, with cryptsetup 2.6's defaults and layout.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use wrapcrypt_format::hash::HashAlg;
@@ -14,6 +15,9 @@ use crate::{Volume, VolumeError};
 
 /// Default data offset: 16 MiB, as cryptsetup.
 pub const DEFAULT_DATA_OFFSET: u64 = 16 << 20;
+
+/// Alignment of a data offset derived from an explicit keyslots size (1 MiB).
+pub const DATA_ALIGNMENT: u64 = 1 << 20;
 
 /// Parameters of luksFormat.
 #[derive(Debug, Clone)]
@@ -45,6 +49,9 @@ pub struct FormatParams {
     pub keyslot: Option<u32>,
     /// Persistent flags.
     pub flags: Vec<String>,
+    /// Tokens written with the header (e.g. a wrapped key's verification
+    /// pattern), numbered from 0.
+    pub tokens: Vec<wrapcrypt_format::luks2::Token>,
 }
 
 impl Default for FormatParams {
@@ -63,6 +70,7 @@ impl Default for FormatParams {
             pbkdf: PbkdfOptions::default(),
             keyslot: None,
             flags: vec![],
+            tokens: vec![],
         }
     }
 }
@@ -157,6 +165,20 @@ pub fn format_luks2(
     let data_dev = open_rw(device)?;
     let meta_path = header.unwrap_or(device);
     let meta_dev = if header.is_some() {
+        // cryptsetup creates a missing detached header file (mode 0600).
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(meta_path)
+        {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(VolumeError::Device {
+                    path: meta_path.display().to_string(),
+                    source: e,
+                });
+            }
+        }
         open_rw(meta_path)?
     } else {
         open_rw(device)?
@@ -173,11 +195,15 @@ pub fn format_luks2(
         )));
     }
     let md = params.metadata_size;
-    let data_offset = params.data_offset.unwrap_or(if header.is_some() {
-        0
-    } else {
-        DEFAULT_DATA_OFFSET
-    });
+    // As cryptsetup: an explicit keyslots area size puts the data right after
+    // the metadata, aligned to 1 MiB; otherwise the data starts at 16 MiB.
+    let data_offset = params
+        .data_offset
+        .unwrap_or(match (header, params.keyslots_size) {
+            (Some(_), _) => 0,
+            (None, Some(ks)) => (2 * md + ks).div_ceil(DATA_ALIGNMENT) * DATA_ALIGNMENT,
+            (None, None) => DEFAULT_DATA_OFFSET,
+        });
     if !data_offset.is_multiple_of(sector_size as u64) {
         return Err(VolumeError::Param(
             "Data offset is not aligned to the encryption sector size.".into(),
@@ -262,7 +288,7 @@ pub fn format_luks2(
         salts,
         meta: Metadata {
             keyslots: Default::default(),
-            tokens: Default::default(),
+            tokens: params.tokens.iter().cloned().enumerate().map(|(i, t)| (i as u32, t)).collect(),
             segments,
             digests,
             config: Config {
@@ -275,6 +301,7 @@ pub fn format_luks2(
             },
             extra: Default::default(),
         },
+        original: Default::default(),
     };
     hdr.validate(header.is_none())?;
     // Wipe any old signatures in the metadata + keyslots area first, so a

@@ -303,7 +303,7 @@ impl Volume {
                 let did = (0..8)
                     .find(|i| !new.meta.digests.contains_key(i))
                     .ok_or(VolumeError::NoFreeKeyslot)?;
-                let d = make_digest(key, hash, vec![id], vec![], None)?;
+                let d = make_digest(key, hash, vec![id], vec![], pbkdf.force_iterations)?;
                 new.meta.digests.insert(did, d);
             }
         }

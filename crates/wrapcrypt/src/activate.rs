@@ -23,18 +23,32 @@ impl From<ActivateError> for CliError {
     }
 }
 
+/// How the server builds its cipher: from a clear key (soft engine), or
+/// from a wrapped-key blob through its provider (the server never holds
+/// the effective key).
+pub(crate) enum KeySource<'a> {
+    Clear,
+    Wrapped { provider: &'a str, locator: &'a str },
+}
+
 /// What the server needs besides its ServeConfig: how to build the cipher.
 /// Payload layout on the pipe: u32 LE length of the ServeConfig JSON, the
 /// JSON, the cipher spec length (u16 LE) and text, the sector size (u32 LE),
-/// then the key bytes up to the end.
+/// a kind byte (0 clear key, 1 wrapped: then u16 LE length + provider name,
+/// u16 LE length + locator), then the key or blob bytes up to the end.
 pub(crate) fn payload(
     cfg: &ServeConfig,
     spec: &str,
     sector_size: u32,
+    src: &KeySource,
     key: &SecretBytes,
 ) -> SecretBytes {
     let json = serde_json::to_vec(cfg).expect("ServeConfig serializes");
-    let len = 4 + json.len() + 2 + spec.len() + 4 + key.len();
+    let extra = match src {
+        KeySource::Clear => 1,
+        KeySource::Wrapped { provider, locator } => 1 + 4 + provider.len() + locator.len(),
+    };
+    let len = 4 + json.len() + 2 + spec.len() + 4 + extra + key.len();
     let mut p = SecretBytes::zeroed(len);
     let b = p.expose_secret_mut();
     let mut o = 0;
@@ -47,6 +61,16 @@ pub(crate) fn payload(
     put(&(spec.len() as u16).to_le_bytes());
     put(spec.as_bytes());
     put(&sector_size.to_le_bytes());
+    match src {
+        KeySource::Clear => put(&[0]),
+        KeySource::Wrapped { provider, locator } => {
+            put(&[1]);
+            put(&(provider.len() as u16).to_le_bytes());
+            put(provider.as_bytes());
+            put(&(locator.len() as u16).to_le_bytes());
+            put(locator.as_bytes());
+        }
+    }
     put(key.expose_secret());
     p
 }
@@ -62,7 +86,10 @@ pub fn open(a: &Args) -> Result<(), CliError> {
     let dev = a.pos(0, "<device>")?.to_string();
     if a.flag("test-passphrase") {
         let p = keys::existing_passphrase(a, &format!("Enter passphrase for {dev}: "), None)?;
-        vol.unlock(p.expose_secret(), keys::key_slot(a)?, true)?;
+        // As cryptsetup: a keyslot named with --key-slot may be unbound (testing
+        // its passphrase activates nothing); without it only bound ones count.
+        let slot = keys::key_slot(a)?;
+        vol.unlock(p.expose_secret(), slot, slot.is_none())?;
         return Ok(());
     }
     if vol.version() == 1 {
@@ -78,9 +105,9 @@ pub fn open(a: &Args) -> Result<(), CliError> {
     let seg = h.meta.segments[&seg_id].clone();
     let enc = seg.encryption.clone().unwrap_or_default();
     let spec = check_cipher(&enc)?;
-    if spec.is_wrapped() {
+    if spec.is_wrapped() && !crate::wrapped::is_waes(&enc) {
         return Err(CliError::usage(format!(
-            "Cipher {enc} needs a key provider; wrapped-key activation is not available in this build yet."
+            "Cipher {enc} needs the kernel's paes cipher through device-mapper, which this host does not have."
         )));
     }
     if wrapcrypt_activate::list().contains(&name) || Path::new("/dev/mapper").join(&name).exists() {
@@ -123,11 +150,29 @@ pub fn open(a: &Args) -> Result<(), CliError> {
     cfg.extra_status.insert("uuid".into(), h.uuid.clone());
     cfg.extra_status
         .insert("keyslot".into(), u.keyslot.to_string());
-    cfg.extra_status
-        .insert("protection".into(), "in-process".into());
-    cfg.extra_status.insert("provider".into(), "soft".into());
+    let wrapped = if spec.is_wrapped() {
+        let o = crate::wrapped::resolve(a, &h, &u.key)?;
+        cfg.extra_status
+            .insert("protection".into(), o.provider.protection().to_string());
+        cfg.extra_status.insert("provider".into(), o.name.clone());
+        cfg.extra_status
+            .insert("keysize".into(), "512 bits (wrapped)".into());
+        Some((o.name, o.locator.unwrap_or_default()))
+    } else {
+        cfg.extra_status
+            .insert("protection".into(), "in-process".into());
+        cfg.extra_status.insert("provider".into(), "soft".into());
+        None
+    };
     drop(vol);
-    let pl = payload(&cfg, &enc, seg.sector_size, &u.key);
+    let src = match &wrapped {
+        None => KeySource::Clear,
+        Some((p, l)) => KeySource::Wrapped {
+            provider: p,
+            locator: l,
+        },
+    };
+    let pl = payload(&cfg, &enc, seg.sector_size, &src, &u.key);
     drop(u);
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
@@ -157,21 +202,39 @@ pub fn serve() -> Result<(), CliError> {
         .map_err(|_| bad())?
         .to_string();
     let sector = u32::from_le_bytes(take(&mut o, 4)?.try_into().expect("4")) as usize;
-    let key = SecretBytes::copy_from(&b[o..]);
+    let kind = take(&mut o, 1)?[0];
+    let built: Result<Arc<dyn SectorCipher>, String> = if kind == 1 {
+        let pl = u16::from_le_bytes(take(&mut o, 2)?.try_into().expect("2")) as usize;
+        let prov = std::str::from_utf8(take(&mut o, pl)?)
+            .map_err(|_| bad())?
+            .to_string();
+        let ll = u16::from_le_bytes(take(&mut o, 2)?.try_into().expect("2")) as usize;
+        let loc = std::str::from_utf8(take(&mut o, ll)?)
+            .map_err(|_| bad())?
+            .to_string();
+        let loc = (!loc.is_empty()).then_some(loc);
+        crate::wrapped::server_cipher(&prov, loc.as_deref(), &b[o..], sector).map_err(|e| e.msg)
+    } else {
+        let key = SecretBytes::copy_from(&b[o..]);
+        check_cipher(&spec)
+            .map_err(|e| e.msg)
+            .and_then(|cs| {
+                wrapcrypt_sector::new_soft_cipher(&cs, &key, sector).map_err(|e| e.to_string())
+            })
+            .map(Arc::from)
+    };
     drop(buf);
-    let cs = check_cipher(&spec)?;
-    let cipher: Arc<dyn SectorCipher> = match wrapcrypt_sector::new_soft_cipher(&cs, &key, sector) {
-        Ok(c) => Arc::from(c),
-        Err(e) => {
+    let cipher = match built {
+        Ok(c) => c,
+        Err(message) => {
             let err = ActivateError::Server {
                 code: 1,
-                message: format!("cannot build cipher {spec}: {e}"),
+                message: format!("cannot build cipher {spec}: {message}"),
             };
             let _ = ready.send(Err(&err));
             return Err(err.into());
         }
     };
-    drop(key);
     wrapcrypt_activate::run_server(cfg, cipher, |r| {
         let _ = ready.send(r);
     })?;

@@ -203,6 +203,33 @@ impl Args {
         }
     }
 
+    /// A size in bytes with cryptsetup's optional unit suffix: K, M, G, T,
+    /// P, E (any case) alone or with "iB" are powers of 1024, with "B"
+    /// powers of 1000 (`16k`, `4MiB`, `1GB`).
+    pub fn size(&self, name: &str) -> Result<Option<u64>, CliError> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        let bad = || CliError::usage(format!("Invalid size value for --{name}: {v}"));
+        let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+        let (num, unit) = v.split_at(digits);
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let mut chars = unit.chars();
+        let exp = match chars.next().map(|c| c.to_ascii_uppercase()) {
+            None => return Ok(Some(n)),
+            Some(c) => "KMGTPE".find(c).ok_or_else(bad)? as u32 + 1,
+        };
+        let base: u64 = match chars.as_str() {
+            "" | "iB" => 1024,
+            "B" => 1000,
+            _ => return Err(bad()),
+        };
+        base.checked_pow(exp)
+            .and_then(|m| n.checked_mul(m))
+            .map(Some)
+            .ok_or_else(bad)
+    }
+
     /// The n-th positional after the action, or a usage error naming it.
     pub fn pos(&self, n: usize, what: &str) -> Result<&str, CliError> {
         self.pos.get(n).map(String::as_str).ok_or_else(|| {
@@ -253,6 +280,35 @@ mod tests {
         assert_eq!(a.get("volume-key-file"), Some("mk"));
         assert_eq!(a.get("key-file"), Some("-"));
         assert_eq!(a.pos, vec!["dev"]);
+    }
+
+    #[test]
+    fn sizes_take_cryptsetup_units() {
+        let cases = [
+            ("16384", Some(16384)),
+            ("16k", Some(16384)),
+            ("16K", Some(16384)),
+            ("16KiB", Some(16384)),
+            ("4m", Some(4 << 20)),
+            ("4MiB", Some(4 << 20)),
+            ("16KB", Some(16000)),
+            ("16b", None),
+            ("0x4000", None),
+            ("16k5", None),
+            ("k", None),
+            ("99999999999E", None),
+        ];
+        for (v, want) in cases {
+            let a = p(&["luksFormat", "--luks2-metadata-size", v]);
+            match want {
+                Some(n) => assert_eq!(a.size("luks2-metadata-size").unwrap(), Some(n), "{v}"),
+                None => assert_eq!(a.size("luks2-metadata-size").unwrap_err().code, 1, "{v}"),
+            }
+        }
+        assert_eq!(
+            p(&["luksFormat"]).size("luks2-metadata-size").unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use wrapcrypt_format::dump;
 use wrapcrypt_format::luks2::{self, Luks2Header, Token, TOKENS_MAX};
 use wrapcrypt_volume::{Volume, VolumeError};
 
@@ -18,6 +19,24 @@ fn verbose_ok(a: &Args) {
     }
 }
 
+fn bin_info<'a>(vol: &'a Volume, h: &'a Luks2Header) -> dump::Luks2BinaryInfo<'a> {
+    dump::Luks2BinaryInfo {
+        version: 2,
+        hdr_size: h.hdr_size,
+        seqid: h.seqid,
+        label: &h.label,
+        checksum_alg: &h.checksum_alg,
+        salt: vol
+            .primary_binary
+            .as_ref()
+            .map(|b| b.salt)
+            .unwrap_or(h.salts[0]),
+        uuid: &h.uuid,
+        subsystem: &h.subsystem,
+        hdr_offset: 0,
+    }
+}
+
 /// luksDump.
 pub fn dump(a: &Args) -> Result<(), CliError> {
     let vol = load(a, false)?;
@@ -25,46 +44,64 @@ pub fn dump(a: &Args) -> Result<(), CliError> {
         return crate::luks1cmd::dump(a, &vol);
     }
     let h = vol.luks2_header()?;
+    let json = h.json_value();
+    let mut out = String::new();
     if a.flag("dump-json-metadata") {
-        println!("{}", crate::dump_shim::json_pretty(&h.meta.to_json()));
+        dump::luks2_json_dump(&json, &mut out);
+        print!("{out}");
         return Ok(());
     }
-    if a.flag("dump-volume-key") {
-        return dump_volume_key(a, &vol);
+    if a.flag("dump-volume-key") || a.flag("unbound") {
+        return dump_key(a, &vol);
     }
-    let mut out = String::new();
-    let pb = vol.primary_binary.as_ref();
-    crate::dump_shim::luks2_dump(
-        &crate::dump_shim::Luks2BinaryInfo {
-            version: 2,
-            hdr_size: h.hdr_size,
-            seqid: h.seqid,
-            label: &h.label,
-            checksum_alg: &h.checksum_alg,
-            salt: pb.map(|b| b.salt).unwrap_or(h.salts[0]),
-            uuid: &h.uuid,
-            subsystem: &h.subsystem,
-            hdr_offset: 0,
-        },
-        &h.meta.to_json(),
-        &mut out,
-    );
+    dump::luks2_dump(&bin_info(&vol, h), &json, &mut out);
+    if let Some(extra) = crate::wrapped::dump_lines(h) {
+        out.push_str(&extra);
+    }
     print!("{out}");
     Ok(())
 }
 
-fn dump_volume_key(a: &Args, vol: &Volume) -> Result<(), CliError> {
+fn dump_key(a: &Args, vol: &Volume) -> Result<(), CliError> {
+    let dev = a.pos(0, "<device>")?;
+    let h = vol.luks2_header()?;
+    let unbound = a.flag("unbound");
+    let slot = keys::key_slot(a)?;
+    if unbound && slot.is_none() {
+        return Err(CliError::usage("Option --unbound requires --key-slot."));
+    }
     crate::pass::confirm(
         "\nWARNING!\n========\nHeader dump with volume key is sensitive information\nthat allows access to encrypted partition without a passphrase.\nThis dump should be stored encrypted in a safe place.\n",
         a.batch(),
     )?;
-    let dev = a.pos(0, "<device>")?;
     let p = keys::existing_passphrase(a, &format!("Enter passphrase for {dev}: "), None)?;
-    let u = vol.unlock(p.expose_secret(), keys::key_slot(a)?, true)?;
-    let h = vol.luks2_header()?;
+    let u = vol.unlock(p.expose_secret(), slot, !unbound)?;
+    // The text holds the key: build it in locked memory, print, wipe.
     let mut out = String::new();
-    crate::dump_shim::luks2_dump_volume_key(h, u.key.expose_secret(), &mut out);
-    print!("{out}");
+    if unbound {
+        dump::luks2_unbound_key_dump(
+            dev,
+            &bin_info(vol, h),
+            u.keyslot,
+            u.key.expose_secret(),
+            &mut out,
+        );
+    } else {
+        dump::luks2_volume_key_dump(
+            dev,
+            &bin_info(vol, h),
+            &h.json_value(),
+            u.key.expose_secret(),
+            &mut out,
+        );
+    }
+    {
+        use std::io::Write;
+        let mut so = std::io::stdout().lock();
+        so.write_all(out.as_bytes())?;
+        so.flush()?;
+    }
+    zeroize::Zeroize::zeroize(&mut out);
     Ok(())
 }
 

@@ -115,6 +115,7 @@ pub fn luks_format(a: &Args) -> Result<(), CliError> {
     let cipher = a.get("cipher").unwrap_or("aes-xts-plain64").to_string();
     let spec =
         wrapcrypt_sector::CipherSpec::parse(&cipher).map_err(|e| CliError::usage(e.to_string()))?;
+    let wrapped = spec.is_wrapped();
     let key_bits: usize = match a.num::<usize>("key-size")? {
         Some(b) => b,
         None if cipher.contains("-xts-") => 512,
@@ -123,18 +124,18 @@ pub fn luks_format(a: &Args) -> Result<(), CliError> {
     if !key_bits.is_multiple_of(8) || key_bits == 0 {
         return Err(CliError::usage("Key size must be a multiple of 8 bits"));
     }
-    if !spec.key_len_valid(key_bits / 8) {
+    if !wrapped && !spec.key_len_valid(key_bits / 8) {
         return Err(CliError::usage(format!(
             "Cipher {cipher} (key size {key_bits} bits) is not available."
         )));
     }
     let mut params = FormatParams {
-        cipher,
+        cipher: cipher.clone(),
         key_size: key_bits / 8,
         hash: a.get("hash").unwrap_or("sha256").to_string(),
         sector_size: a.num("sector-size")?,
-        metadata_size: a.num("luks2-metadata-size")?.unwrap_or(0x4000),
-        keyslots_size: a.num("luks2-keyslots-size")?,
+        metadata_size: a.size("luks2-metadata-size")?.unwrap_or(0x4000),
+        keyslots_size: a.size("luks2-keyslots-size")?,
         data_offset: a.num::<u64>("offset")?.map(|s| s * 512),
         uuid: a.get("uuid").map(str::to_string),
         label: a.get("label").unwrap_or("").to_string(),
@@ -142,10 +143,18 @@ pub fn luks_format(a: &Args) -> Result<(), CliError> {
         pbkdf: pbkdf_opts(a)?,
         keyslot: key_slot(a)?,
         flags: vec![],
+        tokens: vec![],
     };
     if a.flag("allow-discards") {
         params.flags.push("allow-discards".into());
     }
+    // A wrapped volume's key is made (or checked) by its provider before
+    // anything is written.
+    let wrapped_key = if wrapped {
+        Some(crate::wrapped::format_key(a, &cipher, &mut params)?)
+    } else {
+        None
+    };
     pass::confirm(
         &format!(
             "\nWARNING!\n========\nThis will overwrite data on {} irrevocably.\n",
@@ -164,9 +173,10 @@ pub fn luks_format(a: &Args) -> Result<(), CliError> {
         )?,
         None => pass::read_new(&format!("Enter passphrase for {}: ", dev.display()), true)?,
     };
-    let key = match a.get("volume-key-file") {
-        Some(p) => volume_key_file(p, params.key_size)?,
-        None => SecretBytes::random(params.key_size)?,
+    let key = match (wrapped_key, a.get("volume-key-file")) {
+        (Some(k), _) => k,
+        (None, Some(p)) => volume_key_file(p, params.key_size)?,
+        (None, None) => SecretBytes::random(params.key_size)?,
     };
     format_luks2(dev, hdr, &params, &key, passphrase.expose_secret())?;
     Ok(())

@@ -146,7 +146,7 @@ pub fn open(a: &Args, vol: Volume, dev: &str) -> Result<(), CliError> {
         .insert("protection".into(), "in-process".into());
     cfg.extra_status.insert("provider".into(), "soft".into());
     drop(vol);
-    let pl = crate::activate::payload(&cfg, &enc, 512, &u.key);
+    let pl = crate::activate::payload(&cfg, &enc, 512, &crate::activate::KeySource::Clear, &u.key);
     drop(u);
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);

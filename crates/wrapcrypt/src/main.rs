@@ -3,12 +3,14 @@
 mod activate;
 mod args;
 mod bench;
-mod dump_shim;
+mod custodian;
 mod exit;
 mod header;
 mod keys;
 mod luks1cmd;
 mod pass;
+mod provider;
+mod wrapped;
 
 use args::Args;
 use exit::CliError;
@@ -51,6 +53,7 @@ fn run(a: &Args) -> Result<(), CliError> {
         "convert" => luks1cmd::convert(a),
         "erase" | "luksErase" => keys::erase(a),
         "benchmark" => bench::run(a),
+        "custodian" => custodian::run(a),
         "" => Err(CliError::usage(usage())),
         other => Err(CliError::usage(format!("Unknown action {other}."))),
     }

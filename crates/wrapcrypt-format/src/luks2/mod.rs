@@ -43,6 +43,36 @@ pub struct Luks2Header {
     pub salts: [[u8; 64]; 2],
     /// JSON metadata.
     pub meta: Metadata,
+    /// The JSON as read, so a rewrite keeps the member order the writer
+    /// (any cryptsetup version) chose; not part of equality.
+    pub original: OriginalJson,
+}
+
+/// JSON as read from disk, used only for member order.
+#[derive(Debug, Clone, Default)]
+pub struct OriginalJson(pub Option<Value>);
+
+impl PartialEq for OriginalJson {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// Reorders the members of `new` (recursively) so that members that also
+/// exist in `old` come first, in `old`'s order; new members follow.
+pub fn reorder_like(new: &mut Value, old: &Value) {
+    if let (Value::Object(n), Value::Object(o)) = (&mut *new, old) {
+        let mut taken = std::mem::take(n);
+        for (k, ov) in o {
+            if let Some(mut v) = taken.shift_remove(k) {
+                reorder_like(&mut v, ov);
+                n.insert(k.clone(), v);
+            }
+        }
+        for (k, v) in taken {
+            n.insert(k, v);
+        }
+    }
 }
 
 /// The result of reading both copies.
@@ -69,12 +99,20 @@ pub enum RepairReason {
 pub fn parse_copy(
     area: &[u8],
     expected_offset: u64,
-) -> Result<(BinaryHeader, Metadata), CopyError> {
+) -> Result<(BinaryHeader, Metadata, Value), CopyError> {
     let bin = BinaryHeader::parse(area).map_err(|err| CopyError::Binary {
         copy: copy_at(expected_offset),
         err,
     })?;
     let copy = bin.copy;
+    // The magic must be the one of the position read: a secondary at
+    // offset 0 (or a primary at hdr_size) is not a valid copy there.
+    if copy != copy_at(expected_offset) {
+        return Err(CopyError::Binary {
+            copy: copy_at(expected_offset),
+            err: BinaryError::BadMagic,
+        });
+    }
     let berr = |err| CopyError::Binary { copy, err };
     if area.len() < bin.hdr_size as usize {
         return Err(berr(BinaryError::Truncated { len: area.len() }));
@@ -110,7 +148,7 @@ pub fn parse_copy(
             e => Err(e),
         })
         .map_err(jerr)?;
-    Ok((bin, meta))
+    Ok((bin, meta, json))
 }
 
 fn copy_at(offset: u64) -> Copy {
@@ -157,7 +195,7 @@ impl Luks2Header {
             .ok()
             .filter(|b| b.copy == Copy::Primary);
         let sec_offsets: Vec<u64> = match &primary {
-            Ok((b, _)) => vec![b.hdr_size],
+            Ok((b, _, _)) => vec![b.hdr_size],
             Err(_) => match &primary_binary {
                 Some(b) if METADATA_SIZES.contains(&b.hdr_size) => {
                     let mut v = vec![b.hdr_size];
@@ -167,10 +205,11 @@ impl Luks2Header {
                 _ => METADATA_SIZES.to_vec(),
             },
         };
-        let mut secondary: Result<(BinaryHeader, Metadata), CopyError> = Err(CopyError::Binary {
-            copy: Copy::Secondary,
-            err: BinaryError::BadMagic,
-        });
+        let mut secondary: Result<(BinaryHeader, Metadata, Value), CopyError> =
+            Err(CopyError::Binary {
+                copy: Copy::Secondary,
+                err: BinaryError::BadMagic,
+            });
         for off in sec_offsets {
             if (off as usize) + BIN_HDR_SIZE > buf.len() {
                 continue;
@@ -201,6 +240,7 @@ impl Luks2Header {
                     (p, Some((Copy::Secondary, RepairReason::Stale)))
                 };
                 let mut h = Luks2Header::from_parts(&winner.0, winner.1);
+                h.original = OriginalJson(Some(winner.2));
                 h.salts = [psalt, ssalt];
                 Ok(Loaded {
                     header: h,
@@ -212,7 +252,8 @@ impl Luks2Header {
                 if primary_binary.is_none() {
                     return Err(ParseError::NotLuks2);
                 }
-                let h = Luks2Header::from_parts(&p.0, p.1);
+                let mut h = Luks2Header::from_parts(&p.0, p.1);
+                h.original = OriginalJson(Some(p.2));
                 Ok(Loaded {
                     header: h,
                     needs_repair: Some((Copy::Secondary, RepairReason::Damaged(e))),
@@ -221,6 +262,7 @@ impl Luks2Header {
             }
             (Err(e), Ok(s)) => {
                 let mut h = Luks2Header::from_parts(&s.0, s.1);
+                h.original = OriginalJson(Some(s.2));
                 h.salts = [fresh_salt(&s.0.salt), s.0.salt];
                 Ok(Loaded {
                     header: h,
@@ -262,12 +304,22 @@ impl Luks2Header {
             checksum_alg: b.checksum_alg.clone(),
             salts: [b.salt, b.salt],
             meta,
+            original: OriginalJson::default(),
         }
+    }
+
+    /// The metadata as a JSON value, members in the order they were read.
+    pub fn json_value(&self) -> Value {
+        let mut v = self.meta.to_json();
+        if let Some(o) = &self.original.0 {
+            reorder_like(&mut v, o);
+        }
+        v
     }
 
     /// The compact JSON text as written to disk.
     pub fn json_text(&self) -> String {
-        serde_json::to_string(&self.meta.to_json()).expect("JSON values always serialize")
+        serde_json::to_string(&self.json_value()).expect("JSON values always serialize")
     }
 
     /// Encodes one full metadata copy (`hdr_size` bytes, checksum sealed).
@@ -308,7 +360,7 @@ impl Luks2Header {
 
     /// Validates the metadata as it would be written.
     pub fn validate(&self, attached: bool) -> Result<(), ValidateError> {
-        let m = Metadata::from_json(&self.meta.to_json())?;
+        let m = Metadata::from_json(&self.json_value())?;
         m.validate_layout(self.hdr_size, attached)
     }
 }

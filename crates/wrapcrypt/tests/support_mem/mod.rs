@@ -125,7 +125,7 @@ pub fn xts512_needles(key: &[u8]) -> Vec<(String, Vec<u8>)> {
 pub fn find(hay: &[u8], needles: &[(String, Vec<u8>)]) -> Vec<String> {
     let mut hits = Vec::new();
     for (name, n) in needles {
-        if hay.windows(n.len()).any(|w| w == n.as_slice()) {
+        if memchr::memmem::find(hay, n).is_some() {
             hits.push(name.clone());
         }
     }

@@ -1,0 +1,166 @@
+//! Wrapped-key volumes (`waes-xts-plain64`; IBM `paes-xts-plain64`): the
+//! LUKS2 volume key is the wrapped-key blob; the effective key exists only
+//! inside the provider.
+
+use std::sync::Arc;
+
+use wrapcrypt_format::luks2::Luks2Header;
+use wrapcrypt_provider::{KeyProvider, KeySpec, Wkb};
+use wrapcrypt_secret::SecretBytes;
+use wrapcrypt_sector::SectorCipher;
+use wrapcrypt_volume::format::FormatParams;
+
+use crate::args::Args;
+use crate::exit::CliError;
+use crate::provider;
+
+/// Whether a segment cipher is wrapcrypt's wrapped AES.
+pub fn is_waes(cipher: &str) -> bool {
+    cipher.starts_with("waes-")
+}
+
+/// Produces the volume key (the blob) for luksFormat of a wrapped volume
+/// and sets key size and tokens in `params`.
+pub fn format_key(
+    a: &Args,
+    cipher: &str,
+    params: &mut FormatParams,
+) -> Result<SecretBytes, CliError> {
+    if !is_waes(cipher) {
+        // paes: an IBM secure key file made by zkey / CCA tools. wrapcrypt
+        // stores it and manages the header; only a kernel with paes can use it.
+        let path = a.get("volume-key-file").ok_or_else(|| {
+            CliError::usage(format!(
+                "Cipher {cipher} needs --volume-key-file with a secure key."
+            ))
+        })?;
+        let k = crate::pass::read_keyfile(path, 0, None)?;
+        if k.is_empty() {
+            return Err(CliError::usage("Secure key file is empty."));
+        }
+        params.key_size = k.len();
+        return Ok(k);
+    }
+    if cipher != "waes-xts-plain64" {
+        return Err(CliError::usage(format!(
+            "Cipher {cipher} is not supported; use waes-xts-plain64."
+        )));
+    }
+    let (prov, name, locator) = provider::from_option(a.get("key-provider"), a.get("pin-file"))?;
+    let wkb = match a.get("volume-key-file") {
+        Some(path) => {
+            let raw = crate::pass::read_keyfile(path, 0, None)?;
+            let w = Wkb::parse(raw.expose_secret())
+                .map_err(|e| CliError::usage(format!("{path} is not a wrapped-key blob: {e}")))?;
+            if w.provider() != prov.name() {
+                return Err(CliError::usage(format!(
+                    "Wrapped key in {path} belongs to provider {}, not {}.",
+                    w.provider(),
+                    prov.name()
+                )));
+            }
+            w
+        }
+        None => prov.generate(&KeySpec::aes_256_xts())?,
+    };
+    let vp = prov.verification_pattern(&wkb)?;
+    let blob = wkb.encode();
+    if let Some(bits) = a.num::<usize>("key-size")? {
+        if bits != 512 && bits != blob.len() * 8 {
+            return Err(CliError::usage(format!(
+                "Key size {bits} does not apply: waes-xts-plain64 uses AES-256-XTS (512 bits) inside the provider; the stored key is its {}-bit wrapped blob.",
+                blob.len() * 8
+            )));
+        }
+    }
+    params.key_size = blob.len();
+    params.tokens = provider::tokens(&name, locator.as_deref(), &vp)?;
+    Ok(SecretBytes::copy_from(&blob))
+}
+
+/// The provider of a wrapped volume, checked against the stored
+/// verification pattern.
+pub struct Opened {
+    /// The provider.
+    pub provider: Arc<dyn KeyProvider>,
+    /// Provider name and locator for the server process.
+    pub name: String,
+    /// PKCS#11 URI, if any.
+    pub locator: Option<String>,
+}
+
+/// Resolves the provider for an unlocked blob and proves it holds the key
+/// the volume was made with (equal verification patterns).
+pub fn resolve(a: &Args, h: &Luks2Header, blob: &SecretBytes) -> Result<Opened, CliError> {
+    let wkb = Wkb::parse(blob.expose_secret())
+        .map_err(|e| CliError::usage(format!("Stored wrapped key is invalid: {e}")))?;
+    let (name, locator) =
+        provider::recorded(h).unwrap_or_else(|| (wkb.provider().to_string(), None));
+    let locator = a
+        .get("key-provider")
+        .filter(|k| k.starts_with("pkcs11:"))
+        .map(str::to_string)
+        .or(locator);
+    let prov = provider::by_name(&name, locator.as_deref(), a.get("pin-file"))?;
+    if wkb.provider() != prov.name() {
+        return Err(CliError::usage(format!(
+            "Wrapped key belongs to provider {}, but the volume names {name}.",
+            wkb.provider()
+        )));
+    }
+    if let Some(stored) = provider::stored_vp(h) {
+        let vp = prov.verification_pattern(&wkb)?;
+        if !vp.eq_ignore_ascii_case(&stored) {
+            return Err(CliError::new(
+                2,
+                "Verification pattern mismatch: the provider's key is not the key this volume was made with.",
+            ));
+        }
+    }
+    Ok(Opened {
+        provider: prov,
+        name,
+        locator,
+    })
+}
+
+/// In the server process: a sector cipher over the provider session.
+pub fn server_cipher(
+    name: &str,
+    locator: Option<&str>,
+    blob: &[u8],
+    sector: usize,
+) -> Result<Arc<dyn SectorCipher>, CliError> {
+    let wkb = Wkb::parse(blob).map_err(|e| CliError::usage(format!("wrapped key: {e}")))?;
+    let prov = provider::by_name(name, locator, None)?;
+    Ok(prov.open_cipher(&wkb, sector)?)
+}
+
+/// Extra luksDump lines for wrapped volumes (after cryptsetup's layout).
+pub fn dump_lines(h: &Luks2Header) -> Option<String> {
+    let seg = h.meta.crypt_segment_id().map(|s| &h.meta.segments[&s])?;
+    let cipher = seg.encryption.as_deref()?;
+    if !is_waes(cipher) && !cipher.starts_with("paes-") {
+        return None;
+    }
+    let mut out = String::from("Wrapped key:\n");
+    if let Some((name, loc)) = provider::recorded(h) {
+        let prot =
+            provider::by_name(&name, loc.as_deref(), None).map(|p| p.protection().to_string());
+        out.push_str(&format!("\tProvider:   {name}\n"));
+        if let Some(l) = loc {
+            out.push_str(&format!("\tURI:        {l}\n"));
+        }
+        if let Ok(p) = prot {
+            out.push_str(&format!("\tProtection: {p}\n"));
+        }
+    } else if cipher.starts_with("paes-") {
+        out.push_str(
+            "\tProvider:   IBM CCA/EP11 secure key (kernel paes)\n\tProtection: hardware\n",
+        );
+    }
+    if let Some(vp) = provider::stored_vp(h) {
+        out.push_str(&format!("\tVerification pattern: {vp}\n"));
+    }
+    Some(out)
+}
