@@ -139,6 +139,7 @@ impl Volume {
         new.validate(!self.detached)?;
         let old_seqid = match &self.hdr {
             crate::Header::Luks2(h) => h.seqid,
+            crate::Header::Luks1(_) => 0,
         };
         new.seqid = old_seqid.max(new.seqid) + 1;
         let p = new.encode_copy(Copy::Primary)?;

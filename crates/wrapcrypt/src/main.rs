@@ -9,6 +9,7 @@ mod header;
 mod inventory;
 mod keys;
 mod lifecycle;
+mod luks1cmd;
 mod pass;
 mod provider;
 mod wrapped;
@@ -53,6 +54,9 @@ fn run(a: &Args) -> Result<(), CliError> {
         "token" => header::token(a),
         "config" => header::config(a),
         "repair" => header::repair(a),
+        // --cipher selects the wrapped-key conversion; otherwise LUKS1 <-> LUKS2.
+        "convert" if a.get("cipher").is_some() => lifecycle::convert(a),
+        "convert" => luks1cmd::convert(a),
         "erase" | "luksErase" => keys::erase(a),
         "benchmark" => bench::run(a),
         "custodian" => custodian::run(a),
@@ -60,8 +64,6 @@ fn run(a: &Args) -> Result<(), CliError> {
         "reencipher" => lifecycle::reencipher(a),
         "setvp" => lifecycle::setvp(a),
         "setkey" => lifecycle::setkey(a),
-        // convert --type luks2 (LUKS1) is another path; --cipher selects ours.
-        "convert" if a.get("cipher").is_some() => lifecycle::convert(a),
         "keys" => inventory::keys(a),
         "crypttab" => inventory::crypttab(a),
         "" => Err(CliError::usage(usage())),
