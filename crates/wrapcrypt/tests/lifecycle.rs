@@ -85,7 +85,12 @@ fn master_key_change_procedure_over_several_volumes() {
     }
     let vp: Vec<String> = vols
         .iter()
-        .map(|v| c.validate(v, &ka).1["verification-pattern"].as_str().unwrap().to_string())
+        .map(|v| {
+            c.validate(v, &ka).1["verification-pattern"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     c.ok(&["custodian", "load-new-master-key"]);
     // Stage the first three; v3 and v4 are forgotten.
@@ -94,7 +99,13 @@ fn master_key_change_procedure_over_several_volumes() {
         let (code, r) = c.validate(v, &ka);
         assert_eq!(code, 0, "staged volume still opens: {r}");
         assert_eq!(reg(&r), "CURRENT");
-        assert!(r["reencipher-staged"]["state"].as_str().unwrap().contains("NEW"), "{r}");
+        assert!(
+            r["reencipher-staged"]["state"]
+                .as_str()
+                .unwrap()
+                .contains("NEW"),
+            "{r}"
+        );
     }
     c.ok(&["custodian", "set-master-key"]);
     for v in &vols {
@@ -111,7 +122,11 @@ fn master_key_change_procedure_over_several_volumes() {
         let (code, r) = c.validate(v, &ka);
         assert_eq!(code, 0, "{r}");
         assert_eq!(reg(&r), if i < 3 { "CURRENT" } else { "OLD" }, "volume {i}");
-        assert_eq!(r["verification-pattern"], vp[i].as_str(), "same effective key");
+        assert_eq!(
+            r["verification-pattern"],
+            vp[i].as_str(),
+            "same effective key"
+        );
         assert!(r["reencipher-staged"].is_null());
         assert_eq!(test_pass(WC, v, &ka, &[]), 0);
         assert_eq!(test_pass(CS, v, &ka, &[]), 0);
@@ -137,7 +152,14 @@ fn master_key_change_procedure_over_several_volumes() {
     let (code, r) = c.validate(&vols[4], &ka);
     assert_eq!(code, 1, "a key under a dropped master key is invalid: {r}");
     assert_eq!(r["usable"], false);
-    c.ok(&["reencipher", "--from-old", "--in-place", &vols[0], "--key-file", &ka]);
+    c.ok(&[
+        "reencipher",
+        "--from-old",
+        "--in-place",
+        &vols[0],
+        "--key-file",
+        &ka,
+    ]);
     assert_eq!(reg(&c.validate(&vols[0], &ka).1), "CURRENT");
 }
 
@@ -149,32 +171,77 @@ fn refusals() {
     let img = s.image("v.img", 20);
     format_waes(&c, &img, &ka);
     // nothing staged
-    assert_eq!(c.wc(&["reencipher", "--complete", &img, "--key-file", &ka], None).code, 1);
+    assert_eq!(
+        c.wc(&["reencipher", "--complete", &img, "--key-file", &ka], None)
+            .code,
+        1
+    );
     // NEW empty
-    assert_ne!(c.wc(&["reencipher", "--to-new", &img, "--key-file", &ka], None).code, 0);
+    assert_ne!(
+        c.wc(&["reencipher", "--to-new", &img, "--key-file", &ka], None)
+            .code,
+        0
+    );
     c.ok(&["custodian", "load-new-master-key"]);
     // in-place to NEW is refused; nothing written
     let before = bytes(&img);
-    let o = c.wc(&["reencipher", "--to-new", "--in-place", &img, "--key-file", &ka], None);
+    let o = c.wc(
+        &[
+            "reencipher",
+            "--to-new",
+            "--in-place",
+            &img,
+            "--key-file",
+            &ka,
+        ],
+        None,
+    );
     assert_eq!(o.code, 1, "{o}");
     assert_same_bytes(&before, &bytes(&img), "refused in-place --to-new wrote");
     // wrong passphrase
     let bad = s.key("bad", b"nope");
-    assert_eq!(c.wc(&["reencipher", "--staged", &img, "--key-file", &bad], None).code, 2);
+    assert_eq!(
+        c.wc(&["reencipher", "--staged", &img, "--key-file", &bad], None)
+            .code,
+        2
+    );
     assert_same_bytes(&before, &bytes(&img), "bad passphrase wrote");
     // staged twice needs --force
     c.ok(&["reencipher", "--staged", &img, "--key-file", &ka]);
-    assert_eq!(c.wc(&["reencipher", "--staged", &img, "--key-file", &ka], None).code, 1);
+    assert_eq!(
+        c.wc(&["reencipher", "--staged", &img, "--key-file", &ka], None)
+            .code,
+        1
+    );
     c.ok(&["reencipher", "--staged", "--force", &img, "--key-file", &ka]);
     let j: serde_json::Value =
         serde_json::from_str(&CS.ok(&["luksDump", "--dump-json-metadata", &img]).stdout).unwrap();
-    assert_eq!(j["keyslots"].as_object().unwrap().len(), 2, "old staging discarded: {j}");
+    assert_eq!(
+        j["keyslots"].as_object().unwrap().len(),
+        2,
+        "old staging discarded: {j}"
+    );
     // a clear volume is not re-enciphered; a wrapped one is not converted again
     let clear = s.image("c.img", 20);
     format(WC, &clear, &ka, &[]);
-    assert_eq!(c.wc(&["reencipher", &clear, "--key-file", &ka], None).code, 1);
     assert_eq!(
-        c.wc(&["convert", "-q", &img, "--cipher", "waes-xts-plain64", "--key-file", &ka], None).code,
+        c.wc(&["reencipher", &clear, "--key-file", &ka], None).code,
+        1
+    );
+    assert_eq!(
+        c.wc(
+            &[
+                "convert",
+                "-q",
+                &img,
+                "--cipher",
+                "waes-xts-plain64",
+                "--key-file",
+                &ka
+            ],
+            None
+        )
+        .code,
         1
     );
 }
@@ -189,7 +256,13 @@ fn several_keyslots_each_passphrase_or_removed() {
     let img = s.image("v.img", 20);
     format_waes(&c, &img, &ka);
     for k in [&kb, &kc] {
-        let mut a = vec!["luksAddKey", img.as_str(), "--key-file", ka.as_str(), k.as_str()];
+        let mut a = vec![
+            "luksAddKey",
+            img.as_str(),
+            "--key-file",
+            ka.as_str(),
+            k.as_str(),
+        ];
         a.extend(FAST);
         c.ok(&a);
     }
@@ -214,7 +287,10 @@ fn several_keyslots_each_passphrase_or_removed() {
     assert_eq!(t["more-keyslots"], serde_json::json!([["1", "4"]]));
     c.ok(&["custodian", "set-master-key"]);
     // Completion asks before removing keyslot 2 (refused without a YES) …
-    let o = c.wc(&["reencipher", "--complete", &img, "--key-file", &kb], Some(b"no\n"));
+    let o = c.wc(
+        &["reencipher", "--complete", &img, "--key-file", &kb],
+        Some(b"no\n"),
+    );
     assert_ne!(o.code, 0, "{o}");
     // … and removes it with -q.
     c.ok(&["reencipher", "-q", "--complete", &img, "--key-file", &kb]);
@@ -235,7 +311,16 @@ fn setkey_accepts_same_key_and_refuses_another_unless_forced() {
     format_waes(&c, &a, &ka);
     format_waes(&c, &b, &ka);
     let dump = |img: &str, out: &str| {
-        CS.ok(&["luksDump", "-q", "--dump-volume-key", "--volume-key-file", out, "--key-file", &ka, img]);
+        CS.ok(&[
+            "luksDump",
+            "-q",
+            "--dump-volume-key",
+            "--volume-key-file",
+            out,
+            "--key-file",
+            &ka,
+            img,
+        ]);
     };
     dump(&a, &s.p("a.wkb"));
     dump(&b, &s.p("b.wkb"));
@@ -243,28 +328,67 @@ fn setkey_accepts_same_key_and_refuses_another_unless_forced() {
     let vp_a = c.validate(&a, &ka).1["verification-pattern"].clone();
     let vp_b = c.validate(&b, &ka).1["verification-pattern"].clone();
     // Same key (a re-wrapped copy would do too): accepted.
-    c.ok(&["setkey", "-q", &a, "--volume-key-file", &s.p("a.wkb"), "--key-file", &ka]);
+    c.ok(&[
+        "setkey",
+        "-q",
+        &a,
+        "--volume-key-file",
+        &s.p("a.wkb"),
+        "--key-file",
+        &ka,
+    ]);
     assert_eq!(c.validate(&a, &ka).0, 0);
     // Another key: refused, nothing written.
     let before = bytes(&a);
-    let o = c.wc(&["setkey", "-q", &a, "--volume-key-file", &s.p("b.wkb"), "--key-file", &ka], None);
+    let o = c.wc(
+        &[
+            "setkey",
+            "-q",
+            &a,
+            "--volume-key-file",
+            &s.p("b.wkb"),
+            "--key-file",
+            &ka,
+        ],
+        None,
+    );
     assert_eq!(o.code, 2, "{o}");
     assert_same_bytes(&before, &bytes(&a), "refused setkey wrote");
     // --force without -q asks; a "no" aborts.
     let o = c.wc(
-        &["setkey", "--force", &a, "--volume-key-file", &s.p("b.wkb"), "--key-file", &ka],
+        &[
+            "setkey",
+            "--force",
+            &a,
+            "--volume-key-file",
+            &s.p("b.wkb"),
+            "--key-file",
+            &ka,
+        ],
         Some(b"no\n"),
     );
     assert_ne!(o.code, 0, "{o}");
     assert_same_bytes(&before, &bytes(&a), "aborted setkey wrote");
-    c.ok(&["setkey", "--force", "-q", &a, "--volume-key-file", &s.p("b.wkb"), "--key-file", &ka]);
+    c.ok(&[
+        "setkey",
+        "--force",
+        "-q",
+        &a,
+        "--volume-key-file",
+        &s.p("b.wkb"),
+        "--key-file",
+        &ka,
+    ]);
     let (code, r) = c.validate(&a, &ka);
     assert_eq!(code, 0, "{r}");
     assert_eq!(r["verification-pattern"], vp_b);
     assert_ne!(vp_a, vp_b);
     // The keyslot now holds exactly b's blob.
     dump(&a, &s.p("a2.wkb"));
-    assert_eq!(std::fs::read(s.path("a2.wkb")).unwrap(), std::fs::read(s.path("b.wkb")).unwrap());
+    assert_eq!(
+        std::fs::read(s.path("a2.wkb")).unwrap(),
+        std::fs::read(s.path("b.wkb")).unwrap()
+    );
 }
 
 #[test]
@@ -280,12 +404,22 @@ fn crypttab_line() {
     assert!(lines[0].starts_with("# waes-xts-plain64"), "{o}");
     assert_eq!(lines[1], format!("secret UUID={uuid} none luks"));
     let o = c.ok(&["crypttab", &img]);
-    assert_eq!(o.stdout.lines().last().unwrap(), format!("luks-{uuid} UUID={uuid} none luks"));
+    assert_eq!(
+        o.stdout.lines().last().unwrap(),
+        format!("luks-{uuid} UUID={uuid} none luks")
+    );
 }
 
 /// Writes `data` through an opened volume, or None when this host cannot
 /// open volumes (no FUSE / loop devices).
-fn through_open(c: &Custodian, img: &str, kf: &str, name: &str, write: Option<&[u8]>, len: usize) -> Vec<u8> {
+fn through_open(
+    c: &Custodian,
+    img: &str,
+    kf: &str,
+    name: &str,
+    write: Option<&[u8]>,
+    len: usize,
+) -> Vec<u8> {
     c.ok(&["open", img, name, "--key-file", kf]);
     let dev = format!("/dev/mapper/{name}");
     let res = std::panic::catch_unwind(|| {
@@ -318,13 +452,23 @@ fn convert_keeps_data_uuid_and_offset() {
     let clear_key = volume_key(CS, &img, &ka, &[]);
     let before: serde_json::Value =
         serde_json::from_str(&CS.ok(&["luksDump", "--dump-json-metadata", &img]).stdout).unwrap();
-    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let name = format!("wc-conv-{}", std::process::id());
     let wrote = through_open(&c, &img, &ka, &name, Some(&data), data.len());
     assert_eq!(wrote, data);
     // Second keyslot's passphrase on stdin.
     let o = c.wc(
-        &["convert", "-q", &img, "--cipher", "waes-xts-plain64", "--key-file", &ka],
+        &[
+            "convert",
+            "-q",
+            &img,
+            "--cipher",
+            "waes-xts-plain64",
+            "--key-file",
+            &ka,
+        ],
         Some(b"passphrase B\n"),
     );
     assert_eq!(o.code, 0, "{o}");
@@ -354,12 +498,21 @@ fn convert_keeps_data_uuid_and_offset() {
     assert_eq!(through_open(&c, &img, &kb, &name, None, data.len()), data);
     // … and still after a re-encipher.
     c.ok(&["custodian", "load-new-master-key"]);
-    let o = c.wc(&["reencipher", "--staged", &img, "--key-file", &ka], Some(b"passphrase B\n"));
+    let o = c.wc(
+        &["reencipher", "--staged", &img, "--key-file", &ka],
+        Some(b"passphrase B\n"),
+    );
     assert_eq!(o.code, 0, "{o}");
     c.ok(&["custodian", "set-master-key"]);
     c.ok(&["reencipher", "--complete", &img, "--key-file", &kb]);
     assert_eq!(through_open(&c, &img, &ka, &name, None, data.len()), data);
     // The backup restores the clear volume (cryptsetup agrees).
-    CS.ok(&["luksHeaderRestore", "-q", "--header-backup-file", &bak, &img]);
+    CS.ok(&[
+        "luksHeaderRestore",
+        "-q",
+        "--header-backup-file",
+        &bak,
+        &img,
+    ]);
     assert_eq!(volume_key(CS, &img, &kb, &[]), clear_key);
 }

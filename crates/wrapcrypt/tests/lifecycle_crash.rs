@@ -37,9 +37,7 @@ struct Case<'a> {
 }
 
 fn expand(args: &[&str], img: &str) -> Vec<String> {
-    args.iter()
-        .map(|a| a.replace("IMG", img))
-        .collect()
+    args.iter().map(|a| a.replace("IMG", img)).collect()
 }
 
 /// Runs a case at every kill point; returns the clean run's image and the
@@ -54,7 +52,10 @@ fn run_case(s: &Scratch, c: &Custodian, case: &Case) -> (String, usize) {
     let o = run_cmd(&mut cmd, case.stdin, WC);
     assert_eq!(o.code, 0, "{}: clean run: {o}", case.name);
     assert_eq!((case.phase)(&clean), Phase::New, "{}: clean run", case.name);
-    let n = std::fs::read_to_string(&count).unwrap_or_default().lines().count();
+    let n = std::fs::read_to_string(&count)
+        .unwrap_or_default()
+        .lines()
+        .count();
     assert!(n >= 3, "{}: only {n} write points", case.name);
     let mut seen: BTreeMap<Phase, Vec<usize>> = BTreeMap::new();
     for k in 1..=n {
@@ -65,7 +66,11 @@ fn run_case(s: &Scratch, c: &Custodian, case: &Case) -> (String, usize) {
         let o = run_cmd(&mut cmd, case.stdin, WC);
         assert_eq!(o.signal, Some(libc::SIGKILL), "{what}: not killed: {o}");
         let p = (case.phase)(&img);
-        assert_eq!(sha256_from(&img, DATA_OFFSET), data, "{what}: data area changed");
+        assert_eq!(
+            sha256_from(&img, DATA_OFFSET),
+            data,
+            "{what}: data area changed"
+        );
         seen.entry(p).or_default().push(k);
         if p != Phase::New {
             let o = c.wc(&expand(&case.finish, &img), case.stdin);
@@ -74,13 +79,23 @@ fn run_case(s: &Scratch, c: &Custodian, case: &Case) -> (String, usize) {
         }
         std::fs::remove_file(&img).ok();
     }
-    println!("{}: {n} kill points; states after the kill: {seen:?}", case.name);
-    assert!(seen.contains_key(&Phase::Old), "{}: never old: {seen:?}", case.name);
+    println!(
+        "{}: {n} kill points; states after the kill: {seen:?}",
+        case.name
+    );
+    assert!(
+        seen.contains_key(&Phase::Old),
+        "{}: never old: {seen:?}",
+        case.name
+    );
     (clean, n)
 }
 
 fn token<'a>(j: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
-    j["tokens"].as_object()?.values().find(|t| t["type"] == kind)
+    j["tokens"]
+        .as_object()?
+        .values()
+        .find(|t| t["type"] == kind)
 }
 
 fn json(img: &str) -> serde_json::Value {
@@ -89,7 +104,11 @@ fn json(img: &str) -> serde_json::Value {
 
 /// The volume opens for both tools and validate passes; returns its report.
 fn opens(c: &Custodian, img: &str, kf: &str) -> serde_json::Value {
-    assert_eq!(test_pass(CS, img, kf, &[]), 0, "{img}: cryptsetup --test-passphrase");
+    assert_eq!(
+        test_pass(CS, img, kf, &[]),
+        0,
+        "{img}: cryptsetup --test-passphrase"
+    );
     let (code, r) = c.validate(img, kf);
     assert_eq!(code, 0, "{img}: validate: {r}");
     r
@@ -99,7 +118,9 @@ fn fill_data(img: &str) {
     use std::io::{Seek, SeekFrom, Write};
     let mut f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
     f.seek(SeekFrom::Start(DATA_OFFSET)).unwrap();
-    let d: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2246822519) >> 11) as u8).collect();
+    let d: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
+        .collect();
     f.write_all(&d).unwrap();
 }
 
@@ -111,7 +132,10 @@ fn lifecycle_commands_survive_a_kill_at_every_write() {
     let v = s.image("v.img", 18);
     format_waes(&c, &v, &ka);
     fill_data(&v);
-    let vp_v = opens(&c, &v, &ka)["verification-pattern"].as_str().unwrap().to_string();
+    let vp_v = opens(&c, &v, &ka)["verification-pattern"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut total = 0;
 
     // 1. reencipher --staged (CURRENT -> NEW)
@@ -134,7 +158,14 @@ fn lifecycle_commands_survive_a_kill_at_every_write() {
             args: vec!["reencipher", "--staged", "IMG", "--key-file", &ka],
             stdin: None,
             phase: &staged_phase,
-            finish: vec!["reencipher", "--staged", "--force", "IMG", "--key-file", &ka],
+            finish: vec![
+                "reencipher",
+                "--staged",
+                "--force",
+                "IMG",
+                "--key-file",
+                &ka,
+            ],
         },
     );
     total += n;
@@ -181,10 +212,25 @@ fn lifecycle_commands_survive_a_kill_at_every_write() {
         &Case {
             name: "reencipher --from-old --in-place",
             base: v.clone(),
-            args: vec!["reencipher", "--from-old", "--in-place", "IMG", "--key-file", &ka],
+            args: vec![
+                "reencipher",
+                "--from-old",
+                "--in-place",
+                "IMG",
+                "--key-file",
+                &ka,
+            ],
             stdin: None,
             phase: &inplace_phase,
-            finish: vec!["reencipher", "--from-old", "--in-place", "--force", "IMG", "--key-file", &ka],
+            finish: vec![
+                "reencipher",
+                "--from-old",
+                "--in-place",
+                "--force",
+                "IMG",
+                "--key-file",
+                &ka,
+            ],
         },
     );
     total += n;
@@ -193,8 +239,20 @@ fn lifecycle_commands_survive_a_kill_at_every_write() {
     let w = s.image("w.img", 18);
     format_waes(&c, &w, &ka);
     let wkb = s.p("w.wkb");
-    CS.ok(&["luksDump", "-q", "--dump-volume-key", "--volume-key-file", &wkb, "--key-file", &ka, &w]);
-    let vp_w = opens(&c, &w, &ka)["verification-pattern"].as_str().unwrap().to_string();
+    CS.ok(&[
+        "luksDump",
+        "-q",
+        "--dump-volume-key",
+        "--volume-key-file",
+        &wkb,
+        "--key-file",
+        &ka,
+        &w,
+    ]);
+    let vp_w = opens(&c, &w, &ka)["verification-pattern"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let setkey_phase = |img: &str| {
         let r = opens(&c, img, &ka);
         let vp = r["verification-pattern"].as_str().unwrap();
@@ -206,7 +264,16 @@ fn lifecycle_commands_survive_a_kill_at_every_write() {
             Phase::New
         }
     };
-    let args = vec!["setkey", "-q", "--force", "IMG", "--volume-key-file", &wkb, "--key-file", &ka];
+    let args = vec![
+        "setkey",
+        "-q",
+        "--force",
+        "IMG",
+        "--volume-key-file",
+        &wkb,
+        "--key-file",
+        &ka,
+    ];
     let (_, n) = run_case(
         &s,
         &c,
@@ -231,7 +298,10 @@ fn lifecycle_commands_survive_a_kill_at_every_write() {
     let clear_vp = python_vp(&clear);
     let convert_phase = |img: &str| {
         let j = json(img);
-        let cipher = j["segments"]["0"]["encryption"].as_str().unwrap().to_string();
+        let cipher = j["segments"]["0"]["encryption"]
+            .as_str()
+            .unwrap()
+            .to_string();
         for k in [&ka, &kb] {
             assert_eq!(test_pass(CS, img, k, &[]), 0, "{img}: {k}");
             assert_eq!(test_pass(WC, img, k, &[]), 0, "{img}: {k}");
@@ -257,12 +327,27 @@ fn lifecycle_commands_survive_a_kill_at_every_write() {
         &Case {
             name: "convert --cipher waes-xts-plain64",
             base: a,
-            args: vec!["convert", "-q", "IMG", "--cipher", "waes-xts-plain64", "--key-file", &ka],
+            args: vec![
+                "convert",
+                "-q",
+                "IMG",
+                "--cipher",
+                "waes-xts-plain64",
+                "--key-file",
+                &ka,
+            ],
             stdin: Some(b"passphrase B\n"),
             phase: &convert_phase,
             finish: vec![
-                "convert", "-q", "IMG", "--cipher", "waes-xts-plain64", "--key-file", &ka,
-                "--header-backup-file", "IMG.again",
+                "convert",
+                "-q",
+                "IMG",
+                "--cipher",
+                "waes-xts-plain64",
+                "--key-file",
+                &ka,
+                "--header-backup-file",
+                "IMG.again",
             ],
         },
     );

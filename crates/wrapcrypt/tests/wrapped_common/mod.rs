@@ -49,7 +49,9 @@ impl Custodian {
     /// A custodian whose socket lives in `s` (started on first use).
     pub fn new(s: &Scratch) -> Custodian {
         ensure_daemon();
-        let c = Custodian { sock: s.path("c.sock") };
+        let c = Custodian {
+            sock: s.path("c.sock"),
+        };
         let o = c.wc(&["custodian", "status"], None);
         assert_eq!(o.code, 0, "custodian status: {o}");
         c
@@ -113,10 +115,7 @@ pub fn format_waes(c: &Custodian, img: &str, kf: &str) {
 pub fn sha256_from(path: &str, offset: u64) -> String {
     let o = Command::new("sh")
         .arg("-c")
-        .arg(format!(
-            "tail -c +{} '{path}' | sha256sum",
-            offset + 1
-        ))
+        .arg(format!("tail -c +{} '{path}' | sha256sum", offset + 1))
         .output()
         .expect("sha256sum");
     String::from_utf8_lossy(&o.stdout)
@@ -138,6 +137,10 @@ pub fn python_vp(key_hex: &str) -> String {
         ))
         .output()
         .expect("python3");
-    assert!(o.status.success(), "python3: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "python3: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
