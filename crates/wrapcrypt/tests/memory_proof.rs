@@ -111,6 +111,18 @@ fn clear_key_server_core_dump_has_no_key_material() {
     let core = std::fs::read(format!("{}.{pid}", core_prefix.display())).unwrap();
     assert!(core.len() > 1 << 20, "core file suspiciously small");
     let hits = support_mem::find(&core, &needles);
+    if !hits.is_empty() {
+        // Say where: which mapping of the process the hit came from.
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        for (name, n) in &needles {
+            if let Some(off) = memchr::memmem::find(&core, n) {
+                println!(
+                    "{name} at core offset {off:#x}: {}",
+                    support_mem::core_vaddr_mapping(&core, off, &maps)
+                );
+            }
+        }
+    }
     println!(
         "core dump of FUSE server: {} bytes, {} needles, {} hits (live memory: {} hits)",
         core.len(),
