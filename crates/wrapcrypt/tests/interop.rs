@@ -912,7 +912,6 @@ fn ref_invalid_cipher_keyslot_opens() {
 const LUKS1: &str = "LUKS1 lands with the luks1 module";
 
 #[test]
-#[ignore = "LUKS1 lands with the luks1 module"]
 fn ref_luks1_compatimage() {
     let _ = LUKS1;
     let s = Scratch::new();
@@ -941,7 +940,6 @@ fn ref_luks1_compatimage() {
 }
 
 #[test]
-#[ignore = "LUKS1 lands with the luks1 module"]
 fn ref_luks1_valid_header_file_volume_key() {
     let s = Scratch::new();
     let hdr = s.xz("valid_header_file.xz", "h.img");
