@@ -115,7 +115,8 @@ pub fn luks_format(a: &Args) -> Result<(), CliError> {
         return Err(CliError::usage(format!("Unknown device type {kind}.")));
     }
     let cipher = a.get("cipher").unwrap_or("aes-xts-plain64").to_string();
-    let spec = wrapcrypt_sector::CipherSpec::parse(&cipher).map_err(|e| CliError::usage(e.to_string()))?;
+    let spec =
+        wrapcrypt_sector::CipherSpec::parse(&cipher).map_err(|e| CliError::usage(e.to_string()))?;
     let wrapped = spec.is_wrapped();
     let key_bits: usize = match a.num::<usize>("key-size")? {
         Some(b) => b,
@@ -126,7 +127,9 @@ pub fn luks_format(a: &Args) -> Result<(), CliError> {
         return Err(CliError::usage("Key size must be a multiple of 8 bits"));
     }
     if !wrapped && !spec.key_len_valid(key_bits / 8) {
-        return Err(CliError::usage(format!("Cipher {cipher} (key size {key_bits} bits) is not available.")));
+        return Err(CliError::usage(format!(
+            "Cipher {cipher} (key size {key_bits} bits) is not available."
+        )));
     }
     let mut params = FormatParams {
         cipher: cipher.clone(),

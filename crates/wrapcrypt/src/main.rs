@@ -2,13 +2,18 @@
 
 mod activate;
 mod args;
+mod b64;
 mod bench;
 mod custodian;
+mod enroll;
 mod exit;
 mod header;
 mod keys;
 mod pass;
+mod pkcs11_token;
 mod provider;
+mod tpm2_token;
+mod unlock_tokens;
 mod wrapped;
 
 use args::Args;
@@ -18,7 +23,7 @@ fn usage() -> &'static str {
     "Usage: wrapcrypt ACTION [options] DEVICE [ARGS]\n\
      Actions: luksFormat open luksOpen close status luksDump isLuks luksUUID luksAddKey\n\
      luksRemoveKey luksChangeKey luksKillSlot luksConvertKey luksHeaderBackup\n\
-     luksHeaderRestore token config convert repair erase benchmark"
+     luksHeaderRestore token enroll config convert repair erase benchmark"
 }
 
 fn run(a: &Args) -> Result<(), CliError> {
@@ -47,6 +52,7 @@ fn run(a: &Args) -> Result<(), CliError> {
         "luksHeaderBackup" => header::backup(a),
         "luksHeaderRestore" => header::restore(a),
         "token" => header::token(a),
+        "enroll" => enroll::run(a),
         "config" => header::config(a),
         "repair" => header::repair(a),
         "erase" | "luksErase" => keys::erase(a),
