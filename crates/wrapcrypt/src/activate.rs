@@ -26,7 +26,7 @@ impl From<ActivateError> for CliError {
 /// How the server builds its cipher: from a clear key (soft engine), or
 /// from a wrapped-key blob through its provider (the server never holds
 /// the effective key).
-enum KeySource<'a> {
+pub(crate) enum KeySource<'a> {
     Clear,
     Wrapped { provider: &'a str, locator: &'a str },
 }
@@ -36,7 +36,7 @@ enum KeySource<'a> {
 /// JSON, the cipher spec length (u16 LE) and text, the sector size (u32 LE),
 /// a kind byte (0 clear key, 1 wrapped: then u16 LE length + provider name,
 /// u16 LE length + locator), then the key or blob bytes up to the end.
-fn payload(
+pub(crate) fn payload(
     cfg: &ServeConfig,
     spec: &str,
     sector_size: u32,
@@ -75,7 +75,7 @@ fn payload(
     p
 }
 
-fn check_cipher(spec: &str) -> Result<CipherSpec, CliError> {
+pub(crate) fn check_cipher(spec: &str) -> Result<CipherSpec, CliError> {
     CipherSpec::parse(spec)
         .map_err(|e| CliError::usage(format!("Cannot activate with cipher {spec}: {e}")))
 }
@@ -88,13 +88,11 @@ pub fn open(a: &Args) -> Result<(), CliError> {
         // As cryptsetup: a keyslot named with --key-slot may be unbound (testing
         // its passphrase activates nothing); without it only bound ones count.
         let slot = keys::key_slot(a)?;
-        crate::unlock_tokens::unlock(
-            a,
-            &vol,
-            slot.is_none(),
-            &format!("Enter passphrase for {dev}: "),
-        )?;
+        crate::unlock_tokens::unlock(a, &vol, slot.is_none(), &format!("Enter passphrase for {dev}: "))?;
         return Ok(());
+    }
+    if vol.version() == 1 {
+        return crate::luks1cmd::open(a, vol, &dev);
     }
     let name = a.pos(1, "<name>")?.to_string();
     vol.check_requirements()?;

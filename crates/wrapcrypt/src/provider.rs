@@ -77,11 +77,11 @@ pub fn by_name(
     }
 }
 
+/// A chosen provider, its name and (for PKCS#11) its URI.
+pub type Chosen = (Arc<dyn KeyProvider>, String, Option<String>);
+
 /// The `--key-provider` option: `custodian` (default) or a PKCS#11 URI.
-pub fn from_option(
-    opt: Option<&str>,
-    pin_file: Option<&str>,
-) -> Result<(Arc<dyn KeyProvider>, String, Option<String>), CliError> {
+pub fn from_option(opt: Option<&str>, pin_file: Option<&str>) -> Result<Chosen, CliError> {
     match opt {
         None | Some("custodian") => Ok((Arc::new(custodian()), "custodian".into(), None)),
         Some(uri) if uri.starts_with("pkcs11:") => Ok((
