@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WRAPCRYPT_BIN="$PWD/target/release/wrapcrypt"
-cargo test --release --workspace -- --test-threads=2
+cargo test --release --workspace --no-fail-fast -- --test-threads=2
 if [ -x scripts/fuzz.sh ]; then
   FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh
 fi

@@ -266,6 +266,9 @@ fn setup(
                 // allocations here must not recurse into that writeback.
                 // SAFETY: prctl with integer arguments.
                 unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) };
+                // Decrypted data and cipher register spills pass through
+                // this stack: keep it out of core dumps from the start.
+                wrapcrypt_secret::protect_thread_stack();
                 let _ = fuse::serve(dev, &fs);
             })
             .map_err(|e| ActivateError::io("start worker for", &mp, e))?;

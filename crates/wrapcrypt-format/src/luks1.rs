@@ -120,6 +120,12 @@ pub enum Luks1Error {
         /// Payload offset in sectors.
         payload: u32,
     },
+    /// A text does not fit its fixed-width field (with the NUL).
+    #[error("LUKS1 header field {0:?} is too long")]
+    FieldTooLong(Luks1Field),
+    /// Keyslot number past 7.
+    #[error("LUKS1 keyslot {0} does not exist")]
+    NoSuchKeyslot(usize),
     /// Two keyslot areas share sectors.
     #[error("LUKS1 keyslots {a} and {b} have overlapping key material")]
     KeyslotsOverlap {
@@ -213,7 +219,138 @@ pub fn af_sectors(key_bytes: u32, stripes: u32) -> u64 {
     (u64::from(key_bytes) * u64::from(stripes)).div_ceil(LUKS1_SECTOR_SIZE)
 }
 
+/// Alignment of LUKS1 keyslot areas, in sectors (4096 bytes), as
+/// cryptsetup lays them out.
+pub const LUKS1_KEYSLOT_ALIGN: u64 = 8;
+/// cryptsetup's default payload alignment, in sectors (1 MiB).
+pub const LUKS1_DEFAULT_ALIGN_PAYLOAD: u64 = 2048;
+
+fn round_up(v: u64, a: u64) -> u64 {
+    if a == 0 {
+        v
+    } else {
+        v.div_ceil(a) * a
+    }
+}
+
+/// cryptsetup's LUKS1 layout for a key of `key_bytes`: the eight keyslot
+/// offsets (sectors, 4096-byte aligned, back to back) and the end of the
+/// last keyslot area (sectors), before any payload alignment.
+pub fn luks1_layout(key_bytes: u32) -> ([u32; LUKS1_NUM_KEYSLOTS], u64) {
+    let stride = round_up(af_sectors(key_bytes, LUKS1_STRIPES), LUKS1_KEYSLOT_ALIGN);
+    let base = round_up(SECTORS_OF_HEADER, LUKS1_KEYSLOT_ALIGN);
+    let offsets = std::array::from_fn(|k| (base + k as u64 * stride) as u32);
+    (offsets, base + LUKS1_NUM_KEYSLOTS as u64 * stride)
+}
+
+/// Payload offset of a new header on the data device: the end of the
+/// keyslot areas rounded up to `align` sectors (cryptsetup's
+/// `--align-payload`, default 2048).
+pub fn luks1_payload_offset(key_bytes: u32, align: u64) -> u64 {
+    round_up(luks1_layout(key_bytes).1, align.max(1))
+}
+
+/// Fields of a new LUKS1 header (all keyslots disabled).
+#[derive(Debug, Clone)]
+pub struct Luks1Params<'a> {
+    /// Cipher name, e.g. `aes`.
+    pub cipher_name: &'a str,
+    /// Cipher mode, e.g. `xts-plain64`.
+    pub cipher_mode: &'a str,
+    /// Hash spec, e.g. `sha256`.
+    pub hash_spec: &'a str,
+    /// Payload offset in sectors (0: detached header).
+    pub payload_offset: u32,
+    /// Volume key length.
+    pub key_bytes: u32,
+    /// MK digest (PBKDF2 of the volume key).
+    pub mk_digest: [u8; LUKS1_DIGEST_SIZE],
+    /// MK digest salt.
+    pub mk_digest_salt: [u8; LUKS1_SALT_SIZE],
+    /// MK digest iterations.
+    pub mk_digest_iter: u32,
+    /// UUID text.
+    pub uuid: &'a str,
+    /// Key material offset of each keyslot (sectors).
+    pub key_material_offsets: [u32; LUKS1_NUM_KEYSLOTS],
+}
+
+fn put_field<const N: usize>(text: &str, field: Luks1Field) -> Result<[u8; N], Luks1Error> {
+    let b = text.as_bytes();
+    if b.len() >= N || b.contains(&0) {
+        return Err(Luks1Error::FieldTooLong(field));
+    }
+    let mut out = [0u8; N];
+    out[..b.len()].copy_from_slice(b);
+    Ok(out)
+}
+
 impl Luks1Header {
+    /// Builds and validates a new header whose keyslots are all disabled.
+    pub fn new(p: &Luks1Params<'_>) -> Result<Luks1Header, Luks1Error> {
+        let keyslots = std::array::from_fn(|k| Luks1Keyslot {
+            state: Luks1KeyslotState::Disabled,
+            iterations: 0,
+            salt: [0; LUKS1_SALT_SIZE],
+            key_material_offset: p.key_material_offsets[k],
+            stripes: LUKS1_STRIPES,
+        });
+        let h = Luks1Header {
+            cipher_name: put_field(p.cipher_name, Luks1Field::CipherName)?,
+            cipher_mode: put_field(p.cipher_mode, Luks1Field::CipherMode)?,
+            hash_spec: put_field(p.hash_spec, Luks1Field::HashSpec)?,
+            payload_offset: p.payload_offset,
+            key_bytes: p.key_bytes,
+            mk_digest: p.mk_digest,
+            mk_digest_salt: p.mk_digest_salt,
+            mk_digest_iter: p.mk_digest_iter,
+            uuid: put_field(p.uuid, Luks1Field::Uuid)?,
+            keyslots,
+        };
+        h.validate()?;
+        Ok(h)
+    }
+
+    /// Replaces one keyslot descriptor; the result must stay valid.
+    pub fn set_keyslot(&mut self, slot: usize, ks: Luks1Keyslot) -> Result<(), Luks1Error> {
+        let old = self
+            .keyslots
+            .get_mut(slot)
+            .ok_or(Luks1Error::NoSuchKeyslot(slot))?;
+        let prev = std::mem::replace(old, ks);
+        if let Err(e) = self.validate() {
+            self.keyslots[slot] = prev;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Replaces several keyslot descriptors at once (areas that trade
+    /// places would overlap if set one by one).
+    pub fn set_keyslots(&mut self, slots: &[(usize, Luks1Keyslot)]) -> Result<(), Luks1Error> {
+        let prev = self.keyslots.clone();
+        for (slot, ks) in slots {
+            match self.keyslots.get_mut(*slot) {
+                Some(k) => *k = ks.clone(),
+                None => {
+                    self.keyslots = prev;
+                    return Err(Luks1Error::NoSuchKeyslot(*slot));
+                }
+            }
+        }
+        if let Err(e) = self.validate() {
+            self.keyslots = prev;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Sets the UUID text.
+    pub fn set_uuid(&mut self, uuid: &str) -> Result<(), Luks1Error> {
+        self.uuid = put_field(uuid, Luks1Field::Uuid)?;
+        Ok(())
+    }
+
     /// Parses and validates the first 592 bytes of `bytes` (more may follow).
     pub fn parse(bytes: &[u8]) -> Result<Luks1Header, Luks1Error> {
         if bytes.len() < LUKS1_HEADER_SIZE {

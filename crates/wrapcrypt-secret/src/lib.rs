@@ -317,11 +317,46 @@ pub fn protect_thread_stack() {
             libc::madvise(addr, size, libc::MADV_DONTDUMP);
             let ps = page_size();
             let sp = &size as *const _ as usize;
-            let lo = (sp & !(ps - 1)).saturating_sub(64 * 1024).max(addr as usize);
+            let lo = (sp & !(ps - 1))
+                .saturating_sub(64 * 1024)
+                .max(addr as usize);
             let hi = addr as usize + size;
             libc::mlock(lo as *const libc::c_void, hi - lo);
         }
     });
+}
+
+/// Zeroes the SIMD registers (xmm0–xmm15 and their upper halves). AES-NI
+/// code leaves round keys in them after it returns, and a core dump records
+/// every thread's register state: call this after a batch of crypto.
+#[inline(never)]
+pub fn clear_vector_registers() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: only clears registers the asm declares as clobbered.
+    unsafe {
+        if std::arch::is_x86_feature_detected!("avx") {
+            std::arch::asm!(
+                "vzeroall",
+                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+                out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+                out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+                out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+                options(nostack, preserves_flags)
+            );
+        } else {
+            std::arch::asm!(
+                "xorps xmm0, xmm0", "xorps xmm1, xmm1", "xorps xmm2, xmm2", "xorps xmm3, xmm3",
+                "xorps xmm4, xmm4", "xorps xmm5, xmm5", "xorps xmm6, xmm6", "xorps xmm7, xmm7",
+                "xorps xmm8, xmm8", "xorps xmm9, xmm9", "xorps xmm10, xmm10", "xorps xmm11, xmm11",
+                "xorps xmm12, xmm12", "xorps xmm13, xmm13", "xorps xmm14, xmm14", "xorps xmm15, xmm15",
+                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+                out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+                out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+                out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
 }
 
 /// Locks all current and future pages of this process (key custodian).

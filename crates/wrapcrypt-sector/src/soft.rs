@@ -110,6 +110,7 @@ impl SoftCipher {
             (Cipher::Null, _) | (_, Mode::Ecb) => IvGen::None,
             _ => IvGen::new(spec.iv(), c, k, backend)?,
         };
+        wrapcrypt_secret::clear_vector_registers();
         Ok(SoftCipher {
             spec: *spec,
             sector_size,
@@ -228,6 +229,9 @@ impl SoftCipher {
             }
         }
         ivs.zeroize();
+        // Round keys stay in SIMD registers after AES-NI; a core dump would
+        // record them with the thread's register state.
+        wrapcrypt_secret::clear_vector_registers();
     }
 }
 

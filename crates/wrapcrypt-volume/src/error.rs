@@ -1,6 +1,7 @@
 //! Errors of volume operations, with cryptsetup's exit-code classes.
 
 use wrapcrypt_format::keyslot_crypto::KeyslotCryptoError;
+use wrapcrypt_format::luks1::Luks1Error;
 use wrapcrypt_format::luks2::{EncodeError, ParseError, ValidateError};
 
 /// cryptsetup's exit codes.
@@ -46,6 +47,9 @@ pub enum VolumeError {
     /// Both header copies are damaged.
     #[error("{0}")]
     Parse(ParseError),
+    /// A LUKS1 header is invalid (on disk, or as it would be written).
+    #[error("{0}")]
+    Luks1(Luks1Error),
     /// Metadata would be invalid.
     #[error("invalid metadata: {0}")]
     Validate(#[from] ValidateError),
@@ -116,6 +120,7 @@ impl VolumeError {
             Device { .. } | TooSmall { .. } => ExitClass::WrongDevice,
             NotLuks(_) => ExitClass::WrongParams,
             Io { .. } | Parse(_) => ExitClass::WrongDevice,
+            Luks1(_) => ExitClass::WrongParams,
             NoMatchingKeyslot | VolumeKeyMismatch => ExitClass::Permission,
             Busy(_) => ExitClass::Busy,
             Crypto(KeyslotCryptoError::Kdf(m)) if m.contains("memory") => ExitClass::OutOfMemory,

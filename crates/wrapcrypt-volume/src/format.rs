@@ -217,6 +217,14 @@ pub fn format_luks2(
             .ok_or_else(|| {
                 VolumeError::Param("Data offset is too small for the LUKS2 metadata.".into())
             })?,
+        // Detached: the data is elsewhere, but a segment offset inside the
+        // keyslots area is still refused on load (by cryptsetup too), so the
+        // area shrinks to end at the data offset, as cryptsetup does.
+        None if data_offset > 0 && data_offset < DEFAULT_DATA_OFFSET => data_offset
+            .checked_sub(2 * md)
+            .filter(|&k| k >= 4096)
+            .map(|k| k / 4096 * 4096)
+            .ok_or_else(|| VolumeError::Param("Data offset is too small for the LUKS2 metadata.".into()))?,
         None => DEFAULT_DATA_OFFSET - 2 * md,
     };
     if !keyslots_size.is_multiple_of(4096) || keyslots_size > (128 << 20) {
@@ -340,3 +348,5 @@ pub fn format_luks2(
     drop(data_dev);
     Ok(vol)
 }
+
+pub use crate::luks1format::{format_luks1, Luks1FormatParams};

@@ -1,15 +1,21 @@
 #![doc = include_str!("../README.md")]
 
+pub mod convert;
 pub mod device;
 pub mod error;
 pub mod faults;
 pub mod format;
 pub mod lock;
+mod luks1format;
+mod luks1ops;
 mod luks2ops;
 pub mod pbkdf;
+pub mod rewrap;
+pub mod wrap_convert;
 
 use std::path::{Path, PathBuf};
 
+use wrapcrypt_format::luks1::{Luks1Header, LUKS1_NUM_KEYSLOTS};
 use wrapcrypt_format::luks2::{self, Copy, Luks2Header, RepairReason};
 use wrapcrypt_secret::SecretBytes;
 
@@ -22,6 +28,8 @@ pub use pbkdf::PbkdfOptions;
 /// The decoded header of a LUKS device.
 #[derive(Debug, Clone)]
 pub enum Header {
+    /// LUKS1 (the 592-byte phdr).
+    Luks1(Luks1Header),
     /// LUKS2.
     Luks2(Luks2Header),
 }
@@ -70,6 +78,24 @@ impl Volume {
         let prefix = meta_dev
             .read_at(0, luks2::MAX_METADATA_PREFIX)
             .map_err(|e| VolumeError::io("reading header", meta_path, e))?;
+        // The version word of the primary header decides, as in cryptsetup:
+        // a LUKS1 phdr wins over whatever follows it (a LUKS2 secondary
+        // copy written by an interrupted conversion, say).
+        if prefix.len() >= 8
+            && prefix[..6] == wrapcrypt_format::luks1::LUKS_MAGIC
+            && prefix[6..8] == [0, 1]
+        {
+            let h = Luks1Header::parse(&prefix).map_err(VolumeError::Luks1)?;
+            return Ok(Volume {
+                meta_dev,
+                data_path: device.to_path_buf(),
+                detached: header.is_some(),
+                _lock: lock,
+                hdr: Header::Luks1(h),
+                repair: None,
+                primary_binary: None,
+            });
+        }
         let loaded = match Luks2Header::parse(&prefix) {
             Ok(l) => l,
             Err(luks2::ParseError::NotLuks2) => {
@@ -92,6 +118,10 @@ impl Volume {
     pub fn luks2_header(&self) -> Result<&Luks2Header, VolumeError> {
         match &self.hdr {
             Header::Luks2(h) => Ok(h),
+            Header::Luks1(_) => Err(VolumeError::Unsupported(format!(
+                "Device {} is not a valid LUKS2 device.",
+                self.meta_dev.path().display()
+            ))),
         }
     }
 
@@ -114,6 +144,7 @@ impl Volume {
     pub fn version(&self) -> u32 {
         match &self.hdr {
             Header::Luks2(_) => 2,
+            Header::Luks1(_) => 1,
         }
     }
 
@@ -121,10 +152,11 @@ impl Volume {
     pub fn uuid(&self) -> &str {
         match &self.hdr {
             Header::Luks2(h) => &h.uuid,
+            Header::Luks1(h) => h.uuid(),
         }
     }
 
-    fn require_writable(&self) -> Result<(), VolumeError> {
+    pub(crate) fn require_writable(&self) -> Result<(), VolumeError> {
         if !self.meta_dev.writable() {
             return Err(VolumeError::Param("device opened read-only".into()));
         }
@@ -142,6 +174,7 @@ impl Volume {
                     Err(VolumeError::Requirements(r.join(", ")))
                 }
             }
+            Header::Luks1(_) => Ok(()),
         }
     }
 
@@ -157,6 +190,10 @@ impl Volume {
         match &self.hdr {
             Header::Luks2(h) => {
                 let (keyslot, key) = self.luks2_unlock(h, passphrase, keyslot, need_bound)?;
+                Ok(Unlocked { keyslot, key })
+            }
+            Header::Luks1(h) => {
+                let (keyslot, key) = self.luks1_unlock(h, passphrase, keyslot)?;
                 Ok(Unlocked { keyslot, key })
             }
         }
@@ -175,6 +212,7 @@ impl Volume {
                 };
                 Volume::luks2_check_key(h, did, key)
             }
+            Header::Luks1(h) => luks1ops::luks1_check_key(h, key),
         }
     }
 
@@ -189,6 +227,14 @@ impl Volume {
         unbound: bool,
     ) -> Result<u32, VolumeError> {
         self.check_requirements()?;
+        if let Header::Luks1(_) = self.hdr {
+            if unbound {
+                return Err(VolumeError::Unsupported(
+                    "Unbound keyslots are not supported by LUKS1.".into(),
+                ));
+            }
+            return self.luks1_add_keyslot(key, passphrase, slot, pbkdf, None);
+        }
         let h = self.luks2_header()?;
         let choice = if unbound {
             DigestChoice::NewUnbound {
@@ -219,6 +265,12 @@ impl Volume {
         pbkdf: &PbkdfOptions,
     ) -> Result<u32, VolumeError> {
         self.check_requirements()?;
+        if let Header::Luks1(h) = &self.hdr {
+            if old as usize >= LUKS1_NUM_KEYSLOTS || !h.keyslots()[old as usize].is_active() {
+                return Err(VolumeError::KeyslotInactive(old));
+            }
+            return self.luks1_add_keyslot(key, new_passphrase, new_slot, pbkdf, Some(old));
+        }
         let h = self.luks2_header()?;
         let did = h
             .meta
@@ -237,7 +289,54 @@ impl Volume {
     /// Removes keyslot `slot`.
     pub fn remove_keyslot(&mut self, slot: u32) -> Result<(), VolumeError> {
         self.check_requirements()?;
-        self.luks2_remove_keyslot(slot)
+        match self.hdr {
+            Header::Luks1(_) => self.luks1_remove_keyslot(slot),
+            Header::Luks2(_) => self.luks2_remove_keyslot(slot),
+        }
+    }
+
+    /// Active keyslot numbers.
+    pub fn active_keyslots(&self) -> Vec<u32> {
+        match &self.hdr {
+            Header::Luks1(h) => h.active_keyslots().map(|s| s as u32).collect(),
+            Header::Luks2(h) => h.meta.keyslots.keys().copied().collect(),
+        }
+    }
+
+    /// Volume key length in bytes.
+    pub fn key_size(&self) -> Option<usize> {
+        match &self.hdr {
+            Header::Luks1(h) => Some(h.key_bytes() as usize),
+            Header::Luks2(h) => h.meta.keyslots.values().next().map(|k| k.key_size as usize),
+        }
+    }
+
+    /// Sets the UUID (luksUUID --uuid).
+    pub fn set_uuid(&mut self, uuid: &str) -> Result<(), VolumeError> {
+        self.check_requirements()?;
+        match &self.hdr {
+            Header::Luks1(h) => {
+                let mut n = h.clone();
+                n.set_uuid(uuid).map_err(VolumeError::Luks1)?;
+                self.luks1_write(n)
+            }
+            Header::Luks2(h) => {
+                let mut n = h.clone();
+                n.uuid = uuid.to_string();
+                self.luks2_write(n)
+            }
+        }
+    }
+
+    /// Bytes a header backup holds: the LUKS2 metadata and keyslots area,
+    /// or for LUKS1 the phdr and keyslot areas rounded up to 4096 bytes
+    /// (cryptsetup's size, which may reach past the payload offset of a
+    /// version 1.0 layout).
+    pub fn backup_len(&self) -> u64 {
+        match &self.hdr {
+            Header::Luks1(h) => luks1_backup_len(h),
+            Header::Luks2(h) => h.meta.keyslots_end(h.hdr_size),
+        }
     }
 
     /// Writes a modified LUKS2 header (tokens, config, labels…).
@@ -247,7 +346,7 @@ impl Volume {
 
     /// Rewrites a damaged or stale copy from the copy in force.
     pub fn repair(&mut self) -> Result<bool, VolumeError> {
-        if self.repair.is_none() {
+        if self.repair.is_none() || matches!(self.hdr, Header::Luks1(_)) {
             return Ok(false);
         }
         let h = self.luks2_header()?.clone();
@@ -255,4 +354,14 @@ impl Volume {
         self.luks2_write(h)?;
         Ok(true)
     }
+}
+
+/// Size of a LUKS1 header backup: end of the last keyslot area, 4096-byte
+/// aligned.
+pub fn luks1_backup_len(h: &Luks1Header) -> u64 {
+    let end = (0..LUKS1_NUM_KEYSLOTS)
+        .map(|k| h.keyslot_sectors(k).end)
+        .max()
+        .unwrap_or(0);
+    end.div_ceil(8) * 8 * 512
 }

@@ -139,6 +139,7 @@ impl Volume {
         new.validate(!self.detached)?;
         let old_seqid = match &self.hdr {
             crate::Header::Luks2(h) => h.seqid,
+            crate::Header::Luks1(_) => 0,
         };
         new.seqid = old_seqid.max(new.seqid) + 1;
         let p = new.encode_copy(Copy::Primary)?;
@@ -237,41 +238,21 @@ impl Volume {
             .unwrap_or_else(|| pbkdf.hash.clone().unwrap_or_else(|| "sha256".into()));
         let af_hash = pbkdf.hash.clone().unwrap_or(af_hash);
         let kdf = pbkdf.resolve(area_key_size as usize)?;
-        let stripes = 4000;
-        let area_size =
-            (keyslot_crypto::split_size(key.len(), stripes) as u64).div_ceil(4096) * 4096;
-        let offset =
-            Self::luks2_alloc_area(&h, area_size, None).ok_or(VolumeError::NoFreeKeyslot)?;
-        let params = SlotParams {
-            kdf: kdf_params(&kdf)?,
-            salt: kdf.salt(),
-            area_cipher: &area_cipher,
-            area_key_size: area_key_size as usize,
-            stripes,
-            af_hash: &af_hash,
-        };
-        let material = keyslot_crypto::seal(&params, passphrase, key)?;
-        let ks = Keyslot {
-            kind: "luks2".into(),
-            key_size: key.len() as u32,
-            area: KeyslotArea {
-                kind: "raw".into(),
-                offset,
-                size: area_size,
-                encryption: Some(area_cipher.clone()),
-                key_size: Some(area_key_size),
-                extra: Default::default(),
-            },
-            kdf: Some(kdf),
-            af: Some(AfParams {
-                stripes,
-                hash: af_hash.clone(),
-            }),
-            priority: replace
-                .and_then(|r| h.meta.keyslots.get(&r))
-                .and_then(|k| k.priority),
-            extra: Default::default(),
-        };
+        let priority = replace
+            .and_then(|r| h.meta.keyslots.get(&r))
+            .and_then(|k| k.priority);
+        let (ks, material) = seal_keyslot(
+            &h,
+            &[],
+            key,
+            passphrase,
+            kdf,
+            &area_cipher,
+            area_key_size,
+            &af_hash,
+            priority,
+        )?;
+        let (offset, area_size) = (ks.area.offset, ks.area.size);
         let mut new = h.clone();
         let old_area = replace
             .and_then(|r| h.meta.keyslots.get(&r))
@@ -308,15 +289,8 @@ impl Volume {
         }
         new.validate(!self.detached)?;
         // Material first (to an area unreferenced by the current header).
-        let path = self.meta_dev.path().to_path_buf();
-        let mut padded = material;
-        padded.resize(area_size as usize, 0);
-        self.meta_dev
-            .write_at(offset, &padded)
-            .map_err(|e| VolumeError::io("writing keyslot area", &path, e))?;
-        self.meta_dev
-            .sync()
-            .map_err(|e| VolumeError::io("syncing keyslot area", &path, e))?;
+        debug_assert_eq!(material.len() as u64, area_size);
+        self.write_area(offset, &material)?;
         self.luks2_write(new)?;
         if let Some((off, size)) = old_area {
             self.wipe_area(off, size)?;
@@ -353,6 +327,17 @@ impl Volume {
         self.wipe_area(off, size)
     }
 
+    /// Writes keyslot material and makes it durable.
+    pub(crate) fn write_area(&mut self, offset: u64, material: &[u8]) -> Result<(), VolumeError> {
+        let path = self.meta_dev.path().to_path_buf();
+        self.meta_dev
+            .write_at(offset, material)
+            .map_err(|e| VolumeError::io("writing keyslot area", &path, e))?;
+        self.meta_dev
+            .sync()
+            .map_err(|e| VolumeError::io("syncing keyslot area", &path, e))
+    }
+
     pub(crate) fn wipe_area(&mut self, off: u64, size: u64) -> Result<(), VolumeError> {
         let path = self.meta_dev.path().to_path_buf();
         let mut buf = vec![0u8; size as usize];
@@ -364,6 +349,72 @@ impl Volume {
             .sync()
             .map_err(|e| VolumeError::io("syncing keyslot area", &path, e))
     }
+}
+
+/// Seals `key` under `passphrase` into a keyslot whose area lies in free
+/// space of `h`, avoiding also the `planned` areas (offset, size) of other
+/// keyslots being prepared in the same change. Returns the keyslot object
+/// and its area material, padded to the area size.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn seal_keyslot(
+    h: &Luks2Header,
+    planned: &[(u64, u64)],
+    key: &SecretBytes,
+    passphrase: &[u8],
+    kdf: wrapcrypt_format::luks2::KeyslotKdf,
+    area_cipher: &str,
+    area_key_size: u32,
+    af_hash: &str,
+    priority: Option<i32>,
+) -> Result<(Keyslot, Vec<u8>), VolumeError> {
+    let stripes = 4000;
+    let area_size = (keyslot_crypto::split_size(key.len(), stripes) as u64).div_ceil(4096) * 4096;
+    let mut scratch = h.clone();
+    for (i, &(off, size)) in planned.iter().enumerate() {
+        // Placeholder entries so the allocator steps around planned areas.
+        let mut ks = h
+            .meta
+            .keyslots
+            .values()
+            .next()
+            .cloned()
+            .ok_or_else(|| VolumeError::Param("no keyslot to model".into()))?;
+        ks.area.offset = off;
+        ks.area.size = size;
+        scratch.meta.keyslots.insert(KEYSLOTS_MAX + i as u32, ks);
+    }
+    let offset =
+        Volume::luks2_alloc_area(&scratch, area_size, None).ok_or(VolumeError::NoFreeKeyslot)?;
+    let params = SlotParams {
+        kdf: kdf_params(&kdf)?,
+        salt: kdf.salt(),
+        area_cipher,
+        area_key_size: area_key_size as usize,
+        stripes,
+        af_hash,
+    };
+    let mut material = keyslot_crypto::seal(&params, passphrase, key)?;
+    material.resize(area_size as usize, 0);
+    let ks = Keyslot {
+        kind: "luks2".into(),
+        key_size: key.len() as u32,
+        area: KeyslotArea {
+            kind: "raw".into(),
+            offset,
+            size: area_size,
+            encryption: Some(area_cipher.to_string()),
+            key_size: Some(area_key_size),
+            extra: Default::default(),
+        },
+        kdf: Some(kdf),
+        af: Some(AfParams {
+            stripes,
+            hash: af_hash.to_string(),
+        }),
+        priority,
+        extra: Default::default(),
+    };
+    Ok((ks, material))
 }
 
 /// Which digest a new keyslot joins.

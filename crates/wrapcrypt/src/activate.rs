@@ -26,7 +26,7 @@ impl From<ActivateError> for CliError {
 /// How the server builds its cipher: from a clear key (soft engine), or
 /// from a wrapped-key blob through its provider (the server never holds
 /// the effective key).
-enum KeySource<'a> {
+pub(crate) enum KeySource<'a> {
     Clear,
     Wrapped { provider: &'a str, locator: &'a str },
 }
@@ -36,7 +36,13 @@ enum KeySource<'a> {
 /// JSON, the cipher spec length (u16 LE) and text, the sector size (u32 LE),
 /// a kind byte (0 clear key, 1 wrapped: then u16 LE length + provider name,
 /// u16 LE length + locator), then the key or blob bytes up to the end.
-fn payload(cfg: &ServeConfig, spec: &str, sector_size: u32, src: &KeySource, key: &SecretBytes) -> SecretBytes {
+pub(crate) fn payload(
+    cfg: &ServeConfig,
+    spec: &str,
+    sector_size: u32,
+    src: &KeySource,
+    key: &SecretBytes,
+) -> SecretBytes {
     let json = serde_json::to_vec(cfg).expect("ServeConfig serializes");
     let extra = match src {
         KeySource::Clear => 1,
@@ -69,7 +75,7 @@ fn payload(cfg: &ServeConfig, spec: &str, sector_size: u32, src: &KeySource, key
     p
 }
 
-fn check_cipher(spec: &str) -> Result<CipherSpec, CliError> {
+pub(crate) fn check_cipher(spec: &str) -> Result<CipherSpec, CliError> {
     CipherSpec::parse(spec)
         .map_err(|e| CliError::usage(format!("Cannot activate with cipher {spec}: {e}")))
 }
@@ -84,6 +90,9 @@ pub fn open(a: &Args) -> Result<(), CliError> {
         let slot = keys::key_slot(a)?;
         crate::unlock_tokens::unlock(a, &vol, slot.is_none(), &format!("Enter passphrase for {dev}: "))?;
         return Ok(());
+    }
+    if vol.version() == 1 {
+        return crate::luks1cmd::open(a, vol, &dev);
     }
     let name = a.pos(1, "<name>")?.to_string();
     vol.check_requirements()?;
@@ -140,19 +149,25 @@ pub fn open(a: &Args) -> Result<(), CliError> {
         .insert("keyslot".into(), u.keyslot.to_string());
     let wrapped = if spec.is_wrapped() {
         let o = crate::wrapped::resolve(a, &h, &u.key)?;
-        cfg.extra_status.insert("protection".into(), o.provider.protection().to_string());
+        cfg.extra_status
+            .insert("protection".into(), o.provider.protection().to_string());
         cfg.extra_status.insert("provider".into(), o.name.clone());
-        cfg.extra_status.insert("keysize".into(), "512 bits (wrapped)".into());
+        cfg.extra_status
+            .insert("keysize".into(), "512 bits (wrapped)".into());
         Some((o.name, o.locator.unwrap_or_default()))
     } else {
-        cfg.extra_status.insert("protection".into(), "in-process".into());
+        cfg.extra_status
+            .insert("protection".into(), "in-process".into());
         cfg.extra_status.insert("provider".into(), "soft".into());
         None
     };
     drop(vol);
     let src = match &wrapped {
         None => KeySource::Clear,
-        Some((p, l)) => KeySource::Wrapped { provider: p, locator: l },
+        Some((p, l)) => KeySource::Wrapped {
+            provider: p,
+            locator: l,
+        },
     };
     let pl = payload(&cfg, &enc, seg.sector_size, &src, &u.key);
     drop(u);
@@ -187,16 +202,22 @@ pub fn serve() -> Result<(), CliError> {
     let kind = take(&mut o, 1)?[0];
     let built: Result<Arc<dyn SectorCipher>, String> = if kind == 1 {
         let pl = u16::from_le_bytes(take(&mut o, 2)?.try_into().expect("2")) as usize;
-        let prov = std::str::from_utf8(take(&mut o, pl)?).map_err(|_| bad())?.to_string();
+        let prov = std::str::from_utf8(take(&mut o, pl)?)
+            .map_err(|_| bad())?
+            .to_string();
         let ll = u16::from_le_bytes(take(&mut o, 2)?.try_into().expect("2")) as usize;
-        let loc = std::str::from_utf8(take(&mut o, ll)?).map_err(|_| bad())?.to_string();
+        let loc = std::str::from_utf8(take(&mut o, ll)?)
+            .map_err(|_| bad())?
+            .to_string();
         let loc = (!loc.is_empty()).then_some(loc);
         crate::wrapped::server_cipher(&prov, loc.as_deref(), &b[o..], sector).map_err(|e| e.msg)
     } else {
         let key = SecretBytes::copy_from(&b[o..]);
         check_cipher(&spec)
             .map_err(|e| e.msg)
-            .and_then(|cs| wrapcrypt_sector::new_soft_cipher(&cs, &key, sector).map_err(|e| e.to_string()))
+            .and_then(|cs| {
+                wrapcrypt_sector::new_soft_cipher(&cs, &key, sector).map_err(|e| e.to_string())
+            })
             .map(Arc::from)
     };
     drop(buf);

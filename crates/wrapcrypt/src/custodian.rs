@@ -25,14 +25,23 @@ pub fn run(a: &Args) -> Result<(), CliError> {
             println!("Next: wrapcrypt reencipher --complete DEVICE (each staged volume).");
         }
         "status" => {}
-        other => return Err(CliError::usage(format!("Unknown custodian action {other}."))),
+        other => {
+            return Err(CliError::usage(format!(
+                "Unknown custodian action {other}."
+            )))
+        }
     }
     let st = c.status()?;
     if a.flag("json") {
         let regs: serde_json::Map<String, serde_json::Value> = st
             .registers
             .iter()
-            .map(|r| (r.register.to_string(), r.mkvp.clone().map_or(serde_json::Value::Null, Into::into)))
+            .map(|r| {
+                (
+                    r.register.to_string(),
+                    r.mkvp.clone().map_or(serde_json::Value::Null, Into::into),
+                )
+            })
             .collect();
         println!(
             "{}",
@@ -41,7 +50,11 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     } else {
         println!("Key custodian status");
         for r in &st.registers {
-            println!("  {:<8} {}", format!("{}:", r.register), r.mkvp.as_deref().unwrap_or("(empty)"));
+            println!(
+                "  {:<8} {}",
+                format!("{}:", r.register),
+                r.mkvp.as_deref().unwrap_or("(empty)")
+            );
         }
         println!("  sealed:     {}", st.seal);
         println!("  protection: {}", st.protection);

@@ -40,6 +40,9 @@ fn bin_info<'a>(vol: &'a Volume, h: &'a Luks2Header) -> dump::Luks2BinaryInfo<'a
 /// luksDump.
 pub fn dump(a: &Args) -> Result<(), CliError> {
     let vol = load(a, false)?;
+    if vol.version() == 1 {
+        return crate::luks1cmd::dump(a, &vol);
+    }
     let h = vol.luks2_header()?;
     let json = h.json_value();
     let mut out = String::new();
@@ -145,17 +148,10 @@ pub fn uuid(a: &Args) -> Result<(), CliError> {
                 return Err(CliError::usage("Wrong LUKS UUID format provided."));
             }
             let mut v = load(a, true)?;
-            v.check_requirements()?;
-            let mut h = v.luks2_header()?.clone();
-            h.uuid = u.to_lowercase();
-            v.write_luks2(h)?;
+            v.set_uuid(&u.to_lowercase())?;
             Ok(())
         }
     }
-}
-
-fn backup_len(h: &Luks2Header) -> u64 {
-    h.meta.keyslots_end(h.hdr_size)
 }
 
 /// luksHeaderBackup --header-backup-file FILE.
@@ -164,10 +160,9 @@ pub fn backup(a: &Args) -> Result<(), CliError> {
         .get("header-backup-file")
         .ok_or_else(|| CliError::usage("Option --header-backup-file is required."))?;
     let vol = load(a, false)?;
-    let h = vol.luks2_header()?;
     let data = vol
         .meta_device()
-        .read_at(0, backup_len(h) as usize)
+        .read_at(0, vol.backup_len() as usize)
         .map_err(|e| VolumeError::Io {
             op: "reading header",
             path: vol.meta_device().path().display().to_string(),
@@ -210,13 +205,18 @@ pub fn restore(a: &Args) -> Result<(), CliError> {
     std::fs::File::open(file)
         .map_err(|e| CliError::new(4, format!("Cannot open header backup file {file}: {e}")))?
         .read_to_end(&mut data)?;
+    if data.len() >= 8 && data[..6] == wrapcrypt_format::luks1::LUKS_MAGIC && data[6..8] == [0, 1] {
+        crate::luks1cmd::restore(a, target, &data, file)?;
+        verbose_ok(a);
+        return Ok(());
+    }
     let loaded =
         Luks2Header::parse(&data[..data.len().min(luks2::MAX_METADATA_PREFIX)]).map_err(|_| {
             CliError::usage(format!(
                 "Backup file {file} doesn't contain valid LUKS header."
             ))
         })?;
-    let need = backup_len(&loaded.header) as usize;
+    let need = loaded.header.meta.keyslots_end(loaded.header.hdr_size) as usize;
     if data.len() < need {
         return Err(CliError::usage(format!(
             "Backup file {file} doesn't contain valid LUKS header."

@@ -107,15 +107,14 @@ pub fn luks_format(a: &Args) -> Result<(), CliError> {
     let (dev, hdr) = device(a)?;
     let kind = a.get("type").unwrap_or("luks2");
     if kind == "luks1" {
-        return Err(CliError::usage(
-            "LUKS1 format is not supported by this build yet.",
-        ));
+        return crate::luks1cmd::format(a);
     }
     if kind != "luks2" && kind != "luks" {
         return Err(CliError::usage(format!("Unknown device type {kind}.")));
     }
     let cipher = a.get("cipher").unwrap_or("aes-xts-plain64").to_string();
-    let spec = wrapcrypt_sector::CipherSpec::parse(&cipher).map_err(|e| CliError::usage(e.to_string()))?;
+    let spec =
+        wrapcrypt_sector::CipherSpec::parse(&cipher).map_err(|e| CliError::usage(e.to_string()))?;
     let wrapped = spec.is_wrapped();
     let key_bits: usize = match a.num::<usize>("key-size")? {
         Some(b) => b,
@@ -126,7 +125,9 @@ pub fn luks_format(a: &Args) -> Result<(), CliError> {
         return Err(CliError::usage("Key size must be a multiple of 8 bits"));
     }
     if !wrapped && !spec.key_len_valid(key_bits / 8) {
-        return Err(CliError::usage(format!("Cipher {cipher} (key size {key_bits} bits) is not available.")));
+        return Err(CliError::usage(format!(
+            "Cipher {cipher} (key size {key_bits} bits) is not available."
+        )));
     }
     let mut params = FormatParams {
         cipher: cipher.clone(),
@@ -202,13 +203,7 @@ pub fn add_key(a: &Args) -> Result<(), CliError> {
     let key = match a.get("volume-key-file") {
         Some(p) => {
             let len = vol
-                .luks2_header()?
-                .meta
-                .keyslots
-                .values()
-                .next()
-                .map(|k| k.key_size as usize);
-            let len = len
+                .key_size()
                 .or(a.num::<usize>("key-size")?.map(|b| b / 8))
                 .unwrap_or(64);
             let k = volume_key_file(p, len)?;
@@ -233,7 +228,7 @@ pub fn remove_key(a: &Args) -> Result<(), CliError> {
     let mut vol = load(a, true)?;
     vol.check_requirements()?;
     let u = unlock_existing(a, &vol, "Enter passphrase to be deleted: ", Some(1))?;
-    if vol.luks2_header()?.meta.keyslots.len() == 1 {
+    if vol.active_keyslots().len() == 1 {
         pass::confirm(
             "\nWARNING!\n========\nThis is the last keyslot. Device will become unusable after purging this key.\n",
             a.batch(),
@@ -263,6 +258,8 @@ pub fn change_key(a: &Args) -> Result<(), CliError> {
 /// luksConvertKey: same passphrase, new KDF parameters.
 pub fn convert_key(a: &Args) -> Result<(), CliError> {
     let mut vol = load(a, true)?;
+    // LUKS1 keyslots have one KDF; cryptsetup refuses them here.
+    vol.luks2_header()?;
     vol.check_requirements()?;
     let p = existing_passphrase(a, "Enter passphrase for keyslot to be converted: ", Some(1))?;
     let u = vol.unlock(p.expose_secret(), key_slot(a)?, false)?;
@@ -279,14 +276,19 @@ pub fn kill_slot(a: &Args) -> Result<(), CliError> {
         .pos(1, "<key slot>")?
         .parse()
         .map_err(|_| CliError::usage("Invalid key slot number."))?;
-    let h = vol.luks2_header()?;
-    if slot >= wrapcrypt_format::luks2::KEYSLOTS_MAX {
+    let max = if vol.version() == 1 {
+        wrapcrypt_format::luks1::LUKS1_NUM_KEYSLOTS as u32
+    } else {
+        wrapcrypt_format::luks2::KEYSLOTS_MAX
+    };
+    if slot >= max {
         return Err(VolumeError::KeyslotInvalid(slot).into());
     }
-    if !h.meta.keyslots.contains_key(&slot) {
+    let active = vol.active_keyslots();
+    if !active.contains(&slot) {
         return Err(VolumeError::KeyslotInactive(slot).into());
     }
-    let last = h.meta.keyslots.len() == 1;
+    let last = active.len() == 1;
     if !a.batch() {
         if last {
             pass::confirm(
@@ -318,7 +320,7 @@ pub fn erase(a: &Args) -> Result<(), CliError> {
         ),
         a.batch(),
     )?;
-    let ids: Vec<u32> = vol.luks2_header()?.meta.keyslots.keys().copied().collect();
+    let ids: Vec<u32> = vol.active_keyslots();
     for id in ids {
         vol.remove_keyslot(id)?;
     }

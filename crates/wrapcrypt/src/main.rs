@@ -8,7 +8,10 @@ mod custodian;
 mod enroll;
 mod exit;
 mod header;
+mod inventory;
 mod keys;
+mod lifecycle;
+mod luks1cmd;
 mod pass;
 mod pkcs11_token;
 mod provider;
@@ -23,7 +26,9 @@ fn usage() -> &'static str {
     "Usage: wrapcrypt ACTION [options] DEVICE [ARGS]\n\
      Actions: luksFormat open luksOpen close status luksDump isLuks luksUUID luksAddKey\n\
      luksRemoveKey luksChangeKey luksKillSlot luksConvertKey luksHeaderBackup\n\
-     luksHeaderRestore token enroll config convert repair erase benchmark"
+     luksHeaderRestore token enroll config convert repair erase benchmark\n\
+     Wrapped keys: validate reencipher setvp setkey convert --cipher waes-xts-plain64\n\
+     custodian keys crypttab"
 }
 
 fn run(a: &Args) -> Result<(), CliError> {
@@ -55,9 +60,18 @@ fn run(a: &Args) -> Result<(), CliError> {
         "enroll" => enroll::run(a),
         "config" => header::config(a),
         "repair" => header::repair(a),
+        // --cipher selects the wrapped-key conversion; otherwise LUKS1 <-> LUKS2.
+        "convert" if a.get("cipher").is_some() => lifecycle::convert(a),
+        "convert" => luks1cmd::convert(a),
         "erase" | "luksErase" => keys::erase(a),
         "benchmark" => bench::run(a),
         "custodian" => custodian::run(a),
+        "validate" => lifecycle::validate(a),
+        "reencipher" => lifecycle::reencipher(a),
+        "setvp" => lifecycle::setvp(a),
+        "setkey" => lifecycle::setkey(a),
+        "keys" => inventory::keys(a),
+        "crypttab" => inventory::crypttab(a),
         "" => Err(CliError::usage(usage())),
         other => Err(CliError::usage(format!("Unknown action {other}."))),
     }

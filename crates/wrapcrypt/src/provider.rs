@@ -65,7 +65,11 @@ pub fn custodian() -> CustodianProvider {
 }
 
 /// A provider by name (and locator: a PKCS#11 URI).
-pub fn by_name(name: &str, locator: Option<&str>, pin_file: Option<&str>) -> Result<Arc<dyn KeyProvider>, CliError> {
+pub fn by_name(
+    name: &str,
+    locator: Option<&str>,
+    pin_file: Option<&str>,
+) -> Result<Arc<dyn KeyProvider>, CliError> {
     match name {
         "custodian" => Ok(Arc::new(custodian())),
         "pkcs11" => pkcs11(locator.unwrap_or(""), pin_file),
@@ -73,11 +77,18 @@ pub fn by_name(name: &str, locator: Option<&str>, pin_file: Option<&str>) -> Res
     }
 }
 
+/// A chosen provider, its name and (for PKCS#11) its URI.
+pub type Chosen = (Arc<dyn KeyProvider>, String, Option<String>);
+
 /// The `--key-provider` option: `custodian` (default) or a PKCS#11 URI.
-pub fn from_option(opt: Option<&str>, pin_file: Option<&str>) -> Result<(Arc<dyn KeyProvider>, String, Option<String>), CliError> {
+pub fn from_option(opt: Option<&str>, pin_file: Option<&str>) -> Result<Chosen, CliError> {
     match opt {
         None | Some("custodian") => Ok((Arc::new(custodian()), "custodian".into(), None)),
-        Some(uri) if uri.starts_with("pkcs11:") => Ok((pkcs11(uri, pin_file)?, "pkcs11".into(), Some(uri.to_string()))),
+        Some(uri) if uri.starts_with("pkcs11:") => Ok((
+            pkcs11(uri, pin_file)?,
+            "pkcs11".into(),
+            Some(uri.to_string()),
+        )),
         Some(other) => Err(CliError::usage(format!(
             "Unknown key provider {other} (use custodian or a pkcs11: URI)."
         ))),
@@ -86,29 +97,51 @@ pub fn from_option(opt: Option<&str>, pin_file: Option<&str>) -> Result<(Arc<dyn
 
 fn pkcs11(uri: &str, pin_file: Option<&str>) -> Result<Arc<dyn KeyProvider>, CliError> {
     if uri.is_empty() {
-        return Err(CliError::usage("The volume names a PKCS#11 provider but no URI; pass --key-provider pkcs11:…"));
+        return Err(CliError::usage(
+            "The volume names a PKCS#11 provider but no URI; pass --key-provider pkcs11:…",
+        ));
     }
     // The PIN comes from --pin-file (read into locked memory) or the URI's
     // pin-source; never from argv or the environment.
     let pin = match pin_file {
         Some(f) => {
             let mut p = crate::pass::read_keyfile(f, 0, None)?;
-            let trimmed = p.expose_secret().iter().rposition(|&c| c != b'\n' && c != b'\r').map_or(0, |i| i + 1);
+            let trimmed = p
+                .expose_secret()
+                .iter()
+                .rposition(|&c| c != b'\n' && c != b'\r')
+                .map_or(0, |i| i + 1);
             p.truncate(trimmed);
             Some(p)
         }
         None => None,
     };
-    Ok(Arc::new(wrapcrypt_provider::Pkcs11Provider::open(uri, pin.as_ref())?))
+    Ok(Arc::new(wrapcrypt_provider::Pkcs11Provider::open(
+        uri,
+        pin.as_ref(),
+    )?))
 }
 
 /// The provider recorded in a header's `waes-provider` token.
 pub fn recorded(h: &Luks2Header) -> Option<(String, Option<String>)> {
-    h.meta.tokens.values().find(|t| t.kind == PROVIDER_TOKEN).map(|t| {
-        let name = t.json.get("provider").and_then(|v| v.as_str()).unwrap_or("custodian").to_string();
-        let loc = t.json.get("uri").and_then(|v| v.as_str()).map(str::to_string);
-        (name, loc)
-    })
+    h.meta
+        .tokens
+        .values()
+        .find(|t| t.kind == PROVIDER_TOKEN)
+        .map(|t| {
+            let name = t
+                .json
+                .get("provider")
+                .and_then(|v| v.as_str())
+                .unwrap_or("custodian")
+                .to_string();
+            let loc = t
+                .json
+                .get("uri")
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            (name, loc)
+        })
 }
 
 /// The stored verification pattern, if any.
@@ -130,5 +163,8 @@ pub fn tokens(name: &str, locator: Option<&str>, vp: &str) -> Result<Vec<Token>,
     }
     let v = json!({"type": VP_TOKEN, "keyslots": [], "verification-pattern": vp});
     let bad = |e| CliError::usage(format!("internal token error: {e}"));
-    Ok(vec![Token::from_json(0, &v).map_err(bad)?, Token::from_json(1, &p).map_err(bad)?])
+    Ok(vec![
+        Token::from_json(0, &v).map_err(bad)?,
+        Token::from_json(1, &p).map_err(bad)?,
+    ])
 }

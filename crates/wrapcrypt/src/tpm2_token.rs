@@ -154,9 +154,14 @@ pub fn bank_alg(bank: &str) -> Result<HashingAlgorithm, Tpm2Error> {
 }
 
 fn context(tcti: &str) -> Result<Context, Tpm2Error> {
+    // The TSS logs every failed connect and TPM error on stderr; the CLI
+    // prints one line itself. TSS2_LOG set by the user still wins.
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+none");
+    }
     let conn = |message: String| Tpm2Error::Connect {
         tcti: tcti.to_string(),
-        message,
+        message: format!("{message} (is the TPM or swtpm running? see --tpm2-device)"),
     };
     let conf = TctiNameConf::from_str(tcti).map_err(|e| conn(e.to_string()))?;
     Context::new(conf).map_err(|e| conn(e.to_string()))

@@ -352,9 +352,13 @@ pub fn unlock(
 ) -> Result<Unlocked, CliError> {
     let token_only = a.flag("token-only");
     let explicit = token_only || a.get("token-id").is_some() || a.get("token-type").is_some();
-    let h = vol.luks2_header()?;
-    let try_tokens = explicit || (a.get("key-file").is_none() && has_hw_tokens(h));
+    // LUKS1 headers have no tokens.
+    let h = vol.luks2_header().ok();
+    let try_tokens = explicit || (a.get("key-file").is_none() && h.is_some_and(has_hw_tokens));
     if try_tokens {
+        let Some(h) = h else {
+            return Err(CliError::usage("LUKS1 devices have no tokens."));
+        };
         let (cands, problems) = candidates(a, h)?;
         let pin = pin_file(a)?;
         let mut last: Option<(u32, TokenError)> = None;

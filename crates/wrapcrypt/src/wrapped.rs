@@ -21,13 +21,19 @@ pub fn is_waes(cipher: &str) -> bool {
 
 /// Produces the volume key (the blob) for luksFormat of a wrapped volume
 /// and sets key size and tokens in `params`.
-pub fn format_key(a: &Args, cipher: &str, params: &mut FormatParams) -> Result<SecretBytes, CliError> {
+pub fn format_key(
+    a: &Args,
+    cipher: &str,
+    params: &mut FormatParams,
+) -> Result<SecretBytes, CliError> {
     if !is_waes(cipher) {
         // paes: an IBM secure key file made by zkey / CCA tools. wrapcrypt
         // stores it and manages the header; only a kernel with paes can use it.
-        let path = a
-            .get("volume-key-file")
-            .ok_or_else(|| CliError::usage(format!("Cipher {cipher} needs --volume-key-file with a secure key.")))?;
+        let path = a.get("volume-key-file").ok_or_else(|| {
+            CliError::usage(format!(
+                "Cipher {cipher} needs --volume-key-file with a secure key."
+            ))
+        })?;
         let k = crate::pass::read_keyfile(path, 0, None)?;
         if k.is_empty() {
             return Err(CliError::usage("Secure key file is empty."));
@@ -36,7 +42,9 @@ pub fn format_key(a: &Args, cipher: &str, params: &mut FormatParams) -> Result<S
         return Ok(k);
     }
     if cipher != "waes-xts-plain64" {
-        return Err(CliError::usage(format!("Cipher {cipher} is not supported; use waes-xts-plain64.")));
+        return Err(CliError::usage(format!(
+            "Cipher {cipher} is not supported; use waes-xts-plain64."
+        )));
     }
     let (prov, name, locator) = provider::from_option(a.get("key-provider"), a.get("pin-file"))?;
     let wkb = match a.get("volume-key-file") {
@@ -67,6 +75,7 @@ pub fn format_key(a: &Args, cipher: &str, params: &mut FormatParams) -> Result<S
     }
     params.key_size = blob.len();
     params.tokens = provider::tokens(&name, locator.as_deref(), &vp)?;
+    crate::inventory::note_wrapping_key(&mut params.tokens, &wkb);
     Ok(SecretBytes::copy_from(&blob))
 }
 
@@ -84,9 +93,15 @@ pub struct Opened {
 /// Resolves the provider for an unlocked blob and proves it holds the key
 /// the volume was made with (equal verification patterns).
 pub fn resolve(a: &Args, h: &Luks2Header, blob: &SecretBytes) -> Result<Opened, CliError> {
-    let wkb = Wkb::parse(blob.expose_secret()).map_err(|e| CliError::usage(format!("Stored wrapped key is invalid: {e}")))?;
-    let (name, locator) = provider::recorded(h).unwrap_or_else(|| (wkb.provider().to_string(), None));
-    let locator = a.get("key-provider").filter(|k| k.starts_with("pkcs11:")).map(str::to_string).or(locator);
+    let wkb = Wkb::parse(blob.expose_secret())
+        .map_err(|e| CliError::usage(format!("Stored wrapped key is invalid: {e}")))?;
+    let (name, locator) =
+        provider::recorded(h).unwrap_or_else(|| (wkb.provider().to_string(), None));
+    let locator = a
+        .get("key-provider")
+        .filter(|k| k.starts_with("pkcs11:"))
+        .map(str::to_string)
+        .or(locator);
     let prov = provider::by_name(&name, locator.as_deref(), a.get("pin-file"))?;
     if wkb.provider() != prov.name() {
         return Err(CliError::usage(format!(
@@ -111,7 +126,12 @@ pub fn resolve(a: &Args, h: &Luks2Header, blob: &SecretBytes) -> Result<Opened, 
 }
 
 /// In the server process: a sector cipher over the provider session.
-pub fn server_cipher(name: &str, locator: Option<&str>, blob: &[u8], sector: usize) -> Result<Arc<dyn SectorCipher>, CliError> {
+pub fn server_cipher(
+    name: &str,
+    locator: Option<&str>,
+    blob: &[u8],
+    sector: usize,
+) -> Result<Arc<dyn SectorCipher>, CliError> {
     let wkb = Wkb::parse(blob).map_err(|e| CliError::usage(format!("wrapped key: {e}")))?;
     let prov = provider::by_name(name, locator, None)?;
     Ok(prov.open_cipher(&wkb, sector)?)
@@ -126,7 +146,8 @@ pub fn dump_lines(h: &Luks2Header) -> Option<String> {
     }
     let mut out = String::from("Wrapped key:\n");
     if let Some((name, loc)) = provider::recorded(h) {
-        let prot = provider::by_name(&name, loc.as_deref(), None).map(|p| p.protection().to_string());
+        let prot =
+            provider::by_name(&name, loc.as_deref(), None).map(|p| p.protection().to_string());
         out.push_str(&format!("\tProvider:   {name}\n"));
         if let Some(l) = loc {
             out.push_str(&format!("\tURI:        {l}\n"));
@@ -135,7 +156,9 @@ pub fn dump_lines(h: &Luks2Header) -> Option<String> {
             out.push_str(&format!("\tProtection: {p}\n"));
         }
     } else if cipher.starts_with("paes-") {
-        out.push_str("\tProvider:   IBM CCA/EP11 secure key (kernel paes)\n\tProtection: hardware\n");
+        out.push_str(
+            "\tProvider:   IBM CCA/EP11 secure key (kernel paes)\n\tProtection: hardware\n",
+        );
     }
     if let Some(vp) = provider::stored_vp(h) {
         out.push_str(&format!("\tVerification pattern: {vp}\n"));

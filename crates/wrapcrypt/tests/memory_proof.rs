@@ -111,6 +111,18 @@ fn clear_key_server_core_dump_has_no_key_material() {
     let core = std::fs::read(format!("{}.{pid}", core_prefix.display())).unwrap();
     assert!(core.len() > 1 << 20, "core file suspiciously small");
     let hits = support_mem::find(&core, &needles);
+    if !hits.is_empty() {
+        // Say where: which mapping of the process the hit came from.
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        for (name, n) in &needles {
+            if let Some(off) = memchr::memmem::find(&core, n) {
+                println!(
+                    "{name} at core offset {off:#x}: {}",
+                    support_mem::core_vaddr_mapping(&core, off, &maps)
+                );
+            }
+        }
+    }
     println!(
         "core dump of FUSE server: {} bytes, {} needles, {} hits (live memory: {} hits)",
         core.len(),
@@ -119,4 +131,167 @@ fn clear_key_server_core_dump_has_no_key_material() {
         live.len()
     );
     assert!(hits.is_empty(), "key material in core dump: {hits:?}");
+}
+
+/// The wrapped half: a waes volume open through the custodian and under
+/// I/O. Neither the FUSE server nor a CLI process that holds the unlocked
+/// blob has the effective key or any round key in memory; the custodian
+/// (the key holder) does — the control that shows the search works. The
+/// test knows the effective key only because it imported a known key.
+#[test]
+fn wrapped_key_never_in_cli_or_server_memory() {
+    use std::io::Write;
+    use std::process::Stdio;
+    use wrapcrypt_provider::{CustodianConfig, CustodianProvider, KeyProvider, KeySpec};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("c.sock");
+    let wc = |args: &[&str]| {
+        let mut c = Command::new(bin());
+        c.args(args).env("WRAPCRYPT_CUSTODIAN_SOCKET", &sock);
+        c
+    };
+    // Starts the private custodian on demand.
+    run(&mut wc(&["custodian", "status"]));
+    let prov = CustodianProvider::new(CustodianConfig::new(&sock));
+    let mut key = vec![0u8; 64];
+    wrapcrypt_secret::fill_random(&mut key).unwrap();
+    let clear = wrapcrypt_secret::SecretBytes::copy_from(&key);
+    let wkb = prov.import(&clear, &KeySpec::aes_256_xts()).unwrap();
+    drop(clear);
+    let wkb_file = dir.path().join("key.wkb");
+    std::fs::write(&wkb_file, wkb.encode()).unwrap();
+    let img = dir.path().join("w.img");
+    let pf = dir.path().join("pass");
+    std::fs::write(&pf, b"wrapped-proof").unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(48 << 20)
+        .unwrap();
+    let (img_s, pf_s, wkb_s) = (
+        img.to_str().unwrap(),
+        pf.to_str().unwrap(),
+        wkb_file.to_str().unwrap(),
+    );
+    run(&mut wc(&[
+        "luksFormat",
+        "-q",
+        "--cipher",
+        "waes-xts-plain64",
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        "--volume-key-file",
+        wkb_s,
+        "--key-file",
+        pf_s,
+        img_s,
+    ]));
+    let name = format!("wcwmem{}", std::process::id());
+    run(&mut wc(&["open", img_s, &name, "--key-file", pf_s]));
+    struct Close(String, PathBuf);
+    impl Drop for Close {
+        fn drop(&mut self) {
+            let _ = Command::new(bin())
+                .args(["close", &self.0])
+                .env("WRAPCRYPT_CUSTODIAN_SOCKET", &self.1)
+                .status();
+        }
+    }
+    let _guard = Close(name.clone(), sock.clone());
+    run(Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            "count=4",
+            "oflag=direct",
+            "status=none",
+        ])
+        .arg(format!("of=/dev/mapper/{name}")));
+    run(Command::new("dd")
+        .args([
+            "of=/dev/null",
+            "bs=1M",
+            "count=4",
+            "iflag=direct",
+            "status=none",
+        ])
+        .arg(format!("if=/dev/mapper/{name}")));
+    let needles = support_mem::xts512_needles(&key);
+
+    // The key holder: the custodian has the key schedule (control).
+    let pgrep = Command::new("pgrep")
+        .args(["-f", &format!("wrapcrypt-custodiand.*{}", sock.display())])
+        .output()
+        .unwrap();
+    let cpid: u32 = String::from_utf8_lossy(&pgrep.stdout)
+        .lines()
+        .next()
+        .expect("custodian pid")
+        .trim()
+        .parse()
+        .unwrap();
+    let holder = support_mem::find(&support_mem::process_memory(cpid), &needles);
+    assert!(
+        !holder.is_empty(),
+        "control failed: key schedule not found in the custodian"
+    );
+
+    // The FUSE server, under I/O.
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/wrapcrypt/{name}/state.json")).unwrap(),
+    )
+    .unwrap();
+    let spid = state["pid"].as_u64().unwrap() as u32;
+    let in_server = support_mem::find(&support_mem::process_memory(spid), &needles);
+
+    // A CLI holding the unlocked blob: luksAddKey waits for the new
+    // passphrase on stdin after unlocking with the existing one.
+    let mut cli = wc(&[
+        "luksAddKey",
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        "--key-file",
+        pf_s,
+        img_s,
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let pid = cli.id();
+    let mut blocked = false;
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        if wchan.contains("pipe_read") || wchan.contains("wait_woken") {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(blocked, "CLI did not reach the new-passphrase prompt");
+    let cli_mem = support_mem::process_memory(pid);
+    let in_cli = support_mem::find(&cli_mem, &needles);
+    assert!(
+        memchr::memmem::find(&cli_mem, &wkb.encode()).is_some(),
+        "control failed: the CLI should hold the unlocked blob"
+    );
+    cli.stdin.take().unwrap().write_all(b"second\n").unwrap();
+    assert!(cli.wait().unwrap().success());
+    println!(
+        "custodian (key holder): {} hits; FUSE server: {} hits; CLI with unlocked blob: {} hits ({} needles)",
+        holder.len(),
+        in_server.len(),
+        in_cli.len(),
+        needles.len()
+    );
+    assert!(
+        in_server.is_empty(),
+        "key material in FUSE server memory: {in_server:?}"
+    );
+    assert!(in_cli.is_empty(), "key material in CLI memory: {in_cli:?}");
 }

@@ -121,6 +121,9 @@ impl Keyslot {
             key_size: area_key_size,
             extra: a.rest(&["type", "offset", "size", "encryption", "key_size"]),
         };
+        if area.kind == "raw" && area.size == 0 {
+            return Err(a.err("size", "must not be zero"));
+        }
         let (kdf, af) = if kind == "luks2" {
             let k = Obj::of(Section::Keyslots, Some(id), o.req("kdf")?, "kdf")?;
             let salt = k.req_b64("salt")?;

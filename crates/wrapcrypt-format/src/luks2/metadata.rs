@@ -88,6 +88,18 @@ impl Metadata {
             config: Config::from_json(root.req("config")?)?,
             extra: root.rest(&["keyslots", "tokens", "segments", "digests", "config"]),
         };
+        // cryptsetup: segment ids run 0..n without gaps.
+        if let Some((_, &id)) = m
+            .segments
+            .keys()
+            .enumerate()
+            .find(|&(i, &id)| id as usize != i)
+        {
+            return Err(ValidateError::BadId {
+                section: Section::Segments,
+                id: id.to_string(),
+            });
+        }
         m.validate_references()?;
         Ok(m)
     }
@@ -163,6 +175,28 @@ impl Metadata {
                 }
             }
         }
+        // cryptsetup: every keyslot belongs to exactly one digest and every
+        // crypt segment to one; otherwise the header is invalid.
+        if let Some(&k) = self.keyslots.keys().find(|k| !ks_owner.contains_key(k)) {
+            return Err(ValidateError::Invalid {
+                section: Section::Keyslots,
+                id: Some(k),
+                field: "digests".into(),
+                reason: "keyslot is not assigned to any digest".into(),
+            });
+        }
+        if let Some((&s, _)) = self
+            .segments
+            .iter()
+            .find(|(s, seg)| seg.kind == "crypt" && !seg_owner.contains_key(s))
+        {
+            return Err(ValidateError::Invalid {
+                section: Section::Segments,
+                id: Some(s),
+                field: "digests".into(),
+                reason: "crypt segment is not assigned to any digest".into(),
+            });
+        }
         for (&id, k) in &self.keyslots {
             if k.key_size == 0 {
                 return Err(ValidateError::Invalid {
@@ -231,6 +265,15 @@ impl Metadata {
                     })
                 }
             };
+            // cryptsetup: data starts at 0 (detached header) or after the
+            // keyslots area, never inside the metadata or keyslots area.
+            if s.offset != 0 && s.offset < ks_end {
+                return Err(ValidateError::OutOfBounds {
+                    area: Area::Segment(id),
+                    offset: s.offset,
+                    size,
+                });
+            }
             if let Some((pe, pid)) = prev_end {
                 if s.offset < pe {
                     return Err(ValidateError::Overlap {

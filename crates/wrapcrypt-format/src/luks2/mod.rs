@@ -105,6 +105,14 @@ pub fn parse_copy(
         err,
     })?;
     let copy = bin.copy;
+    // The magic must be the one of the position read: a secondary at
+    // offset 0 (or a primary at hdr_size) is not a valid copy there.
+    if copy != copy_at(expected_offset) {
+        return Err(CopyError::Binary {
+            copy: copy_at(expected_offset),
+            err: BinaryError::BadMagic,
+        });
+    }
     let berr = |err| CopyError::Binary { copy, err };
     if area.len() < bin.hdr_size as usize {
         return Err(berr(BinaryError::Truncated { len: area.len() }));

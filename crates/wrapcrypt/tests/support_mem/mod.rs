@@ -157,6 +157,34 @@ pub fn process_memory(pid: u32) -> Vec<u8> {
     out
 }
 
+/// For a diagnostic: the process mapping (a /proc/PID/maps line) that a
+/// byte offset of an ELF64 core file belongs to.
+pub fn core_vaddr_mapping(core: &[u8], off: usize, maps: &str) -> String {
+    let u16at = |o: usize| u16::from_le_bytes(core[o..o + 2].try_into().unwrap()) as usize;
+    let u64at = |o: usize| u64::from_le_bytes(core[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64at(0x20) as usize, u16at(0x36), u16at(0x38));
+    for i in 0..phnum {
+        let p = phoff + i * phentsize;
+        let (ptype, poff, vaddr, filesz) = (
+            u32::from_le_bytes(core[p..p + 4].try_into().unwrap()),
+            u64at(p + 8),
+            u64at(p + 16),
+            u64at(p + 32),
+        );
+        if ptype == 1 && (poff as usize..(poff + filesz) as usize).contains(&off) {
+            let va = vaddr + (off as u64 - poff);
+            let line = maps.lines().find(|l| {
+                let r = l.split_whitespace().next().unwrap_or("0-0");
+                let (a, b) = r.split_once('-').unwrap_or(("0", "0"));
+                (u64::from_str_radix(a, 16).unwrap_or(0)..u64::from_str_radix(b, 16).unwrap_or(0))
+                    .contains(&va)
+            });
+            return format!("vaddr {va:#x} in {}", line.unwrap_or("(no mapping)"));
+        }
+    }
+    "not in a load segment".into()
+}
+
 #[test]
 fn schedule_matches_fips197_appendix_a3() {
     // FIPS-197 Appendix A.3: AES-256 key expansion, last round key.
