@@ -77,5 +77,7 @@ done
   echo "| measure | ratio | detail | command |"
   echo "|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  # Notes on the figures (what limits them, how they were checked).
+  if [ -e scripts/bench.d/NOTES.md ]; then echo; cat scripts/bench.d/NOTES.md; fi
 } > "$OUT"
 echo "wrote $OUT"

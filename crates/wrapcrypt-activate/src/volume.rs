@@ -7,18 +7,22 @@ use std::ops::{Deref, DerefMut, Range};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::sync::{Arc, RwLock};
-use wrapcrypt_sector::SectorCipher;
+use wrapcrypt_sector::{SectorCipher, SharedBuffer};
 
 /// Alignment of I/O buffers: enough for O_DIRECT on any device.
 pub(crate) const BUF_ALIGN: usize = 4096;
 
-/// A zero-initialised heap buffer aligned for O_DIRECT.
+/// A zero-initialised buffer aligned for O_DIRECT: heap memory, or memory
+/// the cipher processes without copying (a provider's shared memory).
 pub(crate) struct AlignedBuf {
     ptr: std::ptr::NonNull<u8>,
     len: usize,
+    /// Set when the memory belongs to the cipher's provider.
+    shared: Option<SharedBuffer>,
 }
 
-// SAFETY: AlignedBuf owns its allocation exclusively, like Vec<u8>.
+// SAFETY: AlignedBuf owns its allocation exclusively, like Vec<u8>; a
+// shared buffer is Send itself.
 unsafe impl Send for AlignedBuf {}
 
 impl AlignedBuf {
@@ -28,12 +32,35 @@ impl AlignedBuf {
         // SAFETY: layout has non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let ptr = std::ptr::NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, len }
+        AlignedBuf {
+            ptr,
+            len,
+            shared: None,
+        }
+    }
+
+    /// `len` bytes from `cipher`'s shared memory when it offers some (so
+    /// sectors are encrypted where they lie), else from the heap.
+    pub(crate) fn for_cipher(cipher: &dyn SectorCipher, len: usize) -> Self {
+        match cipher.shared_buffer(len) {
+            Some(mut b) if b.len() >= len && b.as_ptr() as usize % BUF_ALIGN == 0 => {
+                let ptr = std::ptr::NonNull::new(b.as_mut_ptr()).expect("non-null buffer");
+                AlignedBuf {
+                    ptr,
+                    len,
+                    shared: Some(b),
+                }
+            }
+            _ => AlignedBuf::new(len),
+        }
     }
 }
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.shared.take().is_some() {
+            return;
+        }
         let layout = Layout::from_size_align(self.len.max(1), BUF_ALIGN).expect("valid layout");
         // SAFETY: allocated in `new` with this layout.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) }
@@ -43,7 +70,8 @@ impl Drop for AlignedBuf {
 impl Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr is valid for len initialised bytes, owned by self.
+        // SAFETY: ptr is valid for len initialised bytes, owned by self
+        // (the heap block, or the shared buffer kept in `shared`).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -112,6 +140,11 @@ impl Volume {
     /// Whether writes are refused.
     pub(crate) fn read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// A request buffer of `len` bytes, in the cipher's shared memory if it has some.
+    pub(crate) fn alloc_buf(&self, len: usize) -> AlignedBuf {
+        AlignedBuf::for_cipher(&*self.cipher, len)
     }
 
     /// Bytes of buffer needed for requests of up to `max` bytes at any offset.

@@ -12,13 +12,13 @@ use wrapcrypt_provider::protocol::{
 };
 use wrapcrypt_provider::shm::Shm;
 use wrapcrypt_provider::transport::{peer_credentials, recv_frame, send_frame};
-use wrapcrypt_provider::xts::SoftXts;
+use wrapcrypt_provider::xts::aes_256_xts;
 use wrapcrypt_provider::{
     clear_key_vp, ErrorCode, KeySpec, MasterKeyStatus, Protection, ProviderError, Register,
     RewrapDirection, Wkb, CUSTODIAN,
 };
 use wrapcrypt_secret::SecretBytes;
-use wrapcrypt_sector::SectorCipher;
+use wrapcrypt_sector::{SectorCipher, SoftCipher};
 
 use crate::registers::{MasterKey, Registers};
 use crate::seal::Store;
@@ -47,7 +47,7 @@ fn seal_err(e: crate::seal::SealError) -> ProviderError {
 
 /// A sector session: the unwrapped key and the client's memfd.
 struct Session {
-    cipher: SoftXts,
+    cipher: SoftCipher,
     shm: Shm,
 }
 
@@ -251,7 +251,7 @@ impl Daemon {
                     ));
                 }
                 let key = self.unwrap(&Wkb::parse(&wkb)?)?;
-                let cipher = SoftXts::new(&key, sector_size as usize)
+                let cipher = aes_256_xts(&key, sector_size as usize)
                     .map_err(|e| refused(ErrorCode::InvalidArgument, e.to_string()))?;
                 let shm = Shm::from_peer(fd, shm_len as usize)
                     .map_err(|e| refused(ErrorCode::InvalidArgument, e.to_string()))?;

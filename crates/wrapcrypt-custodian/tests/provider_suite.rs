@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wrapcrypt_provider::xts::SoftXts;
+use wrapcrypt_provider::xts::aes_256_xts;
 use wrapcrypt_provider::{
     clear_key_vp, CustodianConfig, CustodianProvider, ErrorCode, KeyProvider, KeySpec, KeyState,
     Protection, ProviderError, Register, RewrapDirection, SoftProvider, Wkb,
@@ -185,7 +185,7 @@ fn provider_suite(p: &dyn KeyProvider, foreign: Wkb) {
         let mut d = plain.clone();
         c.encrypt(iv, &mut d).unwrap();
         let mut soft = plain.clone();
-        SoftXts::new(&key_0_63(), sector)
+        aes_256_xts(&key_0_63(), sector)
             .unwrap()
             .encrypt(iv, &mut soft)
             .unwrap();
@@ -267,6 +267,65 @@ fn suite_custodian() {
         p.validate(&forged).unwrap().state,
         KeyState::Invalid(_)
     ));
+    d.stop();
+}
+
+/// Buffers from `shared_buffer` are the memfd itself: sectors anywhere in
+/// them are processed in place (what the FUSE workers do), equal OpenSSL's
+/// XTS, from several threads at once, and across a daemon restart.
+#[test]
+fn shared_buffers_encrypt_in_place() {
+    let mut d = Daemon::start(&[]);
+    let p = d.provider();
+    let imp = p.import(&key_0_63(), &KeySpec::aes_256_xts()).unwrap();
+    let c: Arc<dyn SectorCipher> = p.open_cipher(&imp, 4096).unwrap();
+    let plain = pattern(4096 * 6);
+    let want = python_xts(&plain, 4096, 8 * 3);
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let (c, plain, want) = (c.clone(), plain.clone(), want.clone());
+            std::thread::spawn(move || {
+                let mut b = c
+                    .shared_buffer(4096 * 8 + 100)
+                    .expect("custodian offers memory");
+                assert!(b.len() >= 4096 * 8 + 100);
+                assert_eq!(b.as_ptr() as usize % 4096, 0, "page-aligned for O_DIRECT");
+                let off = 4096 * (i % 2 + 1);
+                for _ in 0..20 {
+                    let d = &mut b[off..off + plain.len()];
+                    d.copy_from_slice(&plain);
+                    c.encrypt(8 * 3, d).unwrap();
+                    assert!(d == &want[..]);
+                    c.decrypt(8 * 3, d).unwrap();
+                    assert!(d == &plain[..]);
+                }
+                b
+            })
+        })
+        .collect();
+    let mut bufs: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // The daemon restarts: the buffer's session is reopened once, in place.
+    d.stop();
+    d.spawn();
+    let b = &mut bufs[0];
+    b[..plain.len()].copy_from_slice(&plain);
+    c.encrypt(8 * 3, &mut b[..plain.len()]).unwrap();
+    assert!(b[..plain.len()] == want[..]);
+    // Misaligned lengths are refused before anything is sent.
+    assert!(c.encrypt(0, &mut b[..100]).is_err());
+    // A dropped buffer's memory is no longer taken for a shared one.
+    drop(bufs);
+    let mut own = plain.clone();
+    c.encrypt(8 * 3, &mut own).unwrap();
+    assert_eq!(own, want);
+    // The soft provider needs no shared memory.
+    let soft = SoftProvider::new()
+        .open_cipher(
+            &SoftProvider::from_clear_key(&key_0_63(), &KeySpec::aes_256_xts()).unwrap(),
+            4096,
+        )
+        .unwrap();
+    assert!(soft.shared_buffer(4096).is_none());
     d.stop();
 }
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wrapcrypt_provider::xts::SoftXts;
+use wrapcrypt_provider::xts::aes_256_xts;
 use wrapcrypt_provider::{KeyProvider, KeySpec, Pkcs11Provider};
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::SectorCipher;
@@ -136,7 +136,7 @@ fn main() {
     let through = remote
         .open_cipher_from_clear_key(&key, SECTOR)
         .expect("remote cipher");
-    let soft: Arc<dyn SectorCipher> = Arc::new(SoftXts::new(&key, SECTOR).expect("xts"));
+    let soft: Arc<dyn SectorCipher> = Arc::new(aes_256_xts(&key, SECTOR).expect("xts"));
 
     let mut json = Vec::new();
     for (name, c, total) in [

@@ -10,11 +10,11 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use wrapcrypt_secret::SecretBytes;
-use wrapcrypt_sector::{SectorCipher, SectorError};
+use wrapcrypt_sector::{SectorCipher, SectorError, SharedBuffer};
 
 use crate::error::ProviderError;
 use crate::protocol::{CryptOp, Request, Response, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION};
@@ -336,6 +336,7 @@ impl KeyProvider for CustodianProvider {
                 total: 0,
             }),
             freed: Condvar::new(),
+            shared: Mutex::new(Vec::new()),
         };
         // Open one slot now so a bad blob or sector size fails here, not on
         // the first read.
@@ -371,22 +372,125 @@ pub struct CustodianSession {
     sector_size: usize,
     pool: Mutex<Pool>,
     freed: Condvar,
+    /// Buffers handed out by `shared_buffer`: data inside one of them is
+    /// processed in place, without the copies through a pool slot.
+    shared: Mutex<Vec<Weak<SharedLink>>>,
+}
+
+/// A caller-owned shared-memory buffer's own connection and daemon session.
+struct SharedLink {
+    shm: Shm,
+    chan: Mutex<Option<(Conn, u32)>>,
+}
+
+impl SharedLink {
+    fn contains(&self, data: &[u8]) -> Option<usize> {
+        let base = self.shm.as_ptr() as usize;
+        let start = data.as_ptr() as usize;
+        (start >= base && start + data.len() <= base + self.shm.len()).then(|| start - base)
+    }
+}
+
+/// The memory of a [`SharedLink`], owned by the caller (a FUSE worker).
+struct SharedBuf {
+    link: Arc<SharedLink>,
+}
+
+impl std::ops::Deref for SharedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the mapping lives as long as the link; only this owner
+        // touches it, and the daemon only while a CRYPT of ours is pending.
+        unsafe { std::slice::from_raw_parts(self.link.shm.as_ptr(), self.link.shm.len()) }
+    }
+}
+
+impl std::ops::DerefMut for SharedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref; &mut self makes this the only slice.
+        unsafe { std::slice::from_raw_parts_mut(self.link.shm.as_ptr(), self.link.shm.len()) }
+    }
 }
 
 impl CustodianSession {
     fn new_slot(&self) -> Result<Slot, ProviderError> {
-        let conn = Conn::open(&self.cfg)?;
         let shm_len = (self.cfg.shm_len / self.sector_size.max(1)).max(1) * self.sector_size;
         let shm = Shm::create(shm_len)?;
+        let (conn, session) = self.open_session(&shm)?;
+        Ok(Slot { conn, shm, session })
+    }
+
+    /// A new connection with a daemon session over `shm`.
+    fn open_session(&self, shm: &Shm) -> Result<(Conn, u32), ProviderError> {
+        let conn = Conn::open(&self.cfg)?;
         let req = Request::OpenSession {
             wkb: self.wkb.clone(),
             sector_size: self.sector_size as u32,
-            shm_len: shm_len as u64,
+            shm_len: shm.len() as u64,
         };
         match conn.call(&req, Some(shm.fd().as_fd()))? {
-            Response::Session(session) => Ok(Slot { conn, shm, session }),
+            Response::Session(session) => Ok((conn, session)),
             other => Err(unexpected(other)),
         }
+    }
+
+    fn new_shared(&self, len: usize) -> Result<SharedBuffer, ProviderError> {
+        let s = self.sector_size.max(1);
+        let shm = Shm::create(len.div_ceil(s).max(1) * s)?;
+        let chan = self.open_session(&shm)?;
+        let link = Arc::new(SharedLink {
+            shm,
+            chan: Mutex::new(Some(chan)),
+        });
+        let mut reg = self.shared.lock().expect("shared lock");
+        reg.retain(|w| w.strong_count() > 0);
+        reg.push(Arc::downgrade(&link));
+        Ok(Box::new(SharedBuf { link }))
+    }
+
+    /// The shared buffer `data` lies in, with its offset there.
+    fn shared_of(&self, data: &[u8]) -> Option<(Arc<SharedLink>, usize)> {
+        let reg = self.shared.lock().expect("shared lock");
+        reg.iter()
+            .filter_map(Weak::upgrade)
+            .find_map(|l| l.contains(data).map(|off| (l, off)))
+    }
+
+    /// CRYPT in place in a shared buffer: no copies.
+    fn crypt_shared(
+        &self,
+        link: &SharedLink,
+        op: CryptOp,
+        iv_sector: u64,
+        offset: usize,
+        len: usize,
+    ) -> Result<(), ProviderError> {
+        let mut chan = link.chan.lock().expect("channel lock");
+        // A daemon restart drops sessions; one retry on a fresh connection.
+        for attempt in 0..2 {
+            if chan.is_none() {
+                *chan = Some(self.open_session(&link.shm)?);
+            }
+            let (conn, session) = chan.as_ref().expect("set above");
+            let req = Request::Crypt {
+                session: *session,
+                op,
+                iv_sector,
+                offset: offset as u64,
+                len: len as u64,
+            };
+            match conn.call(&req, None) {
+                Ok(_) => return Ok(()),
+                Err(ProviderError::Transport(_)) if attempt == 0 => *chan = None,
+                Err(e) => {
+                    if matches!(e, ProviderError::Transport(_)) {
+                        *chan = None;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        unreachable!("the second attempt returns")
     }
 
     /// Takes an idle slot, opens a new one under the limit, or waits.
@@ -421,6 +525,11 @@ impl CustodianSession {
                 len: data.len(),
                 sector_size: self.sector_size,
             });
+        }
+        if let Some((link, off)) = self.shared_of(data) {
+            return self
+                .crypt_shared(&link, op, iv_sector, off, data.len())
+                .map_err(|e| SectorError::Provider(e.to_string()));
         }
         let chunk = (self.cfg.shm_len / self.sector_size).max(1) * self.sector_size;
         for (i, part) in data.chunks_mut(chunk).enumerate() {
@@ -482,4 +591,16 @@ impl SectorCipher for CustodianSession {
     fn decrypt(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError> {
         self.crypt(CryptOp::Decrypt, iv_sector, data)
     }
+
+    fn shared_buffer(&self, len: usize) -> Option<SharedBuffer> {
+        // Beyond the daemon's limit, or if it cannot be reached now, the
+        // caller's own memory and the copying path still work.
+        if len as u64 > MAX_SHARED {
+            return None;
+        }
+        self.new_shared(len).ok()
+    }
 }
+
+/// Largest buffer `shared_buffer` hands out (the daemon maps at most 64 MiB).
+const MAX_SHARED: u64 = 64 << 20;

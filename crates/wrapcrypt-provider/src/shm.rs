@@ -120,6 +120,11 @@ impl Shm {
         &self.fd
     }
 
+    /// Start of the mapping (page-aligned).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
     /// The whole mapping. The peer may write it concurrently; callers only
     /// exchange data through it between request and response.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {

@@ -8,7 +8,7 @@ use wrapcrypt_sector::SectorCipher;
 use crate::error::{ErrorCode, ProviderError};
 use crate::types::{KeySpec, KeyState, KeyStatus, Protection, RewrapDirection};
 use crate::wkb::{Mechanism, Wkb, WrappingKeyId};
-use crate::xts::{clear_key_vp, SoftXts};
+use crate::xts::{aes_256_xts, clear_key_vp};
 use crate::KeyProvider;
 
 /// Provider name written into `soft` blobs.
@@ -122,7 +122,7 @@ impl KeyProvider for SoftProvider {
     ) -> Result<Arc<dyn SectorCipher>, ProviderError> {
         let key = self.key_of(wkb)?;
         Ok(Arc::new(
-            SoftXts::new(&key, sector_size).map_err(|e| xts_err(SOFT, e))?,
+            aes_256_xts(&key, sector_size).map_err(|e| xts_err(SOFT, e))?,
         ))
     }
 }

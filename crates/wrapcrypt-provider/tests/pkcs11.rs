@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use wrapcrypt_provider::xts::SoftXts;
+use wrapcrypt_provider::xts::aes_256_xts;
 use wrapcrypt_provider::{
     clear_key_vp, ErrorCode, KeyAlgorithm, KeyProvider, KeySpec, KeyState, Mechanism,
     Pkcs11Provider, Protection, ProviderError, Register, RewrapDirection, SoftProvider, Wkb,
@@ -171,7 +171,7 @@ fn check_cipher_0_63(open: &dyn Fn(usize) -> Arc<dyn SectorCipher>) {
         let mut d = plain.clone();
         c.encrypt(iv, &mut d).unwrap();
         let mut soft = plain.clone();
-        SoftXts::new(&key_0_63(), sector)
+        aes_256_xts(&key_0_63(), sector)
             .unwrap()
             .encrypt(iv, &mut soft)
             .unwrap();

@@ -47,7 +47,17 @@ pub trait SectorCipher: Send + Sync {
     fn encrypt(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError>;
     /// Decrypts `data` (whole sectors) in place.
     fn decrypt(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError>;
+    /// A page-aligned buffer of at least `len` bytes whose sectors this
+    /// cipher processes without copying (memory shared with an
+    /// out-of-process provider). `None`: ordinary memory is as fast.
+    fn shared_buffer(&self, len: usize) -> Option<SharedBuffer> {
+        let _ = len;
+        None
+    }
 }
+
+/// Memory handed out by [`SectorCipher::shared_buffer`].
+pub type SharedBuffer = Box<dyn std::ops::DerefMut<Target = [u8]> + Send>;
 
 /// Whether this CPU runs AES on the AES-NI fast path.
 pub fn aes_ni_available() -> bool {

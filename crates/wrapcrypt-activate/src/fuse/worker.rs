@@ -81,7 +81,7 @@ pub(crate) fn serve(dev: File, fs: &FileServer) -> io::Result<()> {
     let len = fs.vol.buf_len(MAX_IO);
     let mut b = Bufs {
         head: [0; WRITE_DATA_OFFSET],
-        data: AlignedBuf::new(len),
+        data: fs.vol.alloc_buf(len),
         scratch: None,
     };
     loop {
@@ -116,7 +116,7 @@ pub(crate) fn serve(dev: File, fs: &FileServer) -> io::Result<()> {
             let res = if h.nodeid != FILE_INO {
                 Err(libc::EISDIR)
             } else {
-                let scratch = b.scratch.get_or_insert_with(|| AlignedBuf::new(len));
+                let scratch = b.scratch.get_or_insert_with(|| fs.vol.alloc_buf(len));
                 fs.vol.write(wi.offset, &mut b.data[..size], scratch)
             };
             match res {
@@ -279,7 +279,7 @@ fn fallocate(fs: &FileServer, ino: u64, f: &FallocateIn, b: &mut Bufs) -> Result
     let zeroing = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
     if mode & zeroing != 0 && mode & !(zeroing | libc::FALLOC_FL_KEEP_SIZE) == 0 {
         let len = b.data.len();
-        let scratch = b.scratch.get_or_insert_with(|| AlignedBuf::new(len));
+        let scratch = b.scratch.get_or_insert_with(|| fs.vol.alloc_buf(len));
         return fs.vol.zero_range(f.offset, f.length, &mut b.data, scratch);
     }
     if mode & !libc::FALLOC_FL_KEEP_SIZE == 0 && f.offset.saturating_add(f.length) <= fs.vol.size()

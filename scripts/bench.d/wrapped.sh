@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Wrapped keys: waes-xts-plain64 through the key custodian (memfd sessions)
+# against the in-process software engine; an opened waes volume against an
+# opened aes-xts-plain64 volume (same FUSE + loop path); PKCS#11 (SoftHSM2
+# in-process and through p11-kit server) against the software engine.
+#
+# Env: W (release wrapcrypt), WORK (scratch dir). Rows on stdout as
+# "name|ratio|detail|command"; progress on stderr. BENCH_WRAPPED_MIB sets
+# the volume size (default 1024), BENCH_WRAPPED_ROUNDS the rounds (best of).
+set -euo pipefail
+: "${W:?W must name the wrapcrypt binary}" "${WORK:?WORK must name a scratch dir}"
+MIB=${BENCH_WRAPPED_MIB:-1024}
+ROUNDS=${BENCH_WRAPPED_ROUNDS:-4}
+REL=$(dirname "$W")
+command -v fio >/dev/null || { echo "wrapped.sh: fio missing (scripts/install-deps.sh)" >&2; exit 1; }
+log() { echo "wrapped.sh: $*" >&2; }
+ratio() { python3 -c 'import sys; print(f"{float(sys.argv[1])/float(sys.argv[2]):.3f}")' "$1" "$2"; }
+maxf() { python3 -c 'import sys; print(max(float(x) for x in sys.argv[1:]))' "$@"; }
+
+dir=$(mktemp -d /var/tmp/wrapcrypt-bench-wrapped.XXXXXX)
+names=()
+export WRAPCRYPT_CUSTODIAN_SOCKET="$dir/c.sock"
+cleanup() {
+  for n in "${names[@]}"; do "$W" close "$n" >/dev/null 2>&1 || true; done
+  # The custodian started on demand for this run (its pid is in its lock file).
+  local p
+  p=$(cat "$dir/c.state/custodiand.lock" 2>/dev/null || true)
+  [ -n "$p" ] && kill "$p" 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# 1. Sector crypto: custodian ÷ in-process engine, same buffer sizes.
+j=$(WRAPCRYPT_CUSTODIAND="$REL/wrapcrypt-custodiand" "$REL/examples/custodian_speed" | tee /dev/stderr | tail -1)
+cmd="cargo run --release -p wrapcrypt-provider --example custodian_speed"
+python3 - "$j" "$cmd" <<'EOF'
+import json, sys
+rows, cmd = json.loads(sys.argv[1]), sys.argv[2]
+for r in rows:
+    k = f"{r['call'] >> 10} KiB calls, {r['threads']} thread(s)"
+    print(f"waes via custodian (shared-memory buffer, in place) ÷ in-process engine, {k}|{r['shared_ratio']:.3f}|"
+          f"{r['shared_mb_s']:.0f} vs {r['inprocess_mb_s']:.0f} MB/s wall; CPU s {r['shared_cpu_s']:.2f} vs {r['inprocess_cpu_s']:.2f}|{cmd}")
+for r in rows:
+    if r['call'] == 1 << 20:
+        k = f"{r['call'] >> 10} KiB calls, {r['threads']} thread(s)"
+        print(f"waes via custodian (caller's buffer, copied through a slot) ÷ in-process engine, {k}|{r['copy_ratio']:.3f}|"
+              f"{r['copy_mb_s']:.0f} vs {r['inprocess_mb_s']:.0f} MB/s wall; CPU s {r['copy_cpu_s']:.2f} vs {r['inprocess_cpu_s']:.2f}|{cmd}")
+EOF
+
+# 2. Opened devices: waes (custodian) ÷ aes-xts-plain64 (in-process engine).
+printf 'bench-passphrase' >"$dir/pass"
+fmt=(-q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --sector-size 4096 --key-file "$dir/pass")
+fio_seq() { # dev read|write
+  local j
+  j=$(fio --name=seq --filename="$1" --rw="$2" --bs=1M --direct=1 --ioengine=psync \
+    --size="${MIB}M" --end_fsync=1 --output-format=json 2>/dev/null)
+  jq -r ".jobs[0].$2.bw_bytes / 1e6 | . * 10 | round / 10" <<<"$j"
+}
+# CPU seconds (user + system) of a process so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+add() { python3 -c 'import sys; print(sum(float(x) for x in sys.argv[1:]))' "$@"; }
+declare -A dev pid
+for c in aes waes; do
+  img="$dir/$c.img"
+  truncate -s $((MIB + 16))M "$img"
+  "$W" luksFormat "${fmt[@]}" --cipher "$c-xts-plain64" --key-size 512 "$img"
+  name="wcbench-$c-$$"
+  "$W" open --key-file "$dir/pass" "$img" "$name"
+  names+=("$name")
+  dev[$c]=/dev/mapper/$name
+  pid[$c]=$(jq -r .pid "/run/wrapcrypt/$name/state.json")
+  dd if=/dev/zero of="${dev[$c]}" bs=1M count="$MIB" oflag=direct status=none
+done
+cust=$(cat "$dir/c.state/custodiand.lock")
+# The waes figures count the custodian's CPU too: it does that path's crypto.
+cpus() { if [ "$1" = waes ]; then add "$(cpu "${pid[waes]}")" "$(cpu "$cust")"; else cpu "${pid[aes]}"; fi; }
+declare -A W_ R_ CPU=([aes]=0 [waes]=0)
+load0=$(cut -d' ' -f1 /proc/loadavg)
+for ((r = 1; r <= ROUNDS; r++)); do
+  for c in aes waes; do
+    c0=$(cpus $c)
+    w=$(fio_seq "${dev[$c]}" write)
+    rd=$(fio_seq "${dev[$c]}" read)
+    CPU[$c]=$(python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[3]) - float(sys.argv[2]))' "${CPU[$c]}" "$c0" "$(cpus $c)")
+    W_[$c]+=" $w"
+    R_[$c]+=" $rd"
+    log "round $r $c: write $w MB/s, read $rd MB/s"
+  done
+done
+# shellcheck disable=SC2086
+{ wa=$(maxf ${W_[waes]}); aa=$(maxf ${W_[aes]}); wr=$(maxf ${R_[waes]}); ar=$(maxf ${R_[aes]}); }
+load1=$(cut -d' ' -f1 /proc/loadavg)
+gib=$(python3 -c "print(2 * $MIB * $ROUNDS / 1024)")
+cpg() { python3 -c 'import sys; print(f"{float(sys.argv[1]) / float(sys.argv[2]):.2f}")' "$1" "$gib"; }
+note="CPU (server + custodian) $(cpg "${CPU[waes]}") vs (server) $(cpg "${CPU[aes]}") s/GiB; load average $load0 → $load1"
+cmd="fio --filename=/dev/mapper/NAME --rw=read,write --bs=1M --direct=1 --size=${MIB}M (best of $ROUNDS; scripts/bench.d/wrapped.sh)"
+echo "opened waes-xts-plain64 (custodian) seq read ÷ opened aes-xts-plain64|$(ratio "$wr" "$ar")|$wr vs $ar MB/s; $note|$cmd"
+echo "opened waes-xts-plain64 (custodian) seq write ÷ opened aes-xts-plain64|$(ratio "$wa" "$aa")|$wa vs $aa MB/s; $note|$cmd"
+
+# 3. PKCS#11: SoftHSM2 in-process and through p11-kit server.
+j=$("$REL/examples/pkcs11_speed" | tee /dev/stderr | tail -1)
+cmd="cargo run --release -p wrapcrypt-provider --example pkcs11_speed"
+python3 - "$j" "$cmd" <<'EOF'
+import json, sys
+d, cmd = json.loads(sys.argv[1]), sys.argv[2]
+for name, label in [("softhsm_in_process", "PKCS#11 SoftHSM2 in-process"),
+                    ("softhsm_via_p11_kit_server", "PKCS#11 SoftHSM2 via p11-kit server")]:
+    for t in (1, 2):
+        e, s = d[f"{name}_t{t}_encrypt_mb_s"], d[f"software_t{t}_encrypt_mb_s"]
+        dd = d[f"{name}_t{t}_decrypt_mb_s"]
+        print(f"{label} encrypt ÷ software engine, 128 KiB calls, {t} thread(s)|{e / s:.3f}|"
+              f"encrypt {e:.0f}, decrypt {dd:.0f} vs {s:.0f} MB/s|{cmd}")
+EOF
