@@ -85,11 +85,10 @@ pub fn open(a: &Args) -> Result<(), CliError> {
     let vol = keys::load(a, false)?;
     let dev = a.pos(0, "<device>")?.to_string();
     if a.flag("test-passphrase") {
-        let p = keys::existing_passphrase(a, &format!("Enter passphrase for {dev}: "), None)?;
         // As cryptsetup: a keyslot named with --key-slot may be unbound (testing
         // its passphrase activates nothing); without it only bound ones count.
         let slot = keys::key_slot(a)?;
-        vol.unlock(p.expose_secret(), slot, slot.is_none())?;
+        crate::unlock_tokens::unlock(a, &vol, slot.is_none(), &format!("Enter passphrase for {dev}: "))?;
         return Ok(());
     }
     if vol.version() == 1 {
@@ -119,9 +118,7 @@ pub fn open(a: &Args) -> Result<(), CliError> {
             format!("Cannot use device {dev} which is in use (already mapped as {other})."),
         ));
     }
-    let p = keys::existing_passphrase(a, &format!("Enter passphrase for {dev}: "), None)?;
-    let u = vol.unlock(p.expose_secret(), keys::key_slot(a)?, true)?;
-    drop(p);
+    let u = crate::unlock_tokens::unlock(a, &vol, true, &format!("Enter passphrase for {dev}: "))?;
     let mut cfg = ServeConfig::new(&name, &dev);
     cfg.data_offset = if vol.is_detached() || seg.offset > 0 {
         seg.offset

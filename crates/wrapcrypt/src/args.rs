@@ -47,6 +47,7 @@ const VALUED: &[(&str, Option<char>)] = &[
     ("timeout", Some('t')),
     ("tpm2-device", None),
     ("tpm2-pcrs", None),
+    ("pkcs11-token-uri", None),
     ("provider-state", None),
 ];
 
@@ -80,6 +81,7 @@ const FLAGS: &[(&str, Option<char>)] = &[
     ("help", None),
     ("version", Some('V')),
     ("deferred", None),
+    ("tpm2-with-pin", None),
     ("foreground", None),
 ];
 

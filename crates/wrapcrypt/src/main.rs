@@ -2,8 +2,10 @@
 
 mod activate;
 mod args;
+mod b64;
 mod bench;
 mod custodian;
+mod enroll;
 mod exit;
 mod header;
 mod inventory;
@@ -11,7 +13,10 @@ mod keys;
 mod lifecycle;
 mod luks1cmd;
 mod pass;
+mod pkcs11_token;
 mod provider;
+mod tpm2_token;
+mod unlock_tokens;
 mod wrapped;
 
 use args::Args;
@@ -21,7 +26,7 @@ fn usage() -> &'static str {
     "Usage: wrapcrypt ACTION [options] DEVICE [ARGS]\n\
      Actions: luksFormat open luksOpen close status luksDump isLuks luksUUID luksAddKey\n\
      luksRemoveKey luksChangeKey luksKillSlot luksConvertKey luksHeaderBackup\n\
-     luksHeaderRestore token config convert repair erase benchmark\n\
+     luksHeaderRestore token enroll config convert repair erase benchmark\n\
      Wrapped keys: validate reencipher setvp setkey convert --cipher waes-xts-plain64\n\
      custodian keys crypttab"
 }
@@ -52,6 +57,7 @@ fn run(a: &Args) -> Result<(), CliError> {
         "luksHeaderBackup" => header::backup(a),
         "luksHeaderRestore" => header::restore(a),
         "token" => header::token(a),
+        "enroll" => enroll::run(a),
         "config" => header::config(a),
         "repair" => header::repair(a),
         // --cipher selects the wrapped-key conversion; otherwise LUKS1 <-> LUKS2.

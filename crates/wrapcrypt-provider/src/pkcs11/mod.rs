@@ -255,6 +255,14 @@ impl Pkcs11Provider {
         Ok(list.contains(&MechanismType::AES_KEY_WRAP_PAD))
     }
 
+    /// Runs `f` on the provider's logged-in session, for callers that use
+    /// other objects of the same token (the `systemd-pkcs11` unlock token's
+    /// RSA key) without loading the module a second time.
+    pub fn with_session<R>(&self, f: impl FnOnce(&Session) -> R) -> Result<R, ProviderError> {
+        let s = self.main()?;
+        Ok(f(&s))
+    }
+
     fn main(&self) -> Result<std::sync::MutexGuard<'_, Session>, ProviderError> {
         self.inner
             .main
