@@ -50,7 +50,16 @@ fn pbkdf2(hash: &str, pw: &[u8], salt: &[u8], iter: u32, out: &mut [u8]) -> Resu
     use wrapcrypt_format::hash::HashAlg;
     use wrapcrypt_format::kdf::{derive, KdfParams};
     let hash = HashAlg::from_name(hash).map_err(|e| e.to_string())?;
-    derive(&KdfParams::Pbkdf2 { hash, iterations: iter }, pw, salt, out).map_err(|e| e.to_string())
+    derive(
+        &KdfParams::Pbkdf2 {
+            hash,
+            iterations: iter,
+        },
+        pw,
+        salt,
+        out,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Parses `img`, checks the exact round trip, and compares our dump with

@@ -224,7 +224,9 @@ pub fn format_luks2(
             .checked_sub(2 * md)
             .filter(|&k| k >= 4096)
             .map(|k| k / 4096 * 4096)
-            .ok_or_else(|| VolumeError::Param("Data offset is too small for the LUKS2 metadata.".into()))?,
+            .ok_or_else(|| {
+                VolumeError::Param("Data offset is too small for the LUKS2 metadata.".into())
+            })?,
         None => DEFAULT_DATA_OFFSET - 2 * md,
     };
     if !keyslots_size.is_multiple_of(4096) || keyslots_size > (128 << 20) {
@@ -296,7 +298,13 @@ pub fn format_luks2(
         salts,
         meta: Metadata {
             keyslots: Default::default(),
-            tokens: params.tokens.iter().cloned().enumerate().map(|(i, t)| (i as u32, t)).collect(),
+            tokens: params
+                .tokens
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, t)| (i as u32, t))
+                .collect(),
             segments,
             digests,
             config: Config {

@@ -88,7 +88,12 @@ pub fn open(a: &Args) -> Result<(), CliError> {
         // As cryptsetup: a keyslot named with --key-slot may be unbound (testing
         // its passphrase activates nothing); without it only bound ones count.
         let slot = keys::key_slot(a)?;
-        crate::unlock_tokens::unlock(a, &vol, slot.is_none(), &format!("Enter passphrase for {dev}: "))?;
+        crate::unlock_tokens::unlock(
+            a,
+            &vol,
+            slot.is_none(),
+            &format!("Enter passphrase for {dev}: "),
+        )?;
         return Ok(());
     }
     if vol.version() == 1 {

@@ -232,6 +232,15 @@ fn wrapped_key_never_in_cli_or_server_memory() {
         .trim()
         .parse()
         .unwrap();
+    struct Stop(u32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // The custodian this test started on demand.
+            // SAFETY: signalling a pid this test found for its own daemon.
+            unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
+        }
+    }
+    let _stop = Stop(cpid);
     let holder = support_mem::find(&support_mem::process_memory(cpid), &needles);
     assert!(
         !holder.is_empty(),
