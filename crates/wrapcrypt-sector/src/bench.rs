@@ -83,3 +83,40 @@ fn measure(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_both_directions() {
+        let spec = CipherSpec::parse("aes-xts-plain64").unwrap();
+        let (e, d) = benchmark_with(&spec, 512, 64 * 1024, 512, Duration::from_millis(20)).unwrap();
+        assert!(e > 1.0 && d > 1.0, "{e} {d}");
+        let null = CipherSpec::parse("cipher_null-ecb").unwrap();
+        let (e, _) = benchmark_with(&null, 0, 64 * 1024, 512, Duration::from_millis(20)).unwrap();
+        assert!(e > 1.0);
+    }
+
+    #[test]
+    fn rejects_bad_parameters() {
+        let spec = CipherSpec::parse("aes-xts-plain64").unwrap();
+        assert!(matches!(
+            benchmark(&spec, 512, 1000),
+            Err(BenchError::BufferSize(1000))
+        ));
+        assert!(matches!(
+            benchmark(&spec, 320, 4096),
+            Err(BenchError::Spec(_))
+        ));
+        assert!(matches!(
+            benchmark(&spec, 511, 4096),
+            Err(BenchError::KeyBits(511))
+        ));
+        let w = CipherSpec::parse("waes-xts-plain64").unwrap();
+        assert!(matches!(
+            benchmark(&w, 512, 4096),
+            Err(BenchError::Spec(SpecError::WrappedKey { .. }))
+        ));
+    }
+}
