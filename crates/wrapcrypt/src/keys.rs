@@ -102,6 +102,33 @@ fn unlock_existing(
     Ok(vol.unlock(p.expose_secret(), key_slot(a)?, false)?)
 }
 
+/// luksFormat's overwrite confirmation, then the first passphrase (key
+/// file, positional key file, or a verified prompt). Shared by LUKS1/LUKS2.
+pub fn confirm_format_and_read_passphrase(
+    a: &Args,
+    dev: &Path,
+    hdr: Option<&Path>,
+) -> Result<SecretBytes, CliError> {
+    pass::confirm(
+        &format!(
+            "\nWARNING!\n========\nThis will overwrite data on {} irrevocably.\n",
+            hdr.unwrap_or(dev).display()
+        ),
+        a.batch(),
+    )?;
+    match a
+        .get("key-file")
+        .or_else(|| a.pos.get(1).map(String::as_str))
+    {
+        Some(path) => pass::read_keyfile(
+            path,
+            a.num("keyfile-offset")?.unwrap_or(0),
+            a.num("keyfile-size")?,
+        ),
+        None => pass::read_new(&format!("Enter passphrase for {}: ", dev.display()), true),
+    }
+}
+
 /// luksFormat.
 pub fn luks_format(a: &Args) -> Result<(), CliError> {
     let (dev, hdr) = device(a)?;
@@ -155,24 +182,7 @@ pub fn luks_format(a: &Args) -> Result<(), CliError> {
     } else {
         None
     };
-    pass::confirm(
-        &format!(
-            "\nWARNING!\n========\nThis will overwrite data on {} irrevocably.\n",
-            hdr.unwrap_or(dev).display()
-        ),
-        a.batch(),
-    )?;
-    let passphrase = match a
-        .get("key-file")
-        .or_else(|| a.pos.get(1).map(String::as_str))
-    {
-        Some(path) => pass::read_keyfile(
-            path,
-            a.num("keyfile-offset")?.unwrap_or(0),
-            a.num("keyfile-size")?,
-        )?,
-        None => pass::read_new(&format!("Enter passphrase for {}: ", dev.display()), true)?,
-    };
+    let passphrase = confirm_format_and_read_passphrase(a, dev, hdr)?;
     let key = match (wrapped_key, a.get("volume-key-file")) {
         (Some(k), _) => k,
         (None, Some(p)) => volume_key_file(p, params.key_size)?,

@@ -55,24 +55,7 @@ pub fn format(a: &Args) -> Result<(), CliError> {
         pbkdf,
         keyslot: keys::key_slot(a)?,
     };
-    pass::confirm(
-        &format!(
-            "\nWARNING!\n========\nThis will overwrite data on {} irrevocably.\n",
-            hdr.unwrap_or(dev).display()
-        ),
-        a.batch(),
-    )?;
-    let passphrase = match a
-        .get("key-file")
-        .or_else(|| a.pos.get(1).map(String::as_str))
-    {
-        Some(path) => pass::read_keyfile(
-            path,
-            a.num("keyfile-offset")?.unwrap_or(0),
-            a.num("keyfile-size")?,
-        )?,
-        None => pass::read_new(&format!("Enter passphrase for {}: ", dev.display()), true)?,
-    };
+    let passphrase = keys::confirm_format_and_read_passphrase(a, dev, hdr)?;
     let key = match a.get("volume-key-file") {
         Some(p) => keys::volume_key_file(p, params.key_size)?,
         None => SecretBytes::random(params.key_size)?,
