@@ -293,14 +293,20 @@ fn blob_under_a_destroyed_master_key() {
     // Keyslot commands handle the blob, not the key, and need no provider,
     // as cryptsetup's do on a paes volume whose secure key is gone: the
     // passphrase test and luksAddKey still work.
-    let o = c.wc(&["open", "--test-passphrase", &img, "--key-file", &kf], None);
+    let o = c.wc(
+        &["open", "--test-passphrase", &img, "--key-file", &kf],
+        None,
+    );
     assert_eq!(o.code, 0, "--test-passphrase checks the keyslot only: {o}");
     let kf2 = s.key("pass2", b"second-pass");
     let mut add = vec!["luksAddKey", "-q"];
     add.extend_from_slice(FAST);
     add.extend_from_slice(&[&img, "--key-file", &kf, &kf2]);
     c.ok(&add);
-    let o = c.wc(&["open", "--test-passphrase", &img, "--key-file", &kf2], None);
+    let o = c.wc(
+        &["open", "--test-passphrase", &img, "--key-file", &kf2],
+        None,
+    );
     assert_eq!(o.code, 0, "the added passphrase unlocks the keyslot: {o}");
 }
 
