@@ -125,6 +125,7 @@ impl Conn {
                 })
             }
         };
+        check_server(&cfg.socket, &sock)?;
         let c = Conn { sock };
         match c.call(
             &Request::Hello {
@@ -165,6 +166,32 @@ impl Conn {
             Ok(Ok(r)) => Ok(r),
         }
     }
+}
+
+/// The custodian holds master keys and receives clear keys (IMPORT): only a
+/// daemon run by root or by this user may be it. Another user's process
+/// listening on the path (a stale socket taken over, a wrong
+/// WRAPCRYPT_CUSTODIAN_SOCKET) is refused before anything is sent.
+fn check_server(path: &Path, sock: &UnixStream) -> Result<(), ProviderError> {
+    let (uid, _, pid) =
+        crate::transport::peer_credentials(sock).map_err(|source| ProviderError::Connect {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    // SAFETY: geteuid has no failure mode.
+    let me = unsafe { libc::geteuid() };
+    if uid == 0 || uid == me {
+        return Ok(());
+    }
+    Err(ProviderError::refused(
+        CUSTODIAN,
+        crate::ErrorCode::PermissionDenied,
+        format!(
+            "the process serving {} (pid {pid}) runs as uid {uid}, neither root nor you; \
+             refusing to use it as the key custodian",
+            path.display()
+        ),
+    ))
 }
 
 fn absent(e: &io::Error) -> bool {

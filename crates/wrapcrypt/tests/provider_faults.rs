@@ -269,6 +269,70 @@ fn custodian_of_another_user() {
     }
 }
 
+/// A process of another user listening where the custodian should be (a
+/// stale socket path taken over, a wrong WRAPCRYPT_CUSTODIAN_SOCKET): the
+/// CLI checks the server's uid (SO_PEERCRED) and sends it nothing, not
+/// even HELLO — an IMPORT would otherwise hand it a clear key.
+#[test]
+fn custodian_socket_served_by_another_user() {
+    let s = Scratch::new();
+    let c = Custodian::new(&s);
+    let kf = s.key("pass", b"fault-pass");
+    let img = s.image("w.img", 20);
+    format_waes(&c, &img, &kf);
+    let pub_dir = Scratch::new();
+    open_up(pub_dir.dir.path(), 0o777);
+    let sock = pub_dir.path("impostor.sock");
+    let got = pub_dir.path("received");
+    // The impostor records every byte a client sends it.
+    let script = format!(
+        "import socket,os\n\
+         s=socket.socket(socket.AF_UNIX); s.bind({sock:?}); s.listen(8)\n\
+         open({ready:?},'w').close()\n\
+         while True:\n    c,_=s.accept(); d=c.recv(65536); open({got:?},'ab').write(d); c.close()\n",
+        ready = pub_dir.path("ready"),
+    );
+    let mut imp = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "python3", "-c", &script])
+        .spawn()
+        .expect("python3 and setpriv are installed");
+    for _ in 0..200 {
+        if Path::new(&pub_dir.path("ready")).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let name = map_name("imp");
+    let words = &["custodian", "impostor.sock", "uid 65534", "neither root nor you"][..];
+    let with_impostor = |args: &[&str]| {
+        let mut cmd = Command::new(wrapcrypt_bin());
+        cmd.args(args)
+            .env("LC_ALL", "C")
+            .env("WRAPCRYPT_CUSTODIAN_SOCKET", &sock);
+        cmd
+    };
+    check_open(
+        with_impostor(&["open", "--readonly", &img, &name, "--key-file", &kf]),
+        &img,
+        &name,
+        2,
+        words,
+        "open against another user's socket",
+    );
+    let target = patterned_image(&s, "t.img");
+    check_unchanged(
+        with_impostor(&format_args(&target, &kf, &[])),
+        &target,
+        2,
+        words,
+        "luksFormat against another user's socket",
+    );
+    let _ = imp.kill();
+    let _ = imp.wait();
+    let sent = std::fs::read(&got).unwrap_or_default();
+    assert!(sent.is_empty(), "the CLI sent {} bytes to the impostor", sent.len());
+}
+
 #[test]
 fn blob_under_a_destroyed_master_key() {
     let s = Scratch::new();
