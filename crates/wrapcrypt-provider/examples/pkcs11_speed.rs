@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wrapcrypt_provider::xts::aes_256_xts;
-use wrapcrypt_provider::{KeyProvider, KeySpec, Pkcs11Provider};
+use wrapcrypt_provider::{KeyProvider, KeySpec, Mechanism, Pkcs11Provider};
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::SectorCipher;
 
@@ -130,12 +130,12 @@ fn main() {
         Some(&pin),
     )
     .expect("open token through p11-kit");
-    // p11-kit forwards no AES key wrap (docs/pkcs11.md): the key goes in as
-    // session objects directly; the data path is the same.
+    // p11-kit forwards no AES key wrap (docs/pkcs11.md §7): the provider
+    // makes a token-held key (WKB mechanism 3); the data path is the same.
+    let held = remote.generate(&KeySpec::aes_256_xts()).expect("generate");
+    assert_eq!(held.mechanism(), Mechanism::Pkcs11TokenHeld);
+    let through = remote.open_cipher(&held, SECTOR).expect("remote cipher");
     let key = SecretBytes::random(64).expect("random");
-    let through = remote
-        .open_cipher_from_clear_key(&key, SECTOR)
-        .expect("remote cipher");
     let soft: Arc<dyn SectorCipher> = Arc::new(aes_256_xts(&key, SECTOR).expect("xts"));
 
     let mut json = Vec::new();
