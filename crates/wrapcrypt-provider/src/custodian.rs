@@ -181,20 +181,50 @@ fn start_daemon(cfg: &CustodianConfig) -> Result<(), ProviderError> {
         source,
     };
     // The daemon forks once its socket is bound and the parent exits, so
-    // waiting here means "ready" and leaves no zombie behind.
-    let status = Command::new(&a.program)
+    // waiting here means "ready" and leaves no zombie behind. Its stderr
+    // is captured: a failed start becomes this error's one line instead of
+    // extra lines on the client's terminal.
+    let mut child = Command::new(&a.program)
         .args(&a.args)
         .arg("--daemonize")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .status()
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(spawn_err)?;
+    let pipe = child.stderr.take();
+    let status = child.wait().map_err(spawn_err)?;
     if !status.success() {
-        return Err(spawn_err(io::Error::other(format!(
-            "it exited with {status}; see its log in the state directory"
-        ))));
+        let said = pipe.map(read_available).unwrap_or_default();
+        let said = said
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(|l| l.strip_prefix("wrapcrypt-custodiand: ").unwrap_or(l));
+        return Err(spawn_err(io::Error::other(match said {
+            Some(line) => line.to_string(),
+            None => format!("it exited with {status}; see its log in the state directory"),
+        })));
     }
     Ok(())
+}
+
+/// What a daemon that has exited left in its stderr pipe, without waiting
+/// for the end of the pipe: a forked child that failed to redirect its
+/// stderr could hold the write end open for ever.
+fn read_available(pipe: std::process::ChildStderr) -> String {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let fd = pipe.as_raw_fd();
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+    let mut buf = Vec::new();
+    let _ = pipe.take(4096).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 fn connect_retry(path: &Path) -> Result<UnixStream, ProviderError> {

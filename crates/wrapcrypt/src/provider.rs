@@ -24,19 +24,68 @@ pub const PAES_VP_TOKEN: &str = "paes-verification-pattern";
 
 impl From<ProviderError> for CliError {
     fn from(e: ProviderError) -> CliError {
+        use std::io::ErrorKind;
         use wrapcrypt_provider::ErrorCode;
-        let code = match e.code() {
-            ErrorCode::PermissionDenied => 2,
-            _ => 1,
-        };
-        let msg = match &e {
-            ProviderError::Connect { .. } | ProviderError::Spawn { .. } => {
-                format!("Key provider unavailable: {e}. Is wrapcrypt-custodiand installed and startable?")
+        // cryptsetup's codes (docs/provider-protocol.md §9): 2 where a
+        // permission or a PIN is wrong, 1 for everything else, which is
+        // what its translate_errno gives for EINVAL, ENOENT and the rest.
+        match &e {
+            ProviderError::Connect { path, source } => {
+                let code = match source.kind() {
+                    ErrorKind::PermissionDenied => 2,
+                    _ => 1,
+                };
+                let absent = matches!(
+                    source.kind(),
+                    ErrorKind::NotFound | ErrorKind::ConnectionRefused
+                );
+                let msg = if absent && wrapcrypt_provider::custodian::find_daemon().is_none() {
+                    format!(
+                        "The key custodian is not running (nothing listens on {}) and cannot be started: wrapcrypt-custodiand is not installed beside wrapcrypt or on PATH.",
+                        path.display()
+                    )
+                } else if code == 2 {
+                    format!(
+                        "Cannot reach the key custodian at {}: permission denied (the socket or its directory belongs to another user).",
+                        path.display()
+                    )
+                } else {
+                    format!(
+                        "Cannot reach the key custodian at {}: {}.",
+                        path.display(),
+                        io_text(source)
+                    )
+                };
+                CliError::new(code, msg)
             }
-            _ => format!("Key provider error: {e}"),
-        };
-        CliError::new(code, msg)
+            ProviderError::Spawn { program, source } => CliError::new(
+                1,
+                format!(
+                    "The key custodian is not running and could not be started ({}): {}.",
+                    program.display(),
+                    io_text(source)
+                ),
+            ),
+            _ => {
+                let code = match e.code() {
+                    ErrorCode::PermissionDenied => 2,
+                    _ => 1,
+                };
+                CliError::new(code, format!("Key provider error: {e}"))
+            }
+        }
     }
+}
+
+/// An I/O error as a user reads it: "Permission denied", without Rust's
+/// "(os error 13)" suffix; one line even if a daemon's message had more.
+fn io_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    };
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The custodian client. `WRAPCRYPT_CUSTODIAN_SOCKET` (a path, not a
@@ -87,7 +136,9 @@ pub fn by_name_with_pin(
     match name {
         "custodian" => Ok(Arc::new(custodian())),
         "pkcs11" => pkcs11(locator.unwrap_or(""), pin),
-        other => Err(CliError::usage(format!("Unknown key provider {other}."))),
+        other => Err(CliError::usage(format!(
+            "Unknown key provider {other} (this wrapcrypt has custodian and pkcs11)."
+        ))),
     }
 }
 
