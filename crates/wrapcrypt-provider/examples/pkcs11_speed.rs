@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wrapcrypt_provider::xts::aes_256_xts;
-use wrapcrypt_provider::{KeyProvider, KeySpec, Pkcs11Provider};
+use wrapcrypt_provider::{KeyProvider, KeySpec, Mechanism, Pkcs11Provider};
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::SectorCipher;
 
@@ -130,12 +130,17 @@ fn main() {
         Some(&pin),
     )
     .expect("open token through p11-kit");
-    // p11-kit forwards no AES key wrap (docs/pkcs11.md): the key goes in as
-    // session objects directly; the data path is the same.
+    // p11-kit forwards no AES key wrap (docs/pkcs11.md §7): the provider
+    // makes a token-held key (WKB mechanism 3); the data path is the same.
+    let held = remote.generate(&KeySpec::aes_256_xts()).expect("generate");
+    assert_eq!(held.mechanism(), Mechanism::Pkcs11TokenHeld);
+    let through = remote.open_cipher(&held, SECTOR).expect("remote cipher");
     let key = SecretBytes::random(64).expect("random");
-    let through = remote
+    // The same composition over session objects made from a clear key: the
+    // data path before token-held keys, for comparison.
+    let through_session = remote
         .open_cipher_from_clear_key(&key, SECTOR)
-        .expect("remote cipher");
+        .expect("remote cipher from a clear key");
     let soft: Arc<dyn SectorCipher> = Arc::new(aes_256_xts(&key, SECTOR).expect("xts"));
 
     let mut json = Vec::new();
@@ -143,12 +148,17 @@ fn main() {
         ("software", &soft, 256usize << 20),
         ("softhsm_in_process", &in_process, 128 << 20),
         ("softhsm_via_p11_kit_server", &through, 32 << 20),
+        (
+            "softhsm_via_p11_kit_server_session_key",
+            &through_session,
+            32 << 20,
+        ),
     ] {
         for threads in [1, 2] {
             let e = speed(c, total, threads, true);
             let d = speed(c, total, threads, false);
             println!(
-                "pkcs11_speed: {name:<28} {threads} thread(s), {} KiB calls: encrypt {e:7.0} MB/s, decrypt {d:7.0} MB/s",
+                "pkcs11_speed: {name:<40} {threads} thread(s), {} KiB calls: encrypt {e:7.0} MB/s, decrypt {d:7.0} MB/s",
                 CALL >> 10
             );
             json.push(format!(
@@ -156,7 +166,7 @@ fn main() {
             ));
         }
     }
-    drop((in_process, through));
+    drop((in_process, through, through_session));
     drop(server);
     println!("{{{}}}", json.join(","));
 }

@@ -49,6 +49,11 @@ pub enum Mechanism {
     /// RFC 5649 AES key wrap with padding under an AES-256 KEK
     /// (PKCS#11 `CKM_AES_KEY_WRAP_PAD`): payload = wrap(K1) ‖ wrap(K2).
     AesKwp256,
+    /// Not wrapped, held: K1 and K2 are non-extractable PKCS#11 token
+    /// objects named by the identity (`CKA_ID` = identity ‖ 1, identity ‖ 2);
+    /// payload = the key's verification pattern (32 bytes), checked in the
+    /// token. For modules that cannot unwrap (p11-kit's client).
+    Pkcs11TokenHeld,
 }
 
 impl Mechanism {
@@ -58,6 +63,7 @@ impl Mechanism {
             Mechanism::Clear => 0,
             Mechanism::AesGcmSiv256 => 1,
             Mechanism::AesKwp256 => 2,
+            Mechanism::Pkcs11TokenHeld => 3,
         }
     }
 
@@ -67,6 +73,7 @@ impl Mechanism {
             0 => Some(Mechanism::Clear),
             1 => Some(Mechanism::AesGcmSiv256),
             2 => Some(Mechanism::AesKwp256),
+            3 => Some(Mechanism::Pkcs11TokenHeld),
             _ => None,
         }
     }
@@ -438,6 +445,39 @@ mod tests {
         let check = hex::encode(&e[224..]);
         assert_eq!(check, hex::encode(Sha256::digest(&e[..224])));
         assert_eq!(check, DOC_CHECK);
+    }
+
+    /// The mechanism-3 vector of docs/wrapped-key-blob.md §4: identity
+    /// 00..0f, payload = VP of key 00..3f, whole blob as Python computes it
+    /// (`cryptography` AES-XTS for the VP, `hashlib` for the check).
+    #[test]
+    fn token_held_vector() {
+        let vp = hex::decode("cd6b103236fbd87dba93e9001e29bc3d5e885d6abd1577e3e0e0a5f49e444894")
+            .unwrap();
+        let w = Wkb::new(
+            "pkcs11",
+            KeyAlgorithm::Aes256Xts,
+            Mechanism::Pkcs11TokenHeld,
+            WrappingKeyId::Pkcs11Id((0..16).collect()),
+            SecretBytes::copy_from(&vp),
+        )
+        .unwrap();
+        let e = w.encode();
+        let want = concat!(
+            "5743574b00010100706b63733131000000000000000000000001004000030000",
+            "0210000102030405060708090a0b0c0d0e0f0000000000000000000000000000",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0020000000000000cd6b103236fbd87dba93e9001e29bc3d5e885d6abd1577e3",
+            "e0e0a5f49e444894000000000000000000000000000000000000000000000000",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "8bb8670cb43014343bdd2a1f9635363ea0a541545022edd9802df9d3e2a9106d",
+        );
+        assert_eq!(hex::encode(&e), want);
+        let p = Wkb::parse(&e).unwrap();
+        assert_eq!(p.mechanism(), Mechanism::Pkcs11TokenHeld);
+        assert_eq!(Mechanism::from_code(3), Some(Mechanism::Pkcs11TokenHeld));
+        assert_eq!(p.expose_payload(), &vp[..]);
     }
 
     const DOC_CHECK: &str = "d8c8e599a31b22ab287378e347f1f340698483076fe6f005321dfe7626f47894";

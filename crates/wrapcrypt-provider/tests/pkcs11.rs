@@ -24,7 +24,9 @@ const PIN: &[u8] = b"4711-user";
 /// VP of the key 00 01 … 3f (Python `cryptography` AES-XTS of 32 zero bytes, tweak 0).
 const VP_KEY_0_63: &str = "cd6b103236fbd87dba93e9001e29bc3d5e885d6abd1577e3e0e0a5f49e444894";
 /// One token per test, so logins and keys never meet.
-const TOKENS: &[&str] = &["suite", "badpin", "rotate", "remote", "vectors", "other"];
+const TOKENS: &[&str] = &[
+    "suite", "badpin", "rotate", "remote", "vectors", "other", "ecb",
+];
 
 struct Fixture {
     dir: PathBuf,
@@ -465,29 +467,177 @@ fn rotation_to_new_and_from_old() {
     );
 }
 
+/// SoftHSM2 2.6.1 refuses CKM_AES_ECB as a wrap/unwrap mechanism (its
+/// C_WrapKey/C_UnwrapKey take only the AES key wraps, AES-CBC and RSA), so
+/// ECB cannot stand in for CKM_AES_KEY_WRAP_PAD behind p11-kit
+/// (docs/pkcs11.md §7). Run against `p`'s token; fails loudly the day a
+/// SoftHSM accepts it, so the choice can be revisited.
+fn assert_aes_ecb_cannot_wrap(p: &Pkcs11Provider) {
+    use cryptoki::error::{Error, RvError};
+    use cryptoki::mechanism::Mechanism as M;
+    use cryptoki::object::{Attribute as A, KeyType, ObjectClass};
+    let (wrap, unwrap) = p
+        .with_session(|s| {
+            let aes = |wrap: bool| {
+                let mut t = vec![
+                    A::Class(ObjectClass::SECRET_KEY),
+                    A::KeyType(KeyType::AES),
+                    A::ValueLen(32.into()),
+                    A::Token(false),
+                    A::Sensitive(true),
+                    A::Extractable(!wrap),
+                ];
+                if wrap {
+                    t.extend([A::Wrap(true), A::Unwrap(true)]);
+                }
+                s.generate_key(&M::AesKeyGen, &t).unwrap()
+            };
+            let (kek, k) = (aes(true), aes(false));
+            let wrap = s.wrap_key(&M::AesEcb, kek, k).map(|w| w.len());
+            let unwrap = s
+                .unwrap_key(
+                    &M::AesEcb,
+                    kek,
+                    &[0x5a; 32],
+                    &[
+                        A::Class(ObjectClass::SECRET_KEY),
+                        A::KeyType(KeyType::AES),
+                        A::Token(false),
+                        A::Sensitive(true),
+                        A::Extractable(false),
+                    ],
+                )
+                .map(|_| ());
+            let _ = (s.destroy_object(kek), s.destroy_object(k));
+            (wrap, unwrap)
+        })
+        .unwrap();
+    assert!(
+        matches!(wrap, Err(Error::Pkcs11(RvError::MechanismInvalid, _))),
+        "C_WrapKey(CKM_AES_ECB): {wrap:?}"
+    );
+    assert!(
+        matches!(unwrap, Err(Error::Pkcs11(RvError::MechanismInvalid, _))),
+        "C_UnwrapKey(CKM_AES_ECB): {unwrap:?}"
+    );
+}
+
+#[test]
+fn softhsm_refuses_aes_ecb_as_a_wrap_mechanism() {
+    assert_aes_ecb_cannot_wrap(&open("ecb", "k"));
+}
+
 /// Through `p11-kit server`: the token lives in another process. Debian's
-/// p11-kit 0.24 forwards CKM_AES_KEY_GEN and CKM_AES_ECB but no AES key-wrap
-/// mechanism, so the data path works and wrapping is refused by name.
+/// p11-kit 0.24 forwards CKM_AES_KEY_GEN and CKM_AES_ECB but no mechanism
+/// that SoftHSM2 can unwrap an AES key with into 120 bytes, so the
+/// provider holds volume keys in the token (WKB mechanism 3) and the whole
+/// suite runs there.
 #[test]
 fn through_p11_kit_server() {
     fixture();
     let p = Pkcs11Provider::open(&uri("remote", "kek", P11_KIT_CLIENT), Some(&pin())).unwrap();
     assert_eq!(p.protection(), Protection::SeparateProcess);
-    assert!(!p.supports_wrap_pad().unwrap(), "p11-kit now forwards CKM_AES_KEY_WRAP_PAD: update docs/pkcs11.md and run the full suite here");
-    p.create_wrapping_key("kek", &[0x05]).unwrap();
-    let e = p.generate(&KeySpec::aes_256_xts()).unwrap_err();
-    match &e {
-        ProviderError::Pkcs11 {
-            function, rv, code, ..
-        } => {
-            assert_eq!(
-                (function.as_str(), rv.as_str()),
-                ("C_WrapKey", "CKR_MECHANISM_INVALID")
-            );
-            assert_eq!(*code, ErrorCode::Unsupported);
-        }
-        other => panic!("{other:?}"),
+    assert!(!p.supports_wrap_pad().unwrap(), "p11-kit now forwards CKM_AES_KEY_WRAP_PAD: update docs/pkcs11.md §7 (blobs would be wrapped again there)");
+    assert_aes_ecb_cannot_wrap(&p);
+
+    let spec = KeySpec::aes_256_xts();
+    let g = p.generate(&spec).unwrap();
+    assert_eq!(g.mechanism(), Mechanism::Pkcs11TokenHeld);
+    assert_eq!(g.mechanism().code(), 3);
+    assert_eq!(g.expose_payload().len(), 32);
+    assert_eq!(
+        hex::encode(g.expose_payload()),
+        p.verification_pattern(&g).unwrap(),
+        "the payload is the key's VP"
+    );
+    provider_suite(
+        &p,
+        SoftProvider::new()
+            .generate(&KeySpec::aes_256_xts())
+            .unwrap(),
+    );
+    provider_suite(&p, custodian_blob());
+
+    let imp = p.import(&key_0_63(), &spec).unwrap();
+    assert_eq!(hex::encode(imp.expose_payload()), VP_KEY_0_63);
+    let st = p.validate(&imp).unwrap();
+    assert_eq!((st.state, st.register), (KeyState::Current, None));
+    assert!(
+        st.wrapping_key.starts_with("token-held id:"),
+        "{}",
+        st.wrapping_key
+    );
+    // Nothing to re-wrap: refused by name, in both directions.
+    for d in [RewrapDirection::ToNew, RewrapDirection::FromOld] {
+        let e = p.rewrap(&imp, d).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unsupported, "{e}");
+        assert!(e.to_string().contains("nothing to re-wrap"), "{e}");
     }
-    assert!(e.to_string().contains("p11-kit"), "{e}");
-    check_cipher_0_63(&|sector| p.open_cipher_from_clear_key(&key_0_63(), sector).unwrap());
+
+    // A second client (a new connection) opens the first one's blob.
+    let q = Pkcs11Provider::open(&uri("remote", "kek", P11_KIT_CLIENT), Some(&pin())).unwrap();
+    assert_eq!(q.verification_pattern(&imp).unwrap(), VP_KEY_0_63);
+
+    // Altered payload (checksum recomputed): the VP check refuses it.
+    let mut vp = imp.expose_payload().to_vec();
+    vp[3] ^= 1;
+    let forged = Wkb::new(
+        imp.provider(),
+        imp.algorithm(),
+        imp.mechanism(),
+        imp.wrapping_key().clone(),
+        SecretBytes::copy_from(&vp),
+    )
+    .unwrap();
+    let e = p
+        .open_cipher(&forged, 512)
+        .err()
+        .expect("forged blob opened");
+    assert_eq!(e.code(), ErrorCode::IntegrityFailure, "{e}");
+    assert!(
+        e.to_string().contains("verification pattern differs"),
+        "{e}"
+    );
+    match p.validate(&forged).unwrap().state {
+        KeyState::Invalid(why) => assert!(why.contains("verification pattern differs"), "{why}"),
+        s => panic!("{s:?}"),
+    }
+    // Altered identity: no such key in the token.
+    let WrappingKeyId::Pkcs11Id(mut id) = imp.wrapping_key().clone() else {
+        panic!("identity kind")
+    };
+    id[0] ^= 1;
+    let elsewhere = Wkb::new(
+        imp.provider(),
+        imp.algorithm(),
+        imp.mechanism(),
+        WrappingKeyId::Pkcs11Id(id),
+        SecretBytes::copy_from(imp.expose_payload()),
+    )
+    .unwrap();
+    let e = p.open_cipher(&elsewhere, 512).err().unwrap();
+    assert_eq!(e.code(), ErrorCode::UnknownWrappingKey, "{e}");
+    assert!(e.to_string().contains("is not in token 'remote'"), "{e}");
+    // A bit flip without a recomputed checksum never reaches the token.
+    let mut raw = imp.encode();
+    raw[110] ^= 0x10;
+    assert!(Wkb::parse(&raw).is_err());
+
+    // The same token through SoftHSM2 in this process (which can wrap):
+    // the blob's mechanism, not the module, decides how it opens.
+    let direct = open("remote", "kek");
+    assert!(direct.supports_wrap_pad().unwrap());
+    check_cipher_0_63(&|sector| direct.open_cipher(&imp, sector).unwrap());
+
+    // Erase: destroying the token objects makes every copy of the blob dead.
+    assert!(p.destroy_token_held_key(&imp).unwrap());
+    assert!(!p.destroy_token_held_key(&imp).unwrap());
+    assert_eq!(
+        p.open_cipher(&imp, 512).err().unwrap().code(),
+        ErrorCode::UnknownWrappingKey
+    );
+    assert!(matches!(
+        p.validate(&imp).unwrap().state,
+        KeyState::Invalid(_)
+    ));
 }

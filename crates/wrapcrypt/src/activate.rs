@@ -28,14 +28,20 @@ impl From<ActivateError> for CliError {
 /// the effective key).
 pub(crate) enum KeySource<'a> {
     Clear,
-    Wrapped { provider: &'a str, locator: &'a str },
+    Wrapped {
+        provider: &'a str,
+        locator: &'a str,
+        /// The PKCS#11 user PIN from --pin-file: the server logs in itself.
+        pin: Option<&'a SecretBytes>,
+    },
 }
 
 /// What the server needs besides its ServeConfig: how to build the cipher.
 /// Payload layout on the pipe: u32 LE length of the ServeConfig JSON, the
 /// JSON, the cipher spec length (u16 LE) and text, the sector size (u32 LE),
 /// a kind byte (0 clear key, 1 wrapped: then u16 LE length + provider name,
-/// u16 LE length + locator), then the key or blob bytes up to the end.
+/// u16 LE length + locator, u16 LE length + PIN), then the key or blob
+/// bytes up to the end.
 pub(crate) fn payload(
     cfg: &ServeConfig,
     spec: &str,
@@ -46,7 +52,11 @@ pub(crate) fn payload(
     let json = serde_json::to_vec(cfg).expect("ServeConfig serializes");
     let extra = match src {
         KeySource::Clear => 1,
-        KeySource::Wrapped { provider, locator } => 1 + 4 + provider.len() + locator.len(),
+        KeySource::Wrapped {
+            provider,
+            locator,
+            pin,
+        } => 1 + 6 + provider.len() + locator.len() + pin.map_or(0, |p| p.len()),
     };
     let len = 4 + json.len() + 2 + spec.len() + 4 + extra + key.len();
     let mut p = SecretBytes::zeroed(len);
@@ -63,12 +73,19 @@ pub(crate) fn payload(
     put(&sector_size.to_le_bytes());
     match src {
         KeySource::Clear => put(&[0]),
-        KeySource::Wrapped { provider, locator } => {
+        KeySource::Wrapped {
+            provider,
+            locator,
+            pin,
+        } => {
             put(&[1]);
             put(&(provider.len() as u16).to_le_bytes());
             put(provider.as_bytes());
             put(&(locator.len() as u16).to_le_bytes());
             put(locator.as_bytes());
+            let pin = pin.map_or(&[][..], |p| p.expose_secret());
+            put(&(pin.len() as u16).to_le_bytes());
+            put(pin);
         }
     }
     put(key.expose_secret());
@@ -159,7 +176,7 @@ pub fn open(a: &Args) -> Result<(), CliError> {
         cfg.extra_status.insert("provider".into(), o.name.clone());
         cfg.extra_status
             .insert("keysize".into(), "512 bits (wrapped)".into());
-        Some((o.name, o.locator.unwrap_or_default()))
+        Some((o.name, o.locator.unwrap_or_default(), o.pin))
     } else {
         cfg.extra_status
             .insert("protection".into(), "in-process".into());
@@ -169,9 +186,10 @@ pub fn open(a: &Args) -> Result<(), CliError> {
     drop(vol);
     let src = match &wrapped {
         None => KeySource::Clear,
-        Some((p, l)) => KeySource::Wrapped {
+        Some((p, l, pin)) => KeySource::Wrapped {
             provider: p,
             locator: l,
+            pin: pin.as_ref(),
         },
     };
     let pl = payload(&cfg, &enc, seg.sector_size, &src, &u.key);
@@ -215,7 +233,11 @@ pub fn serve() -> Result<(), CliError> {
             .map_err(|_| bad())?
             .to_string();
         let loc = (!loc.is_empty()).then_some(loc);
-        crate::wrapped::server_cipher(&prov, loc.as_deref(), &b[o..], sector).map_err(|e| e.msg)
+        let nl = u16::from_le_bytes(take(&mut o, 2)?.try_into().expect("2")) as usize;
+        let pin = take(&mut o, nl)?;
+        let pin = (!pin.is_empty()).then(|| SecretBytes::copy_from(pin));
+        crate::wrapped::server_cipher(&prov, loc.as_deref(), pin.as_ref(), &b[o..], sector)
+            .map_err(|e| e.msg)
     } else {
         let key = SecretBytes::copy_from(&b[o..]);
         check_cipher(&spec)

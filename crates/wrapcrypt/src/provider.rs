@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde_json::json;
 use wrapcrypt_format::luks2::{Luks2Header, Token};
 use wrapcrypt_provider::{CustodianConfig, CustodianProvider, KeyProvider, ProviderError};
+use wrapcrypt_secret::SecretBytes;
 
 use crate::exit::CliError;
 
@@ -120,8 +121,21 @@ pub fn by_name(
     pin_file: Option<&str>,
 ) -> Result<Arc<dyn KeyProvider>, CliError> {
     match name {
+        "pkcs11" => by_name_with_pin(name, locator, pin_from_file(pin_file)?.as_ref()),
+        _ => by_name_with_pin(name, locator, None),
+    }
+}
+
+/// A provider by name with the PIN already in memory: the FUSE server
+/// receives it on its payload pipe, as it receives the blob.
+pub fn by_name_with_pin(
+    name: &str,
+    locator: Option<&str>,
+    pin: Option<&SecretBytes>,
+) -> Result<Arc<dyn KeyProvider>, CliError> {
+    match name {
         "custodian" => Ok(Arc::new(custodian())),
-        "pkcs11" => pkcs11(locator.unwrap_or(""), pin_file),
+        "pkcs11" => pkcs11(locator.unwrap_or(""), pin),
         other => Err(CliError::usage(format!(
             "Unknown key provider {other} (this wrapcrypt has custodian and pkcs11)."
         ))),
@@ -136,7 +150,7 @@ pub fn from_option(opt: Option<&str>, pin_file: Option<&str>) -> Result<Chosen, 
     match opt {
         None | Some("custodian") => Ok((Arc::new(custodian()), "custodian".into(), None)),
         Some(uri) if uri.starts_with("pkcs11:") => Ok((
-            pkcs11(uri, pin_file)?,
+            pkcs11(uri, pin_from_file(pin_file)?.as_ref())?,
             "pkcs11".into(),
             Some(uri.to_string()),
         )),
@@ -146,30 +160,30 @@ pub fn from_option(opt: Option<&str>, pin_file: Option<&str>) -> Result<Chosen, 
     }
 }
 
-fn pkcs11(uri: &str, pin_file: Option<&str>) -> Result<Arc<dyn KeyProvider>, CliError> {
+/// The PIN from `--pin-file`, read into locked memory, trailing newline
+/// dropped; never from argv or the environment.
+pub fn pin_from_file(pin_file: Option<&str>) -> Result<Option<SecretBytes>, CliError> {
+    let Some(f) = pin_file else {
+        return Ok(None);
+    };
+    let mut p = crate::pass::read_keyfile(f, 0, None)?;
+    let trimmed = p
+        .expose_secret()
+        .iter()
+        .rposition(|&c| c != b'\n' && c != b'\r')
+        .map_or(0, |i| i + 1);
+    p.truncate(trimmed);
+    Ok(Some(p))
+}
+
+fn pkcs11(uri: &str, pin: Option<&SecretBytes>) -> Result<Arc<dyn KeyProvider>, CliError> {
     if uri.is_empty() {
         return Err(CliError::usage(
             "The volume names a PKCS#11 provider but no URI; pass --key-provider pkcs11:…",
         ));
     }
-    // The PIN comes from --pin-file (read into locked memory) or the URI's
-    // pin-source; never from argv or the environment.
-    let pin = match pin_file {
-        Some(f) => {
-            let mut p = crate::pass::read_keyfile(f, 0, None)?;
-            let trimmed = p
-                .expose_secret()
-                .iter()
-                .rposition(|&c| c != b'\n' && c != b'\r')
-                .map_or(0, |i| i + 1);
-            p.truncate(trimmed);
-            Some(p)
-        }
-        None => None,
-    };
     Ok(Arc::new(wrapcrypt_provider::Pkcs11Provider::open(
-        uri,
-        pin.as_ref(),
+        uri, pin,
     )?))
 }
 

@@ -88,6 +88,8 @@ pub struct Opened {
     pub name: String,
     /// PKCS#11 URI, if any.
     pub locator: Option<String>,
+    /// The PKCS#11 PIN read from --pin-file, for the server process.
+    pub pin: Option<SecretBytes>,
 }
 
 /// Resolves the provider for an unlocked blob and proves it holds the key
@@ -102,7 +104,11 @@ pub fn resolve(a: &Args, h: &Luks2Header, blob: &SecretBytes) -> Result<Opened, 
         .filter(|k| k.starts_with("pkcs11:"))
         .map(str::to_string)
         .or(locator);
-    let prov = provider::by_name(&name, locator.as_deref(), a.get("pin-file"))?;
+    let pin = match name.as_str() {
+        "pkcs11" => provider::pin_from_file(a.get("pin-file"))?,
+        _ => None,
+    };
+    let prov = provider::by_name_with_pin(&name, locator.as_deref(), pin.as_ref())?;
     if wkb.provider() != prov.name() {
         return Err(CliError::usage(format!(
             "Wrapped key belongs to provider {}, but the volume names {name}.",
@@ -122,6 +128,7 @@ pub fn resolve(a: &Args, h: &Luks2Header, blob: &SecretBytes) -> Result<Opened, 
         provider: prov,
         name,
         locator,
+        pin,
     })
 }
 
@@ -129,11 +136,12 @@ pub fn resolve(a: &Args, h: &Luks2Header, blob: &SecretBytes) -> Result<Opened, 
 pub fn server_cipher(
     name: &str,
     locator: Option<&str>,
+    pin: Option<&SecretBytes>,
     blob: &[u8],
     sector: usize,
 ) -> Result<Arc<dyn SectorCipher>, CliError> {
     let wkb = Wkb::parse(blob).map_err(|e| CliError::usage(format!("wrapped key: {e}")))?;
-    let prov = provider::by_name(name, locator, None)?;
+    let prov = provider::by_name_with_pin(name, locator, pin)?;
     Ok(prov.open_cipher(&wkb, sector)?)
 }
 

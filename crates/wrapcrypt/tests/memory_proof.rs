@@ -304,3 +304,286 @@ fn wrapped_key_never_in_cli_or_server_memory() {
     );
     assert!(in_cli.is_empty(), "key material in CLI memory: {in_cli:?}");
 }
+
+/// Every process of the tree rooted at `pid` (p11-kit server may serve a
+/// connection from a child), read from /proc/PID/task/*/children.
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let c = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(c.split_whitespace().filter_map(|s| s.parse::<u32>().ok()));
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The wrapped half through PKCS#11: a waes volume whose key SoftHSM2
+/// holds inside `p11-kit server` (another process; the volume key is a
+/// token-held key, WKB mechanism 3, because p11-kit forwards no AES key
+/// wrap), opened by the CLI through p11-kit's client module with
+/// `--pin-file`, under I/O. Neither the FUSE server nor a CLI process that
+/// holds the unlocked blob has the effective key or any round key in
+/// memory; the p11-kit server process tree (SoftHSM2, the key holder) does
+/// — the control. The test knows the key because `convert` imported a
+/// clear-key volume's key of its choosing.
+#[test]
+fn pkcs11_key_through_p11_kit_server_never_in_cli_or_server_memory() {
+    use std::io::Write;
+    use std::process::Stdio;
+    const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    const CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("tokens")).unwrap();
+    let conf = d.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            d.join("tokens").display()
+        ),
+    )
+    .unwrap();
+    run(Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", "proof"])
+        .args(["--so-pin", "so-0815", "--pin", "4711-user"]));
+    let pin_file = d.join("pin");
+    std::fs::write(&pin_file, b"4711-user\n").unwrap();
+    let sock = d.join("p11.sock");
+    let mut cmd = Command::new("p11-kit");
+    cmd.env("SOFTHSM2_CONF", &conf)
+        .args(["server", "-f", "-n"])
+        .arg(&sock)
+        .args(["--provider", SOFTHSM, "pkcs11:token=proof"])
+        .stdout(Stdio::null());
+    // SAFETY: prctl in the child before exec; no allocation.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = Server(cmd.spawn().expect("p11-kit is installed"));
+    let t = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "p11-kit server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let address = format!("unix:path={}", sock.display());
+    let wc = |args: &[&str]| {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("SOFTHSM2_CONF", &conf)
+            .env("P11_KIT_SERVER_ADDRESS", &address);
+        c
+    };
+    let uri = format!("pkcs11:token=proof;object=wc-kek?module-path={CLIENT}");
+
+    let mut key = vec![0u8; 64];
+    wrapcrypt_secret::fill_random(&mut key).unwrap();
+    let kf = d.join("vk");
+    std::fs::write(&kf, &key).unwrap();
+    let img = d.join("p.img");
+    let pf = d.join("pass");
+    std::fs::write(&pf, b"pkcs11-proof").unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(48 << 20)
+        .unwrap();
+    let (img_s, pf_s, kf_s, pin_s) = (
+        img.to_str().unwrap(),
+        pf.to_str().unwrap(),
+        kf.to_str().unwrap(),
+        pin_file.to_str().unwrap(),
+    );
+    run(&mut wc(&[
+        "luksFormat",
+        "-q",
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        "--volume-key-file",
+        kf_s,
+        "--key-file",
+        pf_s,
+        img_s,
+    ]));
+    std::fs::remove_file(&kf).unwrap();
+    // The clear key goes into the token (as a token-held key) once, here.
+    run(&mut wc(&[
+        "convert",
+        "-q",
+        img_s,
+        "--cipher",
+        "waes-xts-plain64",
+        "--key-provider",
+        &uri,
+        "--pin-file",
+        pin_s,
+        "--key-file",
+        pf_s,
+    ]));
+    let _ = std::fs::remove_file(format!("{img_s}.wrapcrypt-convert.bak"));
+    let dump = run(&mut wc(&["luksDump", img_s]));
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.contains("waes-xts-plain64"), "{dump}");
+    assert!(dump.contains("Provider:   pkcs11"), "{dump}");
+
+    let name = format!("wcpmem{}", std::process::id());
+    run(&mut wc(&[
+        "open",
+        img_s,
+        &name,
+        "--key-file",
+        pf_s,
+        "--pin-file",
+        pin_s,
+    ]));
+    struct Close(String);
+    impl Drop for Close {
+        fn drop(&mut self) {
+            let _ = Command::new(bin()).args(["close", &self.0]).status();
+        }
+    }
+    let _guard = Close(name.clone());
+    // Known plaintext through the volume; the ciphertext on the image must
+    // be AES-XTS under the key (Python `cryptography`): the token's key is
+    // the one the needles are made from.
+    let plain: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+    let pfile = d.join("plain");
+    std::fs::write(&pfile, &plain).unwrap();
+    run(Command::new("dd")
+        .arg(format!("if={}", pfile.display()))
+        .arg(format!("of=/dev/mapper/{name}"))
+        .args(["bs=1M", "oflag=direct", "status=none"]));
+    run(Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            "count=4",
+            "seek=1",
+            "oflag=direct",
+            "status=none",
+        ])
+        .arg(format!("of=/dev/mapper/{name}")));
+    run(Command::new("dd")
+        .args([
+            "of=/dev/null",
+            "bs=1M",
+            "count=5",
+            "iflag=direct",
+            "status=none",
+        ])
+        .arg(format!("if=/dev/mapper/{name}")));
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/wrapcrypt/{name}/state.json")).unwrap(),
+    )
+    .unwrap();
+    let data_offset = state["data_offset"].as_u64().unwrap();
+    let ss = state["sector_size"].as_u64().unwrap();
+    let iv0 = state["iv_tweak"].as_u64().unwrap();
+    let spid = state["pid"].as_u64().unwrap() as u32;
+    let kfile = d.join("key-for-python");
+    std::fs::write(&kfile, &key).unwrap();
+    let out = run(Command::new("python3").arg("-c").arg(format!(
+        "from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes\n\
+         k=open('{}','rb').read(); f=open('{}','rb'); f.seek({data_offset}); c=f.read(1<<20)\n\
+         t=lambda i: ({iv0}+i*{ss}//512).to_bytes(16,'little')\n\
+         p=b''.join(Cipher(algorithms.AES(k),modes.XTS(t(i))).decryptor().update(c[i*{ss}:(i+1)*{ss}]) for i in range(len(c)//{ss}))\n\
+         import sys; sys.stdout.buffer.write(p)",
+        kfile.display(),
+        img.display()
+    )));
+    std::fs::remove_file(&kfile).unwrap();
+    assert!(
+        out.stdout == plain,
+        "image is not AES-XTS of the data under the key"
+    );
+    let needles = support_mem::xts512_needles(&key);
+
+    // The key holder: SoftHSM2 inside the p11-kit server's process tree.
+    let tree = process_tree(server.0.id());
+    let holder: Vec<String> = tree
+        .iter()
+        .flat_map(|&p| support_mem::find(&support_mem::process_memory(p), &needles))
+        .collect();
+    assert!(
+        !holder.is_empty(),
+        "control failed: key schedule not found in the p11-kit server processes {tree:?}"
+    );
+
+    // The FUSE server, under I/O.
+    let in_server = support_mem::find(&support_mem::process_memory(spid), &needles);
+
+    // A CLI holding the unlocked blob, waiting for a new passphrase.
+    let mut cli = wc(&[
+        "luksAddKey",
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        "--key-file",
+        pf_s,
+        img_s,
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let pid = cli.id();
+    let mut blocked = false;
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        if wchan.contains("pipe_read") || wchan.contains("wait_woken") {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(blocked, "CLI did not reach the new-passphrase prompt");
+    let cli_mem = support_mem::process_memory(pid);
+    let in_cli = support_mem::find(&cli_mem, &needles);
+    let blob = {
+        // The blob the keyslots hold: the convert's output, as luksDump
+        // cannot print it without the passphrase; found by its magic.
+        memchr::memmem::find(&cli_mem, b"WCWK\x00\x01\x01\x00pkcs11").is_some()
+    };
+    assert!(
+        blob,
+        "control failed: the CLI should hold the unlocked pkcs11 blob"
+    );
+    cli.stdin.take().unwrap().write_all(b"second\n").unwrap();
+    assert!(cli.wait().unwrap().success());
+    println!(
+        "p11-kit server tree {tree:?} (key holder): {} hits; FUSE server: {} hits; CLI with unlocked blob: {} hits ({} needles)",
+        holder.len(),
+        in_server.len(),
+        in_cli.len(),
+        needles.len()
+    );
+    assert!(
+        in_server.is_empty(),
+        "key material in FUSE server memory: {in_server:?}"
+    );
+    assert!(in_cli.is_empty(), "key material in CLI memory: {in_cli:?}");
+}

@@ -2,6 +2,8 @@
 //! PKCS#11 token; volume keys generated in the token and wrapped with
 //! CKM_AES_KEY_WRAP_PAD (RFC 5649); opened keys unwrapped into sensitive,
 //! non-extractable session objects; XTS composed from the token's AES-ECB.
+//! Where the module cannot wrap (p11-kit's client forwards no AES key
+//! wrap), volume keys are held in the token instead (WKB mechanism 3).
 //! Rules, naming and the p11-kit findings: docs/pkcs11.md.
 
 mod error;
@@ -37,6 +39,10 @@ pub use uri::{Pkcs11Uri, UriError};
 pub const PKCS11: &str = "pkcs11";
 /// RFC 5649 output for one 32-byte AES key: 8 bytes longer.
 const WRAPPED_HALF: usize = 40;
+/// Identity of a token-held key: random, so two volumes never meet.
+const HELD_ID: usize = 16;
+/// A token-held blob's payload: the key's verification pattern.
+const HELD_VP: usize = 32;
 
 /// State shared by the provider and every cipher it opened: the module, the
 /// slot and a session that holds the login for as long as any of them lives.
@@ -416,6 +422,27 @@ impl Pkcs11Provider {
         }
     }
 
+    /// A token-held key is `current` when both objects are there, safe,
+    /// and compute the blob's VP; it has no wrapping key and no register.
+    fn validate_held(&self, wkb: &Wkb) -> Result<KeyStatus, ProviderError> {
+        let id = held_id(wkb);
+        let status = |state| {
+            KeyStatus::new(
+                state,
+                None,
+                format!("token-held id:{}", hex::encode(id)),
+                self.inner.protection,
+            )
+        };
+        let checked = self
+            .held_xts(id, 32)
+            .and_then(|x| self.check_held_vp(&x, wkb));
+        Ok(match checked {
+            Ok(()) => status(KeyState::Current),
+            Err(e) => status(KeyState::Invalid(e.to_string())),
+        })
+    }
+
     fn register_of(&self, k: &Kek) -> Option<Register> {
         let u = &self.inner.uri;
         if k.label == u.object {
@@ -436,13 +463,20 @@ impl Pkcs11Provider {
                 found: wkb.provider().into(),
             });
         }
-        if wkb.mechanism() != WkbMechanism::AesKwp256
-            || wkb.algorithm() != KeyAlgorithm::Aes256Xts
-            || wkb.expose_payload().len() != 2 * WRAPPED_HALF
-        {
+        let len = wkb.expose_payload().len();
+        let ok = wkb.algorithm() == KeyAlgorithm::Aes256Xts
+            && match wkb.mechanism() {
+                WkbMechanism::AesKwp256 => len == 2 * WRAPPED_HALF,
+                WkbMechanism::Pkcs11TokenHeld => {
+                    len == HELD_VP
+                        && matches!(wkb.wrapping_key(), WrappingKeyId::Pkcs11Id(id) if id.len() == HELD_ID)
+                }
+                _ => false,
+            };
+        if !ok {
             return Err(refused(
                 ErrorCode::BadWkb,
-                "a pkcs11 blob holds two RFC 5649 wraps (80 bytes) of AES-256 keys",
+                "a pkcs11 blob holds two RFC 5649 wraps (80 bytes) of AES-256 keys, or names a token-held key (16-byte id, 32-byte verification pattern)",
             ));
         }
         Ok(())
@@ -544,8 +578,15 @@ impl Pkcs11Provider {
         )?)
     }
 
-    /// An XTS engine over the blob's key, unwrapped into a fresh session.
+    /// An XTS engine over the blob's key, unwrapped (or, for a token-held
+    /// key, copied) into a fresh session.
     fn token_xts(&self, wkb: &Wkb, unit: usize) -> Result<xts::TokenXts, ProviderError> {
+        if wkb.mechanism() == WkbMechanism::Pkcs11TokenHeld {
+            self.check_blob(wkb)?;
+            let x = self.held_xts(held_id(wkb), 32)?;
+            self.check_held_vp(&x, wkb)?;
+            return Ok(x.with_unit(unit));
+        }
         let kek = {
             let s = self.main()?;
             self.blob_kek(&s, wkb)?
@@ -557,6 +598,202 @@ impl Pkcs11Provider {
             .map_err(|e| p11_err("opening a PKCS#11 session", e))?;
         let [k1, k2] = self.unwrap_halves(&owner, &kek, wkb, false)?;
         Ok(xts::TokenXts::new(self.inner.clone(), owner, k1, k2, unit))
+    }
+
+    /// Whether new keys are token-held (WKB mechanism 3) rather than
+    /// wrapped: only when the module does not offer CKM_AES_KEY_WRAP_PAD.
+    fn holds_keys(&self) -> Result<bool, ProviderError> {
+        Ok(!self.supports_wrap_pad()?)
+    }
+
+    /// Finds the token objects K1 and K2 of a token-held key; `None` if
+    /// either is missing. Refuses objects that are not sensitive,
+    /// non-extractable AES token keys.
+    fn held_halves(
+        &self,
+        s: &Session,
+        id: &[u8],
+    ) -> Result<Option<[ObjectHandle; 2]>, ProviderError> {
+        let mut out: Vec<ObjectHandle> = Vec::with_capacity(2);
+        for i in 0..2 {
+            let mut t = secret_key_template(None);
+            t.extend([Attribute::Token(true), Attribute::Id(held_half_id(id, i))]);
+            let found = s
+                .find_objects(&t)
+                .map_err(|e| p11_err("searching the token for a token-held volume key", e))?;
+            let [h] = found.as_slice() else {
+                if found.is_empty() {
+                    return Ok(None);
+                }
+                return Err(refused(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "several objects in token '{}' have the CKA_ID of token-held key id:{}",
+                        self.inner.uri.token,
+                        hex::encode(id)
+                    ),
+                ));
+            };
+            let attrs = s
+                .get_attributes(*h, &[AttributeType::Sensitive, AttributeType::Extractable])
+                .map_err(|e| p11_err("reading a token-held key's attributes", e))?;
+            let safe = attrs.contains(&Attribute::Sensitive(true))
+                && attrs.contains(&Attribute::Extractable(false));
+            if !safe {
+                return Err(refused(
+                    ErrorCode::IntegrityFailure,
+                    format!(
+                        "token-held key id:{} in token '{}' is not sensitive and non-extractable; refusing it",
+                        hex::encode(id),
+                        self.inner.uri.token
+                    ),
+                ));
+            }
+            out.push(*h);
+        }
+        Ok(Some([out[0], out[1]]))
+    }
+
+    fn missing_held(&self, id: &[u8]) -> ProviderError {
+        refused(
+            ErrorCode::UnknownWrappingKey,
+            format!(
+                "token-held key id:{} is not in token '{}' (deleted, or the volume belongs to another token)",
+                hex::encode(id),
+                self.inner.uri.token
+            ),
+        )
+    }
+
+    /// An XTS engine over session copies of a token-held key (the copies,
+    /// sensitive and non-extractable like the originals, go when it drops).
+    fn held_xts(&self, id: &[u8], unit: usize) -> Result<xts::TokenXts, ProviderError> {
+        let [h1, h2] = {
+            let s = self.main()?;
+            self.held_halves(&s, id)?
+                .ok_or_else(|| self.missing_held(id))?
+        };
+        let owner = self
+            .inner
+            .ctx
+            .open_ro_session(self.inner.slot)
+            .map_err(|e| p11_err("opening a PKCS#11 session", e))?;
+        let copy = |h| {
+            owner
+                .copy_object(h, &[Attribute::Token(false)])
+                .map_err(|e| p11_err("copying a token-held volume key into a session", e))
+        };
+        let k1 = copy(h1)?;
+        let k2 = copy(h2).inspect_err(|_| {
+            let _ = owner.destroy_object(k1);
+        })?;
+        Ok(xts::TokenXts::new(self.inner.clone(), owner, k1, k2, unit))
+    }
+
+    /// The blob's payload is the key's VP: a different key under the same
+    /// id (or an altered payload) is refused before any data is touched.
+    fn check_held_vp(&self, x: &xts::TokenXts, wkb: &Wkb) -> Result<(), ProviderError> {
+        let vp = held_vp(x)?;
+        if !wrapcrypt_secret::ct_eq(&vp, wkb.expose_payload()) {
+            return Err(refused(
+                ErrorCode::IntegrityFailure,
+                format!(
+                    "token-held key id:{} in token '{}' is not the key this blob names (verification pattern differs: altered blob, or another key with the same id)",
+                    hex::encode(held_id(wkb)),
+                    self.inner.uri.token
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates K1 and K2 as token objects (generated in the token, or from
+    /// `clear`) and returns the blob naming them.
+    fn store_held(&self, clear: Option<&SecretBytes>) -> Result<Wkb, ProviderError> {
+        let mut id = [0u8; HELD_ID];
+        wrapcrypt_secret::fill_random(&mut id)
+            .map_err(|e| refused(ErrorCode::Internal, format!("no randomness: {e}")))?;
+        {
+            let s = self.main()?;
+            let mut made: Vec<ObjectHandle> = Vec::with_capacity(2);
+            for i in 0..2 {
+                let mut t = held_template(&id, i);
+                let r = match clear {
+                    None => {
+                        t.push(Attribute::ValueLen(32.into()));
+                        s.generate_key(&Mechanism::AesKeyGen, &t)
+                            .map_err(|e| p11_err("generating a volume key half in the token", e))
+                    }
+                    Some(c) => {
+                        t.push(Attribute::Value(
+                            c.expose_secret()[i * 32..(i + 1) * 32].to_vec(),
+                        ));
+                        let r = s.create_object(&t);
+                        // The template's copy of the key bytes is plain heap memory.
+                        for a in t.iter_mut() {
+                            if let Attribute::Value(v) = a {
+                                v.zeroize();
+                            }
+                        }
+                        r.map_err(|e| p11_err("creating a token-held volume key half", e))
+                    }
+                };
+                match r {
+                    Ok(h) => made.push(h),
+                    Err(e) => {
+                        for h in made {
+                            let _ = s.destroy_object(h);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let vp = self
+            .held_xts(&id, 32)
+            .and_then(|x| held_vp(&x))
+            .inspect_err(|_| {
+                let _ = self.destroy_held(&id);
+            })?;
+        Ok(Wkb::new(
+            PKCS11,
+            KeyAlgorithm::Aes256Xts,
+            WkbMechanism::Pkcs11TokenHeld,
+            WrappingKeyId::Pkcs11Id(id.to_vec()),
+            SecretBytes::copy_from(&vp),
+        )?)
+    }
+
+    fn destroy_held(&self, id: &[u8]) -> Result<bool, ProviderError> {
+        let s = self.main()?;
+        let mut any = false;
+        for i in 0..2 {
+            let mut t = secret_key_template(None);
+            t.extend([Attribute::Token(true), Attribute::Id(held_half_id(id, i))]);
+            for h in s
+                .find_objects(&t)
+                .map_err(|e| p11_err("searching the token for a token-held volume key", e))?
+            {
+                s.destroy_object(h)
+                    .map_err(|e| p11_err("destroying a token-held volume key", e))?;
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+
+    /// Admin (erase): destroys the token objects of a token-held key (WKB
+    /// mechanism 3). Returns whether any existed. Every volume using the
+    /// key becomes unreadable; wrapped blobs (mechanism 2) are refused.
+    pub fn destroy_token_held_key(&self, wkb: &Wkb) -> Result<bool, ProviderError> {
+        self.check_blob(wkb)?;
+        if wkb.mechanism() != WkbMechanism::Pkcs11TokenHeld {
+            return Err(refused(
+                ErrorCode::InvalidArgument,
+                "the blob holds a wrapped key, not a token-held one: nothing in the token to destroy",
+            ));
+        }
+        self.destroy_held(held_id(wkb))
     }
 
     /// A sector cipher over a clear key put into the token as two sensitive,
@@ -584,6 +821,57 @@ impl Pkcs11Provider {
             sector_size,
         )))
     }
+}
+
+/// The id of a checked token-held blob.
+fn held_id(wkb: &Wkb) -> &[u8] {
+    match wkb.wrapping_key() {
+        WrappingKeyId::Pkcs11Id(id) => id,
+        _ => &[],
+    }
+}
+
+/// `CKA_ID` of half `i` (0 = K1, 1 = K2) of token-held key `id`.
+fn held_half_id(id: &[u8], i: usize) -> Vec<u8> {
+    let mut v = id.to_vec();
+    v.push(i as u8 + 1);
+    v
+}
+
+/// Attributes of a token-held half: a private token object, sensitive,
+/// never extractable (no wrap can take it out), ECB only (K1 both ways,
+/// K2 encrypt for the tweaks). Modifiable, because SoftHSM2 refuses
+/// C_CopyObject of an unmodifiable object (CKR_ATTRIBUTE_READ_ONLY) and
+/// opening copies it into a session; sensitivity and extractability can
+/// only ever tighten, and whoever can modify it (the PIN holder) can use
+/// it anyway.
+fn held_template(id: &[u8], i: usize) -> Vec<Attribute> {
+    let label = format!("wrapcrypt-vk-{}-K{}", hex::encode(id), i + 1);
+    let mut t = secret_key_template(Some(&label));
+    t.extend([
+        Attribute::Id(held_half_id(id, i)),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Modifiable(true),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(i == 0),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+    ]);
+    t
+}
+
+/// The VP (XTS of 32 zero bytes, tweak 0) computed in the token.
+fn held_vp(x: &xts::TokenXts) -> Result<[u8; HELD_VP], ProviderError> {
+    let mut buf = [0u8; HELD_VP];
+    x.run(0, &mut buf, true)
+        .map_err(|e| refused(ErrorCode::Internal, e.to_string()))?;
+    Ok(buf)
 }
 
 fn check_sector_size(sector_size: usize) -> Result<(), ProviderError> {
@@ -761,6 +1049,9 @@ impl KeyProvider for Pkcs11Provider {
         if spec.algorithm != KeyAlgorithm::Aes256Xts {
             return Err(refused(ErrorCode::Unsupported, "only aes-256-xts keys"));
         }
+        if self.holds_keys()? {
+            return self.store_held(None);
+        }
         let s = self.main()?;
         let kek = self.current_kek(&s)?;
         let mut t = half_template(true, true);
@@ -779,6 +1070,9 @@ impl KeyProvider for Pkcs11Provider {
             return Err(refused(ErrorCode::Unsupported, "only aes-256-xts keys"));
         }
         check_clear(clear)?;
+        if self.holds_keys()? {
+            return self.store_held(Some(clear));
+        }
         let s = self.main()?;
         let kek = self.current_kek(&s)?;
         let [a, b] = create_halves(&s, clear, true)?;
@@ -788,6 +1082,9 @@ impl KeyProvider for Pkcs11Provider {
 
     fn validate(&self, wkb: &Wkb) -> Result<KeyStatus, ProviderError> {
         self.check_blob(wkb)?;
+        if wkb.mechanism() == WkbMechanism::Pkcs11TokenHeld {
+            return self.validate_held(wkb);
+        }
         let s = self.main()?;
         let id = wkb.wrapping_key();
         let status = |state, register| {
@@ -824,6 +1121,17 @@ impl KeyProvider for Pkcs11Provider {
     }
 
     fn rewrap(&self, wkb: &Wkb, direction: RewrapDirection) -> Result<Wkb, ProviderError> {
+        self.check_blob(wkb)?;
+        if wkb.mechanism() == WkbMechanism::Pkcs11TokenHeld {
+            return Err(refused(
+                ErrorCode::Unsupported,
+                format!(
+                    "token-held key id:{} is not wrapped under any wrapping key, so there is nothing to re-wrap (it never leaves token '{}'; docs/pkcs11.md §3)",
+                    hex::encode(held_id(wkb)),
+                    self.inner.uri.token
+                ),
+            ));
+        }
         let s = self.main()?;
         let from = self.blob_kek(&s, wkb)?;
         let u = &self.inner.uri;

@@ -69,6 +69,13 @@ impl TokenXts {
         }
     }
 
+    /// The same keys for another sector size (after the VP check, which
+    /// runs on 32-byte units).
+    pub(crate) fn with_unit(mut self, unit: usize) -> TokenXts {
+        self.unit = unit;
+        self
+    }
+
     fn new_lane(&self) -> Result<Lane, SectorError> {
         let open = || {
             self.inner
