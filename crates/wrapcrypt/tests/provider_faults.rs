@@ -293,7 +293,14 @@ fn custodian_socket_served_by_another_user() {
         ready = pub_dir.path("ready"),
     );
     let mut imp = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "python3", "-c", &script])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
         .spawn()
         .expect("python3 and setpriv are installed");
     for _ in 0..200 {
@@ -302,8 +309,17 @@ fn custodian_socket_served_by_another_user() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    assert!(
+        Path::new(&pub_dir.path("ready")).exists(),
+        "the impostor (python3 as uid 65534) did not start"
+    );
     let name = map_name("imp");
-    let words = &["custodian", "impostor.sock", "uid 65534", "neither root nor you"][..];
+    let words = &[
+        "custodian",
+        "impostor.sock",
+        "uid 65534",
+        "neither root nor you",
+    ][..];
     let with_impostor = |args: &[&str]| {
         let mut cmd = Command::new(wrapcrypt_bin());
         cmd.args(args)
@@ -330,7 +346,11 @@ fn custodian_socket_served_by_another_user() {
     let _ = imp.kill();
     let _ = imp.wait();
     let sent = std::fs::read(&got).unwrap_or_default();
-    assert!(sent.is_empty(), "the CLI sent {} bytes to the impostor", sent.len());
+    assert!(
+        sent.is_empty(),
+        "the CLI sent {} bytes to the impostor",
+        sent.len()
+    );
 }
 
 #[test]
