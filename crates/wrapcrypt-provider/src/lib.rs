@@ -56,4 +56,12 @@ pub trait KeyProvider: Send + Sync {
         wkb: &Wkb,
         sector_size: usize,
     ) -> Result<Arc<dyn SectorCipher>, ProviderError>;
+    /// Forgets a key this provider just made (`generate`/`import`) for a
+    /// volume that was then not written: whatever the provider keeps
+    /// besides the blob goes. A wrapped blob needs nothing (the default);
+    /// a token-held PKCS#11 key's token objects are destroyed. Never call
+    /// it for a blob a volume may already use.
+    fn discard(&self, _wkb: &Wkb) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }

@@ -184,7 +184,7 @@ pub fn luks_format(a: &Args) -> Result<(), CliError> {
     };
     let passphrase = confirm_format_and_read_passphrase(a, dev, hdr)?;
     let key = match (wrapped_key, a.get("volume-key-file")) {
-        (Some(k), _) => k,
+        (Some(k), _) => k.keep(),
         (None, Some(p)) => volume_key_file(p, params.key_size)?,
         (None, None) => SecretBytes::random(params.key_size)?,
     };

@@ -623,6 +623,9 @@ pub fn convert(a: &Args) -> Result<(), CliError> {
     let un = unlock_all(a, &vol)?;
     let (prov, name, locator) = provider::from_option(a.get("key-provider"), a.get("pin-file"))?;
     let wkb = prov.import(un.key(), &KeySpec::aes_256_xts())?;
+    // Until the header write starts, a failure takes the imported key out
+    // of the provider again.
+    let made = crate::wrapped::MadeKey::new(&prov, &wkb);
     let vp = prov.verification_pattern(&wkb)?;
     let clear_vp = wrapcrypt_provider::clear_key_vp(un.key())?;
     if !vp.eq_ignore_ascii_case(&clear_vp) {
@@ -643,6 +646,7 @@ pub fn convert(a: &Args) -> Result<(), CliError> {
         }
     }
     let blob = SecretBytes::copy_from(&wkb.encode());
+    made.keep();
     let done = wrapcrypt_volume::wrap_convert::convert_to_wrapped(
         &mut vol,
         cipher,

@@ -19,13 +19,57 @@ pub fn is_waes(cipher: &str) -> bool {
     cipher.starts_with("waes-")
 }
 
+/// A key a provider just made (generate/import) for a volume that is not
+/// written yet. Dropped without [`MadeKey::keep`], it is discarded from the
+/// provider again (token-held PKCS#11 keys leave no objects behind).
+pub struct MadeKey(Option<(Arc<dyn KeyProvider>, Wkb)>);
+
+impl MadeKey {
+    /// Tracks `wkb`, just made by `prov`.
+    pub fn new(prov: &Arc<dyn KeyProvider>, wkb: &Wkb) -> Self {
+        MadeKey(Some((prov.clone(), wkb.try_clone())))
+    }
+
+    /// The volume is being written with this key: it stays.
+    pub fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for MadeKey {
+    fn drop(&mut self) {
+        if let Some((prov, wkb)) = self.0.take() {
+            if let Err(e) = prov.discard(&wkb) {
+                eprintln!("Could not remove the unused new key from the provider: {e}");
+            }
+        }
+    }
+}
+
+/// A volume key for luksFormat, and the provider key made for it, if any.
+pub struct FormatKey {
+    /// The LUKS2 volume key: the blob (or an IBM secure key).
+    pub key: SecretBytes,
+    made: Option<MadeKey>,
+}
+
+impl FormatKey {
+    /// Nothing can stop the format any more: the key stays in its provider.
+    pub fn keep(mut self) -> SecretBytes {
+        if let Some(m) = self.made.take() {
+            m.keep();
+        }
+        std::mem::replace(&mut self.key, SecretBytes::copy_from(&[]))
+    }
+}
+
 /// Produces the volume key (the blob) for luksFormat of a wrapped volume
 /// and sets key size and tokens in `params`.
 pub fn format_key(
     a: &Args,
     cipher: &str,
     params: &mut FormatParams,
-) -> Result<SecretBytes, CliError> {
+) -> Result<FormatKey, CliError> {
     if !is_waes(cipher) {
         // paes: an IBM secure key file made by zkey / CCA tools. wrapcrypt
         // stores it and manages the header; only a kernel with paes can use it.
@@ -39,7 +83,7 @@ pub fn format_key(
             return Err(CliError::usage("Secure key file is empty."));
         }
         params.key_size = k.len();
-        return Ok(k);
+        return Ok(FormatKey { key: k, made: None });
     }
     if cipher != "waes-xts-plain64" {
         return Err(CliError::usage(format!(
@@ -47,6 +91,7 @@ pub fn format_key(
         )));
     }
     let (prov, name, locator) = provider::from_option(a.get("key-provider"), a.get("pin-file"))?;
+    let mut made = None;
     let wkb = match a.get("volume-key-file") {
         Some(path) => {
             let raw = crate::pass::read_keyfile(path, 0, None)?;
@@ -61,7 +106,16 @@ pub fn format_key(
             }
             w
         }
-        None => prov.generate(&KeySpec::aes_256_xts())?,
+        None => {
+            let w = prov.generate(&KeySpec::aes_256_xts())?;
+            made = Some(MadeKey::new(&prov, &w));
+            w
+        }
+    };
+    // From here on, an error drops `fk` and with it the generated key.
+    let mut fk = FormatKey {
+        key: SecretBytes::copy_from(&[]),
+        made,
     };
     let vp = prov.verification_pattern(&wkb)?;
     let blob = wkb.encode();
@@ -76,7 +130,8 @@ pub fn format_key(
     params.key_size = blob.len();
     params.tokens = provider::tokens(&name, locator.as_deref(), &vp)?;
     crate::inventory::note_wrapping_key(&mut params.tokens, &wkb);
-    Ok(SecretBytes::copy_from(&blob))
+    fk.key = SecretBytes::copy_from(&blob);
+    Ok(fk)
 }
 
 /// The provider of a wrapped volume, checked against the stored
@@ -160,8 +215,11 @@ pub fn dump_lines(h: &Luks2Header) -> Option<String> {
         if let Some(l) = loc {
             out.push_str(&format!("\tURI:        {l}\n"));
         }
-        if let Ok(p) = prot {
-            out.push_str(&format!("\tProtection: {p}\n"));
+        match prot {
+            Ok(p) => out.push_str(&format!("\tProtection: {p}\n")),
+            // luksDump takes no PIN: a token that needs a login (or a
+            // provider that is down) cannot say where it keeps keys.
+            Err(e) => out.push_str(&format!("\tProtection: not known ({})\n", e.msg)),
         }
     } else if cipher.starts_with("paes-") {
         out.push_str(

@@ -5,7 +5,9 @@
 //! Needs root, FUSE, loop devices and gdb's gcore (installed by
 //! scripts/install-deps.sh).
 
+mod common;
 mod support_mem;
+mod wrapped_common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -336,66 +338,11 @@ fn process_tree(pid: u32) -> Vec<u32> {
 fn pkcs11_key_through_p11_kit_server_never_in_cli_or_server_memory() {
     use std::io::Write;
     use std::process::Stdio;
-    const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
-    const CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
-
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::create_dir(d.join("tokens")).unwrap();
-    let conf = d.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            d.join("tokens").display()
-        ),
-    )
-    .unwrap();
-    run(Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", "proof"])
-        .args(["--so-pin", "so-0815", "--pin", "4711-user"]));
-    let pin_file = d.join("pin");
-    std::fs::write(&pin_file, b"4711-user\n").unwrap();
-    let sock = d.join("p11.sock");
-    let mut cmd = Command::new("p11-kit");
-    cmd.env("SOFTHSM2_CONF", &conf)
-        .args(["server", "-f", "-n"])
-        .arg(&sock)
-        .args(["--provider", SOFTHSM, "pkcs11:token=proof"])
-        .stdout(Stdio::null());
-    // SAFETY: prctl in the child before exec; no allocation.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    struct Server(std::process::Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let server = Server(cmd.spawn().expect("p11-kit is installed"));
-    let t = std::time::Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(20),
-            "p11-kit server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let address = format!("unix:path={}", sock.display());
-    let wc = |args: &[&str]| {
-        let mut c = Command::new(bin());
-        c.args(args)
-            .env("SOFTHSM2_CONF", &conf)
-            .env("P11_KIT_SERVER_ADDRESS", &address);
-        c
-    };
-    let uri = format!("pkcs11:token=proof;object=wc-kek?module-path={CLIENT}");
+    let p11 = wrapped_common::P11KitServer::start("proof");
+    let d = p11.dir.path();
+    let pin_file = p11.pin_file.clone();
+    let wc = |args: &[&str]| p11.wc(args);
+    let uri = p11.uri("wc-kek");
 
     let mut key = vec![0u8; 64];
     wrapcrypt_secret::fill_random(&mut key).unwrap();
@@ -521,7 +468,7 @@ fn pkcs11_key_through_p11_kit_server_never_in_cli_or_server_memory() {
     let needles = support_mem::xts512_needles(&key);
 
     // The key holder: SoftHSM2 inside the p11-kit server's process tree.
-    let tree = process_tree(server.0.id());
+    let tree = process_tree(p11.pid());
     let holder: Vec<String> = tree
         .iter()
         .flat_map(|&p| support_mem::find(&support_mem::process_memory(p), &needles))

@@ -840,3 +840,71 @@ fn blob_of_another_provider() {
         "open, volume names an unknown provider",
     );
 }
+
+/// A key made for a luksFormat that then does not happen leaves nothing in
+/// the provider: through p11-kit's client the key is token-held (WKB
+/// mechanism 3, two token objects), and a declined confirmation must not
+/// leave those objects behind. The control formats for real: two objects.
+#[test]
+fn declined_pkcs11_format_leaves_no_token_objects() {
+    let p11 = P11KitServer::start("fmt");
+    let s = Scratch::new();
+    let kf = s.key("pass", b"fault-pass");
+    let img = patterned_image(&s, "t.img");
+    let before = p11.objects();
+    let pin = p11.pin_file.to_str().unwrap().to_string();
+    let uri = p11.uri("kek");
+    let args = |batch: bool| {
+        let mut v = vec![
+            "luksFormat",
+            "--type",
+            "luks2",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--cipher",
+            "waes-xts-plain64",
+            "--key-provider",
+            &uri,
+            "--pin-file",
+            &pin,
+            "--key-file",
+            &kf,
+            &img,
+        ];
+        if batch {
+            v.insert(1, "-q");
+        }
+        v
+    };
+    let h0 = hash(&img);
+    let mut cmd = p11.wc(&args(false));
+    let o = run_cmd(&mut cmd, Some(b"no\n"), Tool::Wrapcrypt);
+    assert_ne!(o.code, 0, "declined luksFormat succeeded: {}", o.stderr);
+    assert_eq!(hash(&img), h0, "declined luksFormat changed the image");
+    assert_eq!(
+        p11.objects(),
+        before,
+        "declined luksFormat left token objects behind"
+    );
+    let o = run_cmd(&mut p11.wc(&args(true)), None, Tool::Wrapcrypt);
+    assert_eq!(o.code, 0, "luksFormat: {}", o.stderr);
+    let after = p11.objects();
+    assert_eq!(after.len(), before.len() + 2, "objects: {after:?}");
+    // luksDump takes no PIN; the token needs one: it says so.
+    let o = run_cmd(&mut p11.wc(&["luksDump", &img]), None, Tool::Wrapcrypt);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let prot = o.stdout.lines().find(|l| l.contains("Protection:"));
+    assert!(
+        prot.is_some_and(|l| l.contains("not known") && l.contains("PIN")),
+        "{}",
+        o.stdout
+    );
+    let o = run_cmd(
+        &mut p11.wc(&["open", "--test-passphrase", "--key-file", &kf, &img]),
+        None,
+        Tool::Wrapcrypt,
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+}

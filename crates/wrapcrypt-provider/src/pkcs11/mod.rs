@@ -1170,4 +1170,11 @@ impl KeyProvider for Pkcs11Provider {
         check_sector_size(sector_size)?;
         Ok(Arc::new(self.token_xts(wkb, sector_size)?))
     }
+
+    fn discard(&self, wkb: &Wkb) -> Result<(), ProviderError> {
+        if wkb.mechanism() == WkbMechanism::Pkcs11TokenHeld {
+            self.destroy_token_held_key(wkb)?;
+        }
+        Ok(())
+    }
 }

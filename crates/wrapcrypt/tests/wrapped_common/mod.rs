@@ -144,3 +144,128 @@ pub fn python_vp(key_hex: &str) -> String {
     );
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
+
+/// SoftHSM2's module, loaded by `p11-kit server` (never by the CLI here).
+pub const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// p11-kit's client module: the token lives in the `p11-kit server` process.
+pub const P11_KIT_CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
+/// The user PIN of tokens made by [`P11KitServer::start`].
+pub const P11_PIN: &str = "4711-user";
+
+/// A fresh SoftHSM2 token exported by a real `p11-kit server` on a private
+/// socket; the CLI reaches it through p11-kit's client module, so the token
+/// (and every key in it) lives in another process. Killed on drop.
+pub struct P11KitServer {
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    pub pin_file: PathBuf,
+    pub address: String,
+    pub label: String,
+    child: std::process::Child,
+}
+
+impl P11KitServer {
+    pub fn start(label: &str) -> P11KitServer {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("tokens")).unwrap();
+        let conf = d.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                d.join("tokens").display()
+            ),
+        )
+        .unwrap();
+        let st = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args(["--init-token", "--free", "--label", label])
+            .args(["--so-pin", "so-0815", "--pin", P11_PIN])
+            .output()
+            .expect("softhsm2-util is installed");
+        assert!(st.status.success(), "softhsm2-util: {st:?}");
+        let pin_file = d.join("pin");
+        std::fs::write(&pin_file, format!("{P11_PIN}\n")).unwrap();
+        let sock = d.join("p11.sock");
+        let mut cmd = Command::new("p11-kit");
+        cmd.env("SOFTHSM2_CONF", &conf)
+            .args(["server", "-f", "-n"])
+            .arg(&sock)
+            .args(["--provider", SOFTHSM])
+            .arg(format!("pkcs11:token={label}"))
+            .stdout(std::process::Stdio::null());
+        // SAFETY: prctl in the child before exec; no allocation.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("p11-kit is installed");
+        let t = std::time::Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(20),
+                "p11-kit server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let address = format!("unix:path={}", sock.display());
+        P11KitServer {
+            dir,
+            conf,
+            pin_file,
+            address,
+            label: label.to_string(),
+            child,
+        }
+    }
+
+    /// The `p11-kit server` process (the key holder's process tree root).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The CLI's provider URI for wrapping key `object` through the client.
+    pub fn uri(&self, object: &str) -> String {
+        format!(
+            "pkcs11:token={};object={object}?module-path={P11_KIT_CLIENT}",
+            self.label
+        )
+    }
+
+    /// The wrapcrypt CLI with the environment that reaches the server.
+    pub fn wc<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut c = Command::new(wrapcrypt_bin());
+        c.args(args)
+            .env("LC_ALL", "C")
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env("P11_KIT_SERVER_ADDRESS", &self.address);
+        c
+    }
+
+    /// Labels/ids of every object in the token, read straight from
+    /// SoftHSM2 (not through wrapcrypt), one line per object.
+    pub fn objects(&self) -> Vec<String> {
+        let o = Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &self.conf)
+            .args(["--module", SOFTHSM, "--token-label", &self.label])
+            .args(["--login", "--pin", P11_PIN, "--list-objects"])
+            .output()
+            .expect("pkcs11-tool (opensc) is installed");
+        assert!(o.status.success(), "pkcs11-tool: {o:?}");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.ends_with("Object") || l.contains("Object;"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for P11KitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
