@@ -75,17 +75,23 @@ impl Volume {
         })?;
         let lock = MetadataLock::acquire(&meta_dev, writable)
             .map_err(|e| VolumeError::io("locking metadata", meta_path, e))?;
-        let prefix = meta_dev
-            .read_at(0, luks2::MAX_METADATA_PREFIX)
-            .map_err(|e| VolumeError::io("reading header", meta_path, e))?;
+        let read = |len| {
+            meta_dev
+                .read_at(0, len)
+                .map_err(|e| VolumeError::io("reading header", meta_path, e))
+        };
+        // A healthy LUKS2 header is read as exactly its two copies, as
+        // cryptsetup does; the 8 MiB scan is for recovery only.
+        let head = read(4096)?;
+
         // The version word of the primary header decides, as in cryptsetup:
         // a LUKS1 phdr wins over whatever follows it (a LUKS2 secondary
         // copy written by an interrupted conversion, say).
-        if prefix.len() >= 8
-            && prefix[..6] == wrapcrypt_format::luks1::LUKS_MAGIC
-            && prefix[6..8] == [0, 1]
+        if head.len() >= 8
+            && head[..6] == wrapcrypt_format::luks1::LUKS_MAGIC
+            && head[6..8] == [0, 1]
         {
-            let h = Luks1Header::parse(&prefix).map_err(VolumeError::Luks1)?;
+            let h = Luks1Header::parse(&head).map_err(VolumeError::Luks1)?;
             return Ok(Volume {
                 meta_dev,
                 data_path: device.to_path_buf(),
@@ -96,7 +102,19 @@ impl Volume {
                 primary_binary: None,
             });
         }
-        let loaded = match Luks2Header::parse(&prefix) {
+        let mut prefix = match luks2::metadata_prefix_len(&head) {
+            Some(len) => read(len)?,
+            None => read(luks2::MAX_METADATA_PREFIX)?,
+        };
+        // Anything but a valid primary: scan the whole prefix, so recovery
+        // and errors are exactly those of the full read.
+        let primary_ok = |r: &Result<luks2::Loaded, luks2::ParseError>| matches!(r, Ok(l) if !matches!(l.needs_repair, Some((luks2::Copy::Primary, _))));
+        let mut parsed = Luks2Header::parse(&prefix);
+        if !primary_ok(&parsed) && prefix.len() < luks2::MAX_METADATA_PREFIX {
+            prefix = read(luks2::MAX_METADATA_PREFIX)?;
+            parsed = Luks2Header::parse(&prefix);
+        }
+        let loaded = match parsed {
             Ok(l) => l,
             Err(luks2::ParseError::NotLuks2) => {
                 return Err(VolumeError::NotLuks(meta_path.display().to_string()))

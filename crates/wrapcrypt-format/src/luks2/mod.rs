@@ -184,6 +184,17 @@ pub fn has_magic(buf: &[u8]) -> bool {
         && buf[6..8] == [0, 2]
 }
 
+/// How much of the device a healthy header needs: both copies (2 ×
+/// `hdr_size`), if `head` (the first 4 KiB) starts with a primary binary
+/// header of a valid size. `None`: read [`MAX_METADATA_PREFIX`] bytes, so a
+/// damaged primary can be recovered from any secondary offset.
+pub fn metadata_prefix_len(head: &[u8]) -> Option<usize> {
+    BinaryHeader::parse(head)
+        .ok()
+        .filter(|b| b.copy == Copy::Primary && METADATA_SIZES.contains(&b.hdr_size))
+        .map(|b| 2 * b.hdr_size as usize)
+}
+
 impl Luks2Header {
     /// Reads both copies from a device prefix (up to
     /// [`MAX_METADATA_PREFIX`] bytes), picks the valid copy with the higher
