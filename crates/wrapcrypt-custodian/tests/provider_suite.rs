@@ -8,18 +8,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wrapcrypt_provider::xts::aes_256_xts;
+use wrapcrypt_provider::conformance::*;
 use wrapcrypt_provider::{
-    clear_key_vp, CustodianConfig, CustodianProvider, ErrorCode, KeyProvider, KeySpec, KeyState,
-    Protection, ProviderError, Register, RewrapDirection, SoftProvider, Wkb,
+    CustodianConfig, CustodianProvider, ErrorCode, KeyProvider, KeySpec, KeyState, Protection,
+    ProviderError, Register, RewrapDirection, SoftProvider, Wkb,
 };
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::SectorCipher;
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_wrapcrypt-custodiand");
-/// VP of the key 00 01 … 3f (Python `cryptography` AES-XTS of 32 zero bytes, tweak 0).
-const VP_KEY_0_63: &str = "cd6b103236fbd87dba93e9001e29bc3d5e885d6abd1577e3e0e0a5f49e444894";
-
 struct Daemon {
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -120,111 +117,6 @@ fn wait_for(sock: &Path) {
     }
 }
 
-fn key_0_63() -> SecretBytes {
-    SecretBytes::copy_from(&(0..64u8).collect::<Vec<_>>())
-}
-
-fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 31 + i / 512) as u8).collect()
-}
-
-/// Python `cryptography` AES-XTS of `data` under key 00..3f, sector by sector.
-fn python_xts(data: &[u8], sector: usize, iv: u64) -> Vec<u8> {
-    let script = format!(
-        "import sys\nfrom cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes\n\
-         d=sys.stdin.buffer.read(); k=bytes(range(64)); out=b''\n\
-         for i in range(len(d)//{sector}):\n\
-         \x20   t=({iv}+i*{step}).to_bytes(16,'little')\n\
-         \x20   out+=Cipher(algorithms.AES(k),modes.XTS(t)).encryptor().update(d[i*{sector}:(i+1)*{sector}])\n\
-         sys.stdout.buffer.write(out)\n",
-        step = sector / 512
-    );
-    let mut c = Command::new("python3")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin.take().unwrap().write_all(data).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
-
-/// The suite every provider passes.
-fn provider_suite(p: &dyn KeyProvider, foreign: Wkb) {
-    let spec = KeySpec::aes_256_xts();
-    // generate: a fixed-size, self-describing blob with a stable VP
-    let g = p.generate(&spec).unwrap();
-    let enc = g.encode();
-    assert_eq!(enc.len(), 256);
-    let g = Wkb::parse(&enc).unwrap();
-    assert_eq!(g.provider(), p.name());
-    let vp = p.verification_pattern(&g).unwrap();
-    assert_eq!(vp.len(), 64);
-    assert_eq!(p.verification_pattern(&g).unwrap(), vp);
-    let st = p.validate(&g).unwrap();
-    assert_eq!(st.state, KeyState::Current);
-    assert_eq!(st.protection, p.protection());
-    let g2 = p.generate(&spec).unwrap();
-    assert_ne!(p.verification_pattern(&g2).unwrap(), vp, "two keys, one VP");
-
-    // import: VP equals the software VP of the clear key
-    let imp = p.import(&key_0_63(), &spec).unwrap();
-    assert_eq!(p.verification_pattern(&imp).unwrap(), VP_KEY_0_63);
-    assert_eq!(clear_key_vp(&key_0_63()).unwrap(), VP_KEY_0_63);
-    let short = SecretBytes::copy_from(&[1; 32]);
-    assert!(p.import(&short, &spec).is_err());
-
-    // sectors equal software AES-XTS and OpenSSL's (python cryptography)
-    for (sector, iv) in [(512usize, 5u64), (4096, 8 * 77)] {
-        let c = p.open_cipher(&imp, sector).unwrap();
-        assert_eq!(c.sector_size(), sector);
-        let plain = pattern(sector * 6);
-        let mut d = plain.clone();
-        c.encrypt(iv, &mut d).unwrap();
-        let mut soft = plain.clone();
-        aes_256_xts(&key_0_63(), sector)
-            .unwrap()
-            .encrypt(iv, &mut soft)
-            .unwrap();
-        assert_eq!(d, soft);
-        assert_eq!(d, python_xts(&plain, sector, iv));
-        c.decrypt(iv, &mut d).unwrap();
-        assert_eq!(d, plain);
-        assert!(c.encrypt(0, &mut [0u8; 100]).is_err());
-    }
-    // a session is shared by the FUSE workers: several threads at once
-    let c: Arc<dyn SectorCipher> = p.open_cipher(&imp, 4096).unwrap();
-    let want = python_xts(&pattern(4096 * 300), 4096, 0);
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let c = c.clone();
-            let want = want.clone();
-            std::thread::spawn(move || {
-                for _ in 0..5 {
-                    let mut d = pattern(4096 * 300);
-                    c.encrypt(0, &mut d).unwrap();
-                    assert!(d == want);
-                }
-            })
-        })
-        .collect();
-    threads.into_iter().for_each(|t| t.join().unwrap());
-    assert!(p.open_cipher(&imp, 1000).is_err());
-
-    // refusals: another provider's blob, a damaged blob
-    match p.validate(&foreign) {
-        Err(ProviderError::WrongProvider { expected, .. }) => assert_eq!(expected, p.name()),
-        other => panic!("foreign blob accepted: {other:?}"),
-    }
-    assert!(p.open_cipher(&foreign, 512).is_err());
-    let mut bad = imp.encode();
-    bad[150] ^= 0x80;
-    assert!(Wkb::parse(&bad).is_err());
-}
-
 #[test]
 fn suite_soft() {
     let foreign = Daemon::start(&[])
@@ -233,7 +125,7 @@ fn suite_soft() {
         .unwrap();
     let p = SoftProvider::new();
     assert_eq!(p.protection().to_string(), "in-process");
-    provider_suite(&p, foreign);
+    provider_suite(&p, &foreign);
 }
 
 #[test]
@@ -244,7 +136,7 @@ fn suite_custodian() {
     let foreign = SoftProvider::new()
         .generate(&KeySpec::aes_256_xts())
         .unwrap();
-    provider_suite(&p, foreign);
+    provider_suite(&p, &foreign);
 
     // altered payload with a valid checksum: authentication refuses it
     let w = p.generate(&KeySpec::aes_256_xts()).unwrap();

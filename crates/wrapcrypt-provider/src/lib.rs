@@ -6,6 +6,8 @@ use std::sync::Arc;
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::SectorCipher;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod custodian;
 mod error;
 pub mod pkcs11;

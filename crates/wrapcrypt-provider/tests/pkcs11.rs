@@ -3,26 +3,21 @@
 //! SoftHSM2 token directory (softhsm2-util), once per test binary: SoftHSM
 //! reads its configuration when the module is first initialised.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use wrapcrypt_provider::xts::aes_256_xts;
+use wrapcrypt_provider::conformance::*;
 use wrapcrypt_provider::{
-    clear_key_vp, ErrorCode, KeyAlgorithm, KeyProvider, KeySpec, KeyState, Mechanism,
-    Pkcs11Provider, Protection, ProviderError, Register, RewrapDirection, SoftProvider, Wkb,
-    WrappingKeyId,
+    ErrorCode, KeyAlgorithm, KeyProvider, KeySpec, KeyState, Mechanism, Pkcs11Provider, Protection,
+    ProviderError, Register, RewrapDirection, SoftProvider, Wkb, WrappingKeyId,
 };
 use wrapcrypt_secret::SecretBytes;
-use wrapcrypt_sector::SectorCipher;
 
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const P11_KIT_CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
 const PIN: &[u8] = b"4711-user";
-/// VP of the key 00 01 … 3f (Python `cryptography` AES-XTS of 32 zero bytes, tweak 0).
-const VP_KEY_0_63: &str = "cd6b103236fbd87dba93e9001e29bc3d5e885d6abd1577e3e0e0a5f49e444894";
 /// One token per test, so logins and keys never meet.
 const TOKENS: &[&str] = &[
     "suite", "badpin", "rotate", "remote", "vectors", "other", "ecb",
@@ -128,117 +123,6 @@ fn open(token: &str, object: &str) -> Pkcs11Provider {
     Pkcs11Provider::open(&uri(token, object, SOFTHSM), Some(&pin())).unwrap()
 }
 
-fn key_0_63() -> SecretBytes {
-    SecretBytes::copy_from(&(0..64u8).collect::<Vec<_>>())
-}
-
-fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 31 + i / 512) as u8).collect()
-}
-
-fn python(script: &str, input: &[u8]) -> Vec<u8> {
-    let mut c = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(input).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
-
-/// Python `cryptography` AES-XTS of `data` under key 00..3f, sector by sector.
-fn python_xts(data: &[u8], sector: usize, iv: u64) -> Vec<u8> {
-    let script = format!(
-        "import sys\nfrom cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes\n\
-         d=sys.stdin.buffer.read(); k=bytes(range(64)); out=b''\n\
-         for i in range(len(d)//{sector}):\n\
-         \x20   t=({iv}+i*{step}).to_bytes(16,'little')\n\
-         \x20   out+=Cipher(algorithms.AES(k),modes.XTS(t)).encryptor().update(d[i*{sector}:(i+1)*{sector}])\n\
-         sys.stdout.buffer.write(out)\n",
-        step = sector / 512
-    );
-    python(&script, data)
-}
-
-/// Data path checks on a cipher over key 00..3f: software XTS, OpenSSL's
-/// XTS, round trip, misalignment, four threads at once.
-fn check_cipher_0_63(open: &dyn Fn(usize) -> Arc<dyn SectorCipher>) {
-    for (sector, iv) in [(512usize, 5u64), (4096, 8 * 77)] {
-        let c = open(sector);
-        assert_eq!(c.sector_size(), sector);
-        let plain = pattern(sector * 6);
-        let mut d = plain.clone();
-        c.encrypt(iv, &mut d).unwrap();
-        let mut soft = plain.clone();
-        aes_256_xts(&key_0_63(), sector)
-            .unwrap()
-            .encrypt(iv, &mut soft)
-            .unwrap();
-        assert_eq!(d, soft);
-        assert_eq!(d, python_xts(&plain, sector, iv));
-        c.decrypt(iv, &mut d).unwrap();
-        assert_eq!(d, plain);
-        assert!(c.encrypt(0, &mut [0u8; 100]).is_err());
-    }
-    // Larger than one token call (256 KiB), from several threads at once.
-    let c = open(4096);
-    let want = python_xts(&pattern(4096 * 300), 4096, 0);
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let c = c.clone();
-            let want = want.clone();
-            std::thread::spawn(move || {
-                for _ in 0..3 {
-                    let mut d = pattern(4096 * 300);
-                    c.encrypt(0, &mut d).unwrap();
-                    assert!(d == want);
-                    c.decrypt(0, &mut d).unwrap();
-                    assert!(d == pattern(4096 * 300));
-                }
-            })
-        })
-        .collect();
-    threads.into_iter().for_each(|t| t.join().unwrap());
-}
-
-/// The suite every provider passes (crates/wrapcrypt-custodian/tests/provider_suite.rs).
-fn provider_suite(p: &dyn KeyProvider, foreign: Wkb) {
-    let spec = KeySpec::aes_256_xts();
-    let g = p.generate(&spec).unwrap();
-    let enc = g.encode();
-    assert_eq!(enc.len(), 256);
-    let g = Wkb::parse(&enc).unwrap();
-    assert_eq!(g.provider(), p.name());
-    let vp = p.verification_pattern(&g).unwrap();
-    assert_eq!(vp.len(), 64);
-    assert_eq!(p.verification_pattern(&g).unwrap(), vp);
-    let st = p.validate(&g).unwrap();
-    assert_eq!(st.state, KeyState::Current);
-    assert_eq!(st.protection, p.protection());
-    let g2 = p.generate(&spec).unwrap();
-    assert_ne!(p.verification_pattern(&g2).unwrap(), vp, "two keys, one VP");
-
-    let imp = p.import(&key_0_63(), &spec).unwrap();
-    assert_eq!(p.verification_pattern(&imp).unwrap(), VP_KEY_0_63);
-    assert_eq!(clear_key_vp(&key_0_63()).unwrap(), VP_KEY_0_63);
-    assert!(p.import(&SecretBytes::copy_from(&[1; 32]), &spec).is_err());
-
-    check_cipher_0_63(&|sector| p.open_cipher(&imp, sector).unwrap());
-    assert!(p.open_cipher(&imp, 1000).is_err());
-
-    match p.validate(&foreign) {
-        Err(ProviderError::WrongProvider { expected, .. }) => assert_eq!(expected, p.name()),
-        other => panic!("foreign blob accepted: {other:?}"),
-    }
-    assert!(p.open_cipher(&foreign, 512).is_err());
-    let mut bad = imp.encode();
-    bad[150] ^= 0x80;
-    assert!(Wkb::parse(&bad).is_err());
-}
-
 /// A blob in the custodian's layout (AES-GCM-SIV, MKVP identity): what a
 /// custodian volume's keyslot holds.
 fn custodian_blob() -> Wkb {
@@ -271,11 +155,11 @@ fn suite_pkcs11_in_process() {
     assert_eq!(g.expose_payload().len(), 80);
     provider_suite(
         &p,
-        SoftProvider::new()
+        &SoftProvider::new()
             .generate(&KeySpec::aes_256_xts())
             .unwrap(),
     );
-    provider_suite(&p, custodian_blob());
+    provider_suite(&p, &custodian_blob());
     // A second provider on the same token opens the first one's blobs.
     let q = open("suite", "wc-kek");
     assert_eq!(
@@ -552,11 +436,11 @@ fn through_p11_kit_server() {
     );
     provider_suite(
         &p,
-        SoftProvider::new()
+        &SoftProvider::new()
             .generate(&KeySpec::aes_256_xts())
             .unwrap(),
     );
-    provider_suite(&p, custodian_blob());
+    provider_suite(&p, &custodian_blob());
 
     let imp = p.import(&key_0_63(), &spec).unwrap();
     assert_eq!(hex::encode(imp.expose_payload()), VP_KEY_0_63);
