@@ -11,7 +11,7 @@
 set -euo pipefail
 : "${W:?W must name the wrapcrypt binary}" "${WORK:?WORK must name a scratch dir}"
 MIB=${BENCH_ACTIVATE_MIB:-1024}
-ROUNDS=${BENCH_ACTIVATE_ROUNDS:-4}
+ROUNDS=${BENCH_ACTIVATE_ROUNDS:-6}
 RAND_SECS=${BENCH_ACTIVATE_RAND_SECS:-5}
 command -v fio >/dev/null || { echo "activate.sh: fio missing (scripts/install-deps.sh)" >&2; exit 1; }
 
