@@ -142,8 +142,6 @@ fn clear_key_server_core_dump_has_no_key_material() {
 /// test knows the effective key only because it imported a known key.
 #[test]
 fn wrapped_key_never_in_cli_or_server_memory() {
-    use std::io::Write;
-    use std::process::Stdio;
     use wrapcrypt_provider::{CustodianConfig, CustodianProvider, KeyProvider, KeySpec};
 
     let dir = tempfile::tempdir().unwrap();
@@ -257,42 +255,21 @@ fn wrapped_key_never_in_cli_or_server_memory() {
     let spid = state["pid"].as_u64().unwrap() as u32;
     let in_server = support_mem::find(&support_mem::process_memory(spid), &needles);
 
-    // A CLI holding the unlocked blob: luksAddKey waits for the new
-    // passphrase on stdin after unlocking with the existing one.
-    let mut cli = wc(&[
-        "luksAddKey",
-        "--pbkdf",
-        "pbkdf2",
-        "--pbkdf-force-iterations",
-        "1000",
-        "--key-file",
-        pf_s,
-        img_s,
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let pid = cli.id();
-    let mut blocked = false;
-    for _ in 0..200 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-        if wchan.contains("pipe_read") || wchan.contains("wait_woken") {
-            blocked = true;
-            break;
-        }
-    }
-    assert!(blocked, "CLI did not reach the new-passphrase prompt");
-    let cli_mem = support_mem::process_memory(pid);
-    let in_cli = support_mem::find(&cli_mem, &needles);
-    assert!(
-        memchr::memmem::find(&cli_mem, &wkb.encode()).is_some(),
-        "control failed: the CLI should hold the unlocked blob"
+    // A CLI holding the unlocked blob.
+    let in_cli = cli_holding_blob(
+        wc(&[
+            "luksAddKey",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+            pf_s,
+            img_s,
+        ]),
+        &needles,
+        &wkb.encode(),
     );
-    cli.stdin.take().unwrap().write_all(b"second\n").unwrap();
-    assert!(cli.wait().unwrap().success());
     println!(
         "custodian (key holder): {} hits; FUSE server: {} hits; CLI with unlocked blob: {} hits ({} needles)",
         holder.len(),
@@ -336,8 +313,6 @@ fn process_tree(pid: u32) -> Vec<u32> {
 /// clear-key volume's key of its choosing.
 #[test]
 fn pkcs11_key_through_p11_kit_server_never_in_cli_or_server_memory() {
-    use std::io::Write;
-    use std::process::Stdio;
     let p11 = wrapped_common::P11KitServer::start("proof");
     let d = p11.dir.path();
     let pin_file = p11.pin_file.clone();
@@ -481,46 +456,22 @@ fn pkcs11_key_through_p11_kit_server_never_in_cli_or_server_memory() {
     // The FUSE server, under I/O.
     let in_server = support_mem::find(&support_mem::process_memory(spid), &needles);
 
-    // A CLI holding the unlocked blob, waiting for a new passphrase.
-    let mut cli = wc(&[
-        "luksAddKey",
-        "--pbkdf",
-        "pbkdf2",
-        "--pbkdf-force-iterations",
-        "1000",
-        "--key-file",
-        pf_s,
-        img_s,
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let pid = cli.id();
-    let mut blocked = false;
-    for _ in 0..200 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-        if wchan.contains("pipe_read") || wchan.contains("wait_woken") {
-            blocked = true;
-            break;
-        }
-    }
-    assert!(blocked, "CLI did not reach the new-passphrase prompt");
-    let cli_mem = support_mem::process_memory(pid);
-    let in_cli = support_mem::find(&cli_mem, &needles);
-    let blob = {
-        // The blob the keyslots hold: the convert's output, as luksDump
-        // cannot print it without the passphrase; found by its magic.
-        memchr::memmem::find(&cli_mem, b"WCWK\x00\x01\x01\x00pkcs11").is_some()
-    };
-    assert!(
-        blob,
-        "control failed: the CLI should hold the unlocked pkcs11 blob"
+    // A CLI holding the unlocked blob (the convert's output, which luksDump
+    // cannot print without the passphrase: found by its magic and provider).
+    let in_cli = cli_holding_blob(
+        wc(&[
+            "luksAddKey",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+            pf_s,
+            img_s,
+        ]),
+        &needles,
+        b"WCWK\x00\x01\x01\x00pkcs11",
     );
-    cli.stdin.take().unwrap().write_all(b"second\n").unwrap();
-    assert!(cli.wait().unwrap().success());
     println!(
         "p11-kit server tree {tree:?} (key holder): {} hits; FUSE server: {} hits; CLI with unlocked blob: {} hits ({} needles)",
         holder.len(),
@@ -533,4 +484,40 @@ fn pkcs11_key_through_p11_kit_server_never_in_cli_or_server_memory() {
         "key material in FUSE server memory: {in_server:?}"
     );
     assert!(in_cli.is_empty(), "key material in CLI memory: {in_cli:?}");
+}
+
+/// Runs `cmd` (a luksAddKey that unlocks with the existing passphrase and
+/// then waits for the new one on stdin), and while it waits, holding the
+/// unlocked blob, searches its whole memory for `needles`. `blob` (bytes of
+/// the unlocked blob) must be found: the control that the scan sees what
+/// the CLI holds. The command then finishes normally.
+fn cli_holding_blob(mut cmd: Command, needles: &[(String, Vec<u8>)], blob: &[u8]) -> Vec<String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut cli = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = cli.id();
+    let mut blocked = false;
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        if wchan.contains("pipe_read") || wchan.contains("wait_woken") {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(blocked, "CLI did not reach the new-passphrase prompt");
+    let mem = support_mem::process_memory(pid);
+    let hits = support_mem::find(&mem, needles);
+    assert!(
+        memchr::memmem::find(&mem, blob).is_some(),
+        "control failed: the CLI should hold the unlocked blob"
+    );
+    cli.stdin.take().unwrap().write_all(b"second\n").unwrap();
+    assert!(cli.wait().unwrap().success());
+    hits
 }

@@ -505,41 +505,8 @@ fn corrupted_blob() {
 /// A SoftHSM2 directory with token `label` (user PIN `PIN`) holding an
 /// AES-256 wrapping key "kek" (CKA_ID 01), written by OpenSC's pkcs11-tool.
 fn softhsm(dir: &Path, label: &str, with_key: bool) -> PathBuf {
-    std::fs::create_dir_all(dir.join("tokens")).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .unwrap();
-    let run = |prog: &str, args: &[&str]| {
-        let o = Command::new(prog)
-            .args(args)
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{prog} {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(
-        "softhsm2-util",
-        &[
-            "--init-token",
-            "--free",
-            "--label",
-            label,
-            "--so-pin",
-            "so-0815",
-            "--pin",
-            PIN,
-        ],
-    );
+    let conf = softhsm_token(dir, label, "so-0815", PIN);
+    let run = |prog: &str, args: &[&str]| softhsm_run(&conf, prog, args);
     if with_key {
         run(
             "pkcs11-tool",
@@ -740,6 +707,26 @@ fn pkcs11_missing_wrapping_key() {
     );
 }
 
+/// Swaps the volume's `waes-provider` token (id 1) for the JSON in file
+/// `tok`, with the CLI's own token commands.
+fn replace_provider_token(p: &P11, img: &str, tok: &str) {
+    for args in [
+        vec!["token", "remove", "--token-id", "1", img],
+        vec![
+            "token",
+            "import",
+            "--json-file",
+            tok,
+            "--token-id",
+            "1",
+            img,
+        ],
+    ] {
+        let o = run_cmd(&mut p.cmd(&args), None, WC);
+        assert_eq!(o.code, 0, "{args:?}: {o}");
+    }
+}
+
 #[test]
 fn blob_of_another_provider() {
     let p = P11::new();
@@ -777,21 +764,7 @@ fn blob_of_another_provider() {
             .to_string()
             .as_bytes(),
     );
-    for args in [
-        vec!["token", "remove", "--token-id", "1", &img],
-        vec![
-            "token",
-            "import",
-            "--json-file",
-            &tok,
-            "--token-id",
-            "1",
-            &img,
-        ],
-    ] {
-        let o = run_cmd(&mut p.cmd(&args), None, WC);
-        assert_eq!(o.code, 0, "{args:?}: {o}");
-    }
+    replace_provider_token(&p, &img, &tok);
     let name = map_name("wp");
     check_open(
         p.cmd(&[
@@ -816,21 +789,7 @@ fn blob_of_another_provider() {
             .to_string()
             .as_bytes(),
     );
-    for args in [
-        vec!["token", "remove", "--token-id", "1", &img],
-        vec![
-            "token",
-            "import",
-            "--json-file",
-            &tok,
-            "--token-id",
-            "1",
-            &img,
-        ],
-    ] {
-        let o = run_cmd(&mut p.cmd(&args), None, WC);
-        assert_eq!(o.code, 0, "{args:?}: {o}");
-    }
+    replace_provider_token(&p, &img, &tok);
     check_open(
         p.cmd(&["open", &img, &name, "--key-file", &p.kf]),
         &img,

@@ -421,41 +421,8 @@ fn systemd_cryptenroll_tpm2_tokens_open_with_wrapcrypt() {
 /// A SoftHSM2 token "unl" (user PIN 4321) holding RSA-2048 key pair "unlk".
 fn softhsm(s: &Scratch) -> (String, String) {
     let dir = s.path("hsm");
-    std::fs::create_dir_all(dir.join("tokens")).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .unwrap();
-    let run = |prog: &str, args: &[&str]| {
-        let o = Command::new(prog)
-            .args(args)
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{prog} {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(
-        "softhsm2-util",
-        &[
-            "--init-token",
-            "--free",
-            "--label",
-            "unl",
-            "--so-pin",
-            "8765",
-            "--pin",
-            "4321",
-        ],
-    );
+    let conf = wrapped_common::softhsm_token(&dir, "unl", "8765", "4321");
+    let run = |prog: &str, args: &[&str]| wrapped_common::softhsm_run(&conf, prog, args);
     let module = "/usr/lib/softhsm/libsofthsm2.so";
     run(
         "pkcs11-tool",

@@ -152,6 +152,51 @@ pub const P11_KIT_CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-clien
 /// The user PIN of tokens made by [`P11KitServer::start`].
 pub const P11_PIN: &str = "4711-user";
 
+/// A SoftHSM2 configuration in `dir` (its own token directory) with one
+/// initialised token `label` (SO PIN `so_pin`, user PIN `pin`); returns the
+/// configuration file for SOFTHSM2_CONF.
+pub fn softhsm_token(dir: &std::path::Path, label: &str, so_pin: &str, pin: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("tokens")).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.join("tokens").display()
+        ),
+    )
+    .unwrap();
+    softhsm_run(
+        &conf,
+        "softhsm2-util",
+        &[
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--so-pin",
+            so_pin,
+            "--pin",
+            pin,
+        ],
+    );
+    conf
+}
+
+/// Runs a token tool (softhsm2-util, pkcs11-tool) against `conf`; it must succeed.
+pub fn softhsm_run(conf: &std::path::Path, prog: &str, args: &[&str]) {
+    let o = Command::new(prog)
+        .args(args)
+        .env("SOFTHSM2_CONF", conf)
+        .output()
+        .unwrap_or_else(|e| panic!("{prog}: {e} (scripts/install-deps.sh installs it)"));
+    assert!(
+        o.status.success(),
+        "{prog} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// A fresh SoftHSM2 token exported by a real `p11-kit server` on a private
 /// socket; the CLI reaches it through p11-kit's client module, so the token
 /// (and every key in it) lives in another process. Killed on drop.
@@ -168,23 +213,7 @@ impl P11KitServer {
     pub fn start(label: &str) -> P11KitServer {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::create_dir(d.join("tokens")).unwrap();
-        let conf = d.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                d.join("tokens").display()
-            ),
-        )
-        .unwrap();
-        let st = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args(["--init-token", "--free", "--label", label])
-            .args(["--so-pin", "so-0815", "--pin", P11_PIN])
-            .output()
-            .expect("softhsm2-util is installed");
-        assert!(st.status.success(), "softhsm2-util: {st:?}");
+        let conf = softhsm_token(d, label, "so-0815", P11_PIN);
         let pin_file = d.join("pin");
         std::fs::write(&pin_file, format!("{P11_PIN}\n")).unwrap();
         let sock = d.join("p11.sock");
