@@ -11,8 +11,9 @@ use std::sync::Arc;
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::SectorCipher;
 
+use crate::wkb::Mechanism;
 use crate::xts::aes_256_xts;
-use crate::{clear_key_vp, KeyProvider, KeySpec, KeyState, ProviderError, Wkb};
+use crate::{clear_key_vp, ErrorCode, KeyProvider, KeySpec, KeyState, ProviderError, Wkb};
 
 /// VP of the key 00 01 … 3f (Python `cryptography` AES-XTS of 32 zero
 /// bytes, tweak 0).
@@ -110,11 +111,29 @@ pub fn check_cipher_0_63(open: &dyn Fn(usize) -> Arc<dyn SectorCipher>) {
     threads.into_iter().for_each(|t| t.join().unwrap());
 }
 
+/// `w` with bit 0 of payload byte `byte` flipped and the blob's SHA-256
+/// check recomputed: only the provider's own integrity check (an AEAD tag,
+/// RFC 5649's check, the token-held key's VP) can refuse it.
+pub fn forged(w: &Wkb, byte: usize) -> Wkb {
+    let mut payload = w.expose_payload().to_vec();
+    payload[byte] ^= 1;
+    Wkb::new(
+        w.provider(),
+        w.algorithm(),
+        w.mechanism(),
+        w.wrapping_key().clone(),
+        SecretBytes::copy_from(&payload),
+    )
+    .expect("a forged blob still encodes")
+}
+
 /// The suite: generate (fixed-size self-describing blob, stable VP, two keys
 /// two VPs), validate (current, protection), import (VP equals the software
 /// VP of the clear key; a short key refused), the data path
 /// ([`check_cipher_0_63`]), refusals of `foreign` (another provider's
-/// blob) and of a damaged blob.
+/// blob), of a damaged blob, and of an altered payload under a valid
+/// checksum ([`forged`]): `IntegrityFailure` at open, `invalid` at validate
+/// (for every mechanism that wraps; a `Clear` blob is its own key).
 pub fn provider_suite(p: &dyn KeyProvider, foreign: &Wkb) {
     let spec = KeySpec::aes_256_xts();
     let g = p.generate(&spec).unwrap();
@@ -147,6 +166,17 @@ pub fn provider_suite(p: &dyn KeyProvider, foreign: &Wkb) {
     let mut bad = imp.encode();
     bad[150] ^= 0x80;
     assert!(Wkb::parse(&bad).is_err());
+    // A `Clear` blob (the soft provider's) is its key: any bytes are a key,
+    // certified by the LUKS2 digest, and there is nothing to forge.
+    if imp.mechanism() != Mechanism::Clear {
+        let f = forged(&imp, 3);
+        let e = p.open_cipher(&f, 512).err().expect("a forged blob opened");
+        assert_eq!(e.code(), ErrorCode::IntegrityFailure, "{e}");
+        assert!(matches!(
+            p.validate(&f).unwrap().state,
+            KeyState::Invalid(_)
+        ));
+    }
     for w in [g, g2, imp] {
         let _ = p.discard(&w);
     }

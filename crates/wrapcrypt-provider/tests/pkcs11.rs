@@ -285,16 +285,7 @@ fn bad_input_is_refused_with_one_clear_message() {
 
     // altered payload with a valid checksum: RFC 5649's check refuses it
     let w = p.import(&key_0_63(), &KeySpec::aes_256_xts()).unwrap();
-    let mut payload = w.expose_payload().to_vec();
-    payload[20] ^= 1;
-    let forged = Wkb::new(
-        w.provider(),
-        w.algorithm(),
-        w.mechanism(),
-        w.wrapping_key().clone(),
-        SecretBytes::copy_from(&payload),
-    )
-    .unwrap();
+    let forged = forged(&w, 20);
     let e = p
         .open_cipher(&forged, 512)
         .err()
@@ -463,16 +454,7 @@ fn through_p11_kit_server() {
     assert_eq!(q.verification_pattern(&imp).unwrap(), VP_KEY_0_63);
 
     // Altered payload (checksum recomputed): the VP check refuses it.
-    let mut vp = imp.expose_payload().to_vec();
-    vp[3] ^= 1;
-    let forged = Wkb::new(
-        imp.provider(),
-        imp.algorithm(),
-        imp.mechanism(),
-        imp.wrapping_key().clone(),
-        SecretBytes::copy_from(&vp),
-    )
-    .unwrap();
+    let forged = forged(&imp, 3);
     let e = p
         .open_cipher(&forged, 512)
         .err()
