@@ -278,33 +278,7 @@ macro_rules! aes_engine {
                 tweak: &[u8; BLOCK],
                 data: &mut [u8],
             ) {
-                let nr = s.rounds.min(14);
-                let k0 = rk(&s.enc, 0);
-                let kl = rk(&s.enc, nr);
-                let mut tw = first_tweaks(_mm_loadu_si128(tweak.as_ptr().cast()));
-                let mut chunks = data.chunks_exact_mut(8 * BLOCK);
-                for c in &mut chunks {
-                    let p = c.as_mut_ptr() as *mut __m128i;
-                    let mut b = [_mm_setzero_si128(); 8];
-                    let mut last = [_mm_setzero_si128(); 8];
-                    for i in 0..8 {
-                        b[i] = _mm_xor_si128(_mm_loadu_si128(p.add(i)), _mm_xor_si128(tw[i], k0));
-                        // The output whitening rides on AESENCLAST's key XOR.
-                        last[i] = _mm_xor_si128(tw[i], kl);
-                        tw[i] = mul_x8(tw[i]);
-                    }
-                    enc8(s, &mut b, &last);
-                    for i in 0..8 {
-                        _mm_storeu_si128(p.add(i), b[i]);
-                    }
-                }
-                let mut t = tw[0];
-                for c in chunks.into_remainder().chunks_exact_mut(BLOCK) {
-                    let p = c.as_mut_ptr() as *mut __m128i;
-                    let b = enc1(s, _mm_xor_si128(_mm_loadu_si128(p), t));
-                    _mm_storeu_si128(p, _mm_xor_si128(b, t));
-                    t = mul_x(t);
-                }
+                xts::<false>(s, tweak, data)
             }
 
             #[target_feature(enable = $feat)]
@@ -313,9 +287,23 @@ macro_rules! aes_engine {
                 tweak: &[u8; BLOCK],
                 data: &mut [u8],
             ) {
+                xts::<true>(s, tweak, data)
+            }
+
+            /// XTS in either direction: the structure is the same, only the
+            /// schedule and the round instructions differ (`DECRYPT` is a
+            /// constant, so each instance is straight-line code).
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn xts<const DECRYPT: bool>(
+                s: &AesSchedule,
+                tweak: &[u8; BLOCK],
+                data: &mut [u8],
+            ) {
+                let keys = if DECRYPT { &s.dec } else { &s.enc };
                 let nr = s.rounds.min(14);
-                let k0 = rk(&s.dec, 0);
-                let kl = rk(&s.dec, nr);
+                let k0 = rk(keys, 0);
+                let kl = rk(keys, nr);
                 let mut tw = first_tweaks(_mm_loadu_si128(tweak.as_ptr().cast()));
                 let mut chunks = data.chunks_exact_mut(8 * BLOCK);
                 for c in &mut chunks {
@@ -324,10 +312,15 @@ macro_rules! aes_engine {
                     let mut last = [_mm_setzero_si128(); 8];
                     for i in 0..8 {
                         b[i] = _mm_xor_si128(_mm_loadu_si128(p.add(i)), _mm_xor_si128(tw[i], k0));
+                        // The output whitening rides on the last round's key XOR.
                         last[i] = _mm_xor_si128(tw[i], kl);
                         tw[i] = mul_x8(tw[i]);
                     }
-                    dec8(s, &mut b, &last);
+                    if DECRYPT {
+                        dec8(s, &mut b, &last);
+                    } else {
+                        enc8(s, &mut b, &last);
+                    }
                     for i in 0..8 {
                         _mm_storeu_si128(p.add(i), b[i]);
                     }
@@ -335,7 +328,8 @@ macro_rules! aes_engine {
                 let mut t = tw[0];
                 for c in chunks.into_remainder().chunks_exact_mut(BLOCK) {
                     let p = c.as_mut_ptr() as *mut __m128i;
-                    let b = dec1(s, _mm_xor_si128(_mm_loadu_si128(p), t));
+                    let x = _mm_xor_si128(_mm_loadu_si128(p), t);
+                    let b = if DECRYPT { dec1(s, x) } else { enc1(s, x) };
                     _mm_storeu_si128(p, _mm_xor_si128(b, t));
                     t = mul_x(t);
                 }
