@@ -72,28 +72,8 @@ fn clear_key_server_core_dump_has_no_key_material() {
     }
     let _guard = Close(name.clone());
     // I/O through the engine, both directions.
-    run(Command::new("dd")
-        .args([
-            "if=/dev/urandom",
-            "bs=1M",
-            "count=4",
-            "oflag=direct",
-            "status=none",
-        ])
-        .arg(format!("of=/dev/mapper/{name}")));
-    run(Command::new("dd")
-        .args([
-            "of=/dev/null",
-            "bs=1M",
-            "count=4",
-            "iflag=direct",
-            "status=none",
-        ])
-        .arg(format!("if=/dev/mapper/{name}")));
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(format!("/run/wrapcrypt/{name}/state.json")).unwrap(),
-    )
-    .unwrap();
+    random_io(&name, 0, 4);
+    let state = active_state(&name);
     let pid = state["pid"].as_u64().unwrap() as u32;
     let needles = support_mem::xts512_needles(&key);
 
@@ -200,24 +180,7 @@ fn wrapped_key_never_in_cli_or_server_memory() {
         }
     }
     let _guard = Close(name.clone(), sock.clone());
-    run(Command::new("dd")
-        .args([
-            "if=/dev/urandom",
-            "bs=1M",
-            "count=4",
-            "oflag=direct",
-            "status=none",
-        ])
-        .arg(format!("of=/dev/mapper/{name}")));
-    run(Command::new("dd")
-        .args([
-            "of=/dev/null",
-            "bs=1M",
-            "count=4",
-            "iflag=direct",
-            "status=none",
-        ])
-        .arg(format!("if=/dev/mapper/{name}")));
+    random_io(&name, 0, 4);
     let needles = support_mem::xts512_needles(&key);
 
     // The key holder: the custodian has the key schedule (control).
@@ -248,10 +211,7 @@ fn wrapped_key_never_in_cli_or_server_memory() {
     );
 
     // The FUSE server, under I/O.
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(format!("/run/wrapcrypt/{name}/state.json")).unwrap(),
-    )
-    .unwrap();
+    let state = active_state(&name);
     let spid = state["pid"].as_u64().unwrap() as u32;
     let in_server = support_mem::find(&support_mem::process_memory(spid), &needles);
 
@@ -397,29 +357,8 @@ fn pkcs11_key_through_p11_kit_server_never_in_cli_or_server_memory() {
         .arg(format!("if={}", pfile.display()))
         .arg(format!("of=/dev/mapper/{name}"))
         .args(["bs=1M", "oflag=direct", "status=none"]));
-    run(Command::new("dd")
-        .args([
-            "if=/dev/urandom",
-            "bs=1M",
-            "count=4",
-            "seek=1",
-            "oflag=direct",
-            "status=none",
-        ])
-        .arg(format!("of=/dev/mapper/{name}")));
-    run(Command::new("dd")
-        .args([
-            "of=/dev/null",
-            "bs=1M",
-            "count=5",
-            "iflag=direct",
-            "status=none",
-        ])
-        .arg(format!("if=/dev/mapper/{name}")));
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(format!("/run/wrapcrypt/{name}/state.json")).unwrap(),
-    )
-    .unwrap();
+    random_io(&name, 1, 5);
+    let state = active_state(&name);
     let data_offset = state["data_offset"].as_u64().unwrap();
     let ss = state["sector_size"].as_u64().unwrap();
     let iv0 = state["iv_tweak"].as_u64().unwrap();
@@ -520,4 +459,29 @@ fn cli_holding_blob(mut cmd: Command, needles: &[(String, Vec<u8>)], blob: &[u8]
     cli.stdin.take().unwrap().write_all(b"second\n").unwrap();
     assert!(cli.wait().unwrap().success());
     hits
+}
+
+/// Direct I/O through the engine, both directions: 4 MiB of random data
+/// written from MiB `seek` on, then MiB 0..`read_mib` read back.
+fn random_io(name: &str, seek: u32, read_mib: u32) {
+    run(Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            "count=4",
+            "oflag=direct",
+            "status=none",
+        ])
+        .arg(format!("seek={seek}"))
+        .arg(format!("of=/dev/mapper/{name}")));
+    run(Command::new("dd")
+        .args(["of=/dev/null", "bs=1M", "iflag=direct", "status=none"])
+        .arg(format!("count={read_mib}"))
+        .arg(format!("if=/dev/mapper/{name}")));
+}
+
+/// The opened volume's state file (`/run/wrapcrypt/NAME/state.json`).
+fn active_state(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(format!("/run/wrapcrypt/{name}/state.json")).unwrap())
+        .unwrap()
 }

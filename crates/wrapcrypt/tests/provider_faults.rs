@@ -561,17 +561,31 @@ impl P11 {
             kf,
             pin,
         };
-        let o = run_cmd(
-            &mut p.cmd(&format_args(
-                &p.img,
-                &p.kf,
-                &["--key-provider", &uri, "--pin-file", &p.pin],
-            )),
-            None,
-            WC,
-        );
+        let o = run_cmd(&mut p.format(&p.img, &uri, &p.pin), None, WC);
         assert_eq!(o.code, 0, "pkcs11 luksFormat: {o}");
         p
+    }
+
+    /// `luksFormat` of `target` as a pkcs11 waes volume on `uri`.
+    fn format(&self, target: &str, uri: &str, pin_file: &str) -> Command {
+        self.cmd(&format_args(
+            target,
+            &self.kf,
+            &["--key-provider", uri, "--pin-file", pin_file],
+        ))
+    }
+
+    /// `open` of the test volume as `name` with the PIN from `pin_file`.
+    fn open(&self, name: &str, pin_file: &str) -> Command {
+        self.cmd(&[
+            "open",
+            &self.img,
+            name,
+            "--key-file",
+            &self.kf,
+            "--pin-file",
+            pin_file,
+        ])
     }
 
     fn cmd<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
@@ -589,15 +603,7 @@ fn pkcs11_wrong_pin() {
     let name = map_name("pin");
     let words = ["wrong pin", "flt"];
     check_open(
-        p.cmd(&[
-            "open",
-            &p.img,
-            &name,
-            "--key-file",
-            &p.kf,
-            "--pin-file",
-            &bad,
-        ]),
+        p.open(&name, &bad),
         &p.img,
         &name,
         2,
@@ -607,11 +613,7 @@ fn pkcs11_wrong_pin() {
     let target = patterned_image(&p.s, "t.img");
     let uri = p11_uri("flt", "kek");
     check_unchanged(
-        p.cmd(&format_args(
-            &target,
-            &p.kf,
-            &["--key-provider", &uri, "--pin-file", &bad],
-        )),
+        p.format(&target, &uri, &bad),
         &target,
         2,
         &words,
@@ -625,26 +627,14 @@ fn pkcs11_missing_token() {
     // The token is unplugged: the module now shows another one only.
     let other = softhsm(&p.s.path("hsm2"), "spare", false);
     let name = map_name("tok");
-    let mut cmd = p.cmd(&[
-        "open",
-        &p.img,
-        &name,
-        "--key-file",
-        &p.kf,
-        "--pin-file",
-        &p.pin,
-    ]);
+    let mut cmd = p.open(&name, &p.pin);
     cmd.env("SOFTHSM2_CONF", &other);
     let words = ["no token labelled 'flt'", "spare"];
     check_open(cmd, &p.img, &name, 1, &words, "open, token missing");
     let target = patterned_image(&p.s, "t.img");
     let uri = p11_uri("nosuch", "kek");
     check_unchanged(
-        p.cmd(&format_args(
-            &target,
-            &p.kf,
-            &["--key-provider", &uri, "--pin-file", &p.pin],
-        )),
+        p.format(&target, &uri, &p.pin),
         &target,
         1,
         &["no token labelled 'nosuch'", "flt"],
@@ -658,11 +648,7 @@ fn pkcs11_missing_wrapping_key() {
     let target = patterned_image(&p.s, "t.img");
     let uri = p11_uri("flt", "nokey");
     check_unchanged(
-        p.cmd(&format_args(
-            &target,
-            &p.kf,
-            &["--key-provider", &uri, "--pin-file", &p.pin],
-        )),
+        p.format(&target, &uri, &p.pin),
         &target,
         1,
         &["no wrapping key labelled 'nokey'"],
@@ -690,15 +676,7 @@ fn pkcs11_missing_wrapping_key() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let name = map_name("kek");
     check_open(
-        p.cmd(&[
-            "open",
-            &p.img,
-            &name,
-            "--key-file",
-            &p.kf,
-            "--pin-file",
-            &p.pin,
-        ]),
+        p.open(&name, &p.pin),
         &p.img,
         &name,
         1,
