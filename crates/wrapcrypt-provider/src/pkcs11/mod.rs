@@ -616,10 +616,8 @@ impl Pkcs11Provider {
     ) -> Result<Option<[ObjectHandle; 2]>, ProviderError> {
         let mut out: Vec<ObjectHandle> = Vec::with_capacity(2);
         for i in 0..2 {
-            let mut t = secret_key_template(None);
-            t.extend([Attribute::Token(true), Attribute::Id(held_half_id(id, i))]);
             let found = s
-                .find_objects(&t)
+                .find_objects(&held_search(id, i))
                 .map_err(|e| p11_err("searching the token for a token-held volume key", e))?;
             let [h] = found.as_slice() else {
                 if found.is_empty() {
@@ -768,10 +766,8 @@ impl Pkcs11Provider {
         let s = self.main()?;
         let mut any = false;
         for i in 0..2 {
-            let mut t = secret_key_template(None);
-            t.extend([Attribute::Token(true), Attribute::Id(held_half_id(id, i))]);
             for h in s
-                .find_objects(&t)
+                .find_objects(&held_search(id, i))
                 .map_err(|e| p11_err("searching the token for a token-held volume key", e))?
             {
                 s.destroy_object(h)
@@ -836,6 +832,13 @@ fn held_half_id(id: &[u8], i: usize) -> Vec<u8> {
     let mut v = id.to_vec();
     v.push(i as u8 + 1);
     v
+}
+
+/// Search template for the token object of half `i` of token-held key `id`.
+fn held_search(id: &[u8], i: usize) -> Vec<Attribute> {
+    let mut t = secret_key_template(None);
+    t.extend([Attribute::Token(true), Attribute::Id(held_half_id(id, i))]);
+    t
 }
 
 /// Attributes of a token-held half: a private token object, sensitive,
