@@ -4,10 +4,9 @@
 //! digest-size block `i` as `H(be32(i) || block)` and a final partial block
 //! the same way, truncated).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use wrapcrypt_format::af::{self, AfError};
+mod oracle;
+use oracle::{bytes, python};
 use wrapcrypt_format::hash::HashAlg;
 
 /// Independent AF implementation. Reads lines `hash key_hex stripes
@@ -49,39 +48,6 @@ for line in sys.stdin:
     ok = got == want and merge(mat, len(key), stripes, name) == key
     print(name, len(key), stripes, 'ok' if ok else 'MISMATCH ' + got)
 "#;
-
-fn python(script: &str, input: &str) -> String {
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 is installed by scripts/install-deps.sh");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python3 failed");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Deterministic test bytes.
-fn bytes(seed: u32, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut ctr = 0u32;
-    while out.len() < len {
-        let mut b = seed.to_be_bytes().to_vec();
-        b.extend_from_slice(&ctr.to_be_bytes());
-        out.extend(HashAlg::Sha256.digest(&b));
-        ctr += 1;
-    }
-    out.truncate(len);
-    out
-}
 
 fn split_known(key: &[u8], stripes: u32, hash: HashAlg, seed: u32) -> Vec<u8> {
     let n = key.len() * stripes as usize;

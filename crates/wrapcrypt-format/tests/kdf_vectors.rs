@@ -10,49 +10,16 @@
 //!   of libargon2's output. Python `argon2-cffi` would only wrap the same
 //!   libargon2 again, so it is not used.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+mod oracle;
+use oracle::{bytes, python};
 use wrapcrypt_format::hash::HashAlg;
 use wrapcrypt_format::kdf::{self, Argon2Variant, KdfError, KdfKind, KdfParams, ParamsError};
 
 fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
     hex::decode(s).expect("test vector hex")
-}
-
-/// Runs `python3 -c script` with `input` on stdin and returns stdout.
-fn python(script: &str, input: &str) -> String {
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 is installed by scripts/install-deps.sh");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python3 failed");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Deterministic test bytes.
-fn bytes(seed: u32, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut ctr = 0u32;
-    while out.len() < len {
-        let mut b = seed.to_be_bytes().to_vec();
-        b.extend_from_slice(&ctr.to_be_bytes());
-        out.extend(HashAlg::Sha256.digest(&b));
-        ctr += 1;
-    }
-    out.truncate(len);
-    out
 }
 
 #[test]
