@@ -8,10 +8,11 @@
 //! Header fields are read from `cryptsetup luksDump --dump-json-metadata`,
 //! so this test does not depend on the crate's own LUKS2 parser.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+mod oracle;
+use oracle::python_args;
 use wrapcrypt_format::af;
 use wrapcrypt_format::hash::HashAlg;
 use wrapcrypt_format::kdf::{self, Argon2Variant, KdfParams};
@@ -54,26 +55,6 @@ for i in range(0, length, 512):
     out += d.update(data[i:i+512]) + d.finalize()
 print(out.hex())
 "#;
-
-fn run_python(script: &str, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 is installed by scripts/install-deps.sh");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python3 failed");
-    String::from_utf8(out.stdout).unwrap()
-}
 
 struct Header(Vec<(String, String)>);
 
@@ -121,7 +102,7 @@ fn format(dir: &Path, name: &str, key_bits: u32, pbkdf_args: &[&str]) -> (Vec<u8
 }
 
 fn check_image(img: &str, vk: &[u8], want_kdf: &str) {
-    let text = run_python(HEADER_PY, &[img], "");
+    let text = python_args(HEADER_PY, &[img], "");
     let h = Header(
         text.lines()
             .map(|l| {
@@ -159,7 +140,7 @@ fn check_image(img: &str, vk: &[u8], want_kdf: &str) {
 
     let split_len = af::af_split_size(key_size, stripes, 512);
     assert!(split_len as u64 <= h.num::<u64>("area_size"));
-    let plain = run_python(
+    let plain = python_args(
         DECRYPT_PY,
         &[img, h.get("area_offset"), &split_len.to_string()],
         &hex::encode(area_key.expose_secret()),

@@ -216,20 +216,7 @@ fn wrapped_key_never_in_cli_or_server_memory() {
     let in_server = support_mem::find(&support_mem::process_memory(spid), &needles);
 
     // A CLI holding the unlocked blob.
-    let in_cli = cli_holding_blob(
-        wc(&[
-            "luksAddKey",
-            "--pbkdf",
-            "pbkdf2",
-            "--pbkdf-force-iterations",
-            "1000",
-            "--key-file",
-            pf_s,
-            img_s,
-        ]),
-        &needles,
-        &wkb.encode(),
-    );
+    let in_cli = cli_holding_blob(wc(&add_key_args(pf_s, img_s)), &needles, &wkb.encode());
     println!(
         "custodian (key holder): {} hits; FUSE server: {} hits; CLI with unlocked blob: {} hits ({} needles)",
         holder.len(),
@@ -398,16 +385,7 @@ fn pkcs11_key_through_p11_kit_server_never_in_cli_or_server_memory() {
     // A CLI holding the unlocked blob (the convert's output, which luksDump
     // cannot print without the passphrase: found by its magic and provider).
     let in_cli = cli_holding_blob(
-        wc(&[
-            "luksAddKey",
-            "--pbkdf",
-            "pbkdf2",
-            "--pbkdf-force-iterations",
-            "1000",
-            "--key-file",
-            pf_s,
-            img_s,
-        ]),
+        wc(&add_key_args(pf_s, img_s)),
         &needles,
         b"WCWK\x00\x01\x01\x00pkcs11",
     );
@@ -423,6 +401,21 @@ fn pkcs11_key_through_p11_kit_server_never_in_cli_or_server_memory() {
         "key material in FUSE server memory: {in_server:?}"
     );
     assert!(in_cli.is_empty(), "key material in CLI memory: {in_cli:?}");
+}
+
+/// luksAddKey of `img`, unlocking with key file `pf`; the new passphrase
+/// comes on stdin (see [`cli_holding_blob`]).
+fn add_key_args<'a>(pf: &'a str, img: &'a str) -> [&'a str; 8] {
+    [
+        "luksAddKey",
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        "--key-file",
+        pf,
+        img,
+    ]
 }
 
 /// Runs `cmd` (a luksAddKey that unlocks with the existing passphrase and

@@ -9,9 +9,15 @@ use wrapcrypt_format::hash::HashAlg;
 
 /// Runs `python3 -c script` with `input` on stdin and returns stdout.
 pub fn python(script: &str, input: &str) -> String {
+    python_args(script, &[], input)
+}
+
+/// Runs `python3 -c script ARGS…` with `input` on stdin and returns stdout.
+pub fn python_args(script: &str, args: &[&str], input: &str) -> String {
     let mut child = Command::new("python3")
         .arg("-c")
         .arg(script)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
