@@ -4,6 +4,7 @@
 mod config;
 mod registers;
 mod seal;
+mod seal_error;
 mod server;
 mod tpm;
 

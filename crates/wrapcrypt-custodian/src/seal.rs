@@ -12,6 +12,7 @@ use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 use wrapcrypt_secret::SecretBytes;
 
 use crate::registers::{Registers, STATE_LEN};
+pub use crate::seal_error::SealError;
 use crate::tpm;
 
 const REGISTERS_FILE: &str = "registers.bin";
@@ -19,34 +20,6 @@ const KEY_FILE: &str = "storage.key";
 const TPM_FILE: &str = "storage.tpm";
 const REG_MAGIC: &[u8; 6] = b"WCMS\x00\x01";
 const STORAGE_KEY_LEN: usize = 32;
-
-/// Why master keys could not be sealed or unsealed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SealError {
-    /// A state file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// the file
-        path: PathBuf,
-        /// why
-        source: io::Error,
-    },
-    /// A state file has the wrong size or fails authentication.
-    #[error("{0}: damaged, or sealed under another storage key")]
-    Corrupt(PathBuf),
-    /// A state file is readable by others than its owner.
-    #[error("{0}: must be mode 0600 (0700 for the directory) and owned by this user")]
-    Permissions(PathBuf),
-    /// The TPM refused or failed.
-    #[error("TPM ({tcti}): {message}")]
-    Tpm {
-        /// which TPM
-        tcti: String,
-        /// what failed
-        message: String,
-    },
-}
 
 /// How the storage key is protected.
 enum Sealer {

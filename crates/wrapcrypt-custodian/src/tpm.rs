@@ -20,7 +20,7 @@ use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::{Context, TctiNameConf};
 use wrapcrypt_secret::SecretBytes;
 
-use crate::seal::SealError;
+use crate::seal_error::SealError;
 
 const MAGIC: &[u8; 6] = b"WCTS\x00\x01";
 

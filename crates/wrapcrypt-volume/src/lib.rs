@@ -11,6 +11,7 @@ mod luks1ops;
 mod luks2ops;
 pub mod pbkdf;
 pub mod rewrap;
+mod uuid;
 pub mod wrap_convert;
 
 use std::path::{Path, PathBuf};

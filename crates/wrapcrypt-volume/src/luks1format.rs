@@ -14,8 +14,8 @@ use wrapcrypt_format::luks1::{
 use wrapcrypt_secret::SecretBytes;
 
 use crate::device::Device;
-use crate::format::{random_uuid, valid_uuid};
 use crate::pbkdf::PbkdfOptions;
+use crate::uuid::{random_uuid, valid_uuid};
 use crate::{Volume, VolumeError};
 
 /// Parameters of luksFormat --type luks1.
