@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WRAPCRYPT_BIN="$PWD/target/release/wrapcrypt"
+# The modules of every crate form a tree or a DAG (issue 15).
+python3 scripts/check-modules.py
 cargo test --release --workspace --no-fail-fast -- --test-threads=2
 if [ -x scripts/fuzz.sh ]; then
   FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh
