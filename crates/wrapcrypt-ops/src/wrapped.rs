@@ -9,10 +9,10 @@ use wrapcrypt_provider::{KeyProvider, KeySpec, Wkb};
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::SectorCipher;
 use wrapcrypt_volume::format::FormatParams;
+use wrapcrypt_volume::ExitClass;
 
-use crate::args::Args;
-use crate::exit::CliError;
-use crate::provider;
+use crate::error::OpsError;
+use crate::providers;
 
 /// Whether a segment cipher is wrapcrypt's wrapped AES.
 pub fn is_waes(cipher: &str) -> bool {
@@ -63,42 +63,61 @@ impl FormatKey {
     }
 }
 
+/// `--key-provider` and the PIN read from `--pin-file`.
+#[derive(Clone, Copy, Default)]
+pub struct ProviderChoice<'a> {
+    /// `custodian` (the default) or a `pkcs11:` URI.
+    pub key_provider: Option<&'a str>,
+    /// The PKCS#11 user PIN.
+    pub pin: Option<&'a SecretBytes>,
+}
+
+/// A `--volume-key-file` the caller read: its name (for messages) and bytes.
+pub struct KeyFile<'a> {
+    /// The path as given.
+    pub path: &'a str,
+    /// Its contents.
+    pub bytes: &'a SecretBytes,
+}
+
 /// Produces the volume key (the blob) for luksFormat of a wrapped volume
-/// and sets key size and tokens in `params`.
+/// and sets key size and tokens in `params`: a key generated in the
+/// provider, or the blob (waes) or IBM secure key (paes) in `key_file`.
 pub fn format_key(
-    a: &Args,
     cipher: &str,
+    choice: ProviderChoice,
+    key_file: Option<KeyFile>,
+    key_bits: Option<usize>,
     params: &mut FormatParams,
-) -> Result<FormatKey, CliError> {
+) -> Result<FormatKey, OpsError> {
     if !is_waes(cipher) {
         // paes: an IBM secure key file made by zkey / CCA tools. wrapcrypt
         // stores it and manages the header; only a kernel with paes can use it.
-        let path = a.get("volume-key-file").ok_or_else(|| {
-            CliError::usage(format!(
+        let k = key_file.ok_or_else(|| {
+            OpsError::usage(format!(
                 "Cipher {cipher} needs --volume-key-file with a secure key."
             ))
         })?;
-        let k = crate::pass::read_keyfile(path, 0, None)?;
+        let k = SecretBytes::copy_from(k.bytes.expose_secret());
         if k.is_empty() {
-            return Err(CliError::usage("Secure key file is empty."));
+            return Err(OpsError::usage("Secure key file is empty."));
         }
         params.key_size = k.len();
         return Ok(FormatKey { key: k, made: None });
     }
     if cipher != "waes-xts-plain64" {
-        return Err(CliError::usage(format!(
+        return Err(OpsError::usage(format!(
             "Cipher {cipher} is not supported; use waes-xts-plain64."
         )));
     }
-    let (prov, name, locator) = provider::from_option(a.get("key-provider"), a.get("pin-file"))?;
+    let (prov, name, locator) = providers::from_option(choice.key_provider, choice.pin)?;
     let mut made = None;
-    let wkb = match a.get("volume-key-file") {
-        Some(path) => {
-            let raw = crate::pass::read_keyfile(path, 0, None)?;
-            let w = Wkb::parse(raw.expose_secret())
-                .map_err(|e| CliError::usage(format!("{path} is not a wrapped-key blob: {e}")))?;
+    let wkb = match key_file {
+        Some(KeyFile { path, bytes }) => {
+            let w = Wkb::parse(bytes.expose_secret())
+                .map_err(|e| OpsError::usage(format!("{path} is not a wrapped-key blob: {e}")))?;
             if w.provider() != prov.name() {
-                return Err(CliError::usage(format!(
+                return Err(OpsError::usage(format!(
                     "Wrapped key in {path} belongs to provider {}, not {}.",
                     w.provider(),
                     prov.name()
@@ -119,17 +138,17 @@ pub fn format_key(
     };
     let vp = prov.verification_pattern(&wkb)?;
     let blob = wkb.encode();
-    if let Some(bits) = a.num::<usize>("key-size")? {
+    if let Some(bits) = key_bits {
         if bits != 512 && bits != blob.len() * 8 {
-            return Err(CliError::usage(format!(
+            return Err(OpsError::usage(format!(
                 "Key size {bits} does not apply: waes-xts-plain64 uses AES-256-XTS (512 bits) inside the provider; the stored key is its {}-bit wrapped blob.",
                 blob.len() * 8
             )));
         }
     }
     params.key_size = blob.len();
-    params.tokens = provider::tokens(&name, locator.as_deref(), &vp)?;
-    crate::inventory::note_wrapping_key(&mut params.tokens, &wkb);
+    params.tokens = providers::tokens(&name, locator.as_deref(), &vp)?;
+    providers::note_wrapping_key(&mut params.tokens, &wkb);
     fk.key = SecretBytes::copy_from(&blob);
     Ok(fk)
 }
@@ -149,32 +168,32 @@ pub struct Opened {
 
 /// Resolves the provider for an unlocked blob and proves it holds the key
 /// the volume was made with (equal verification patterns).
-pub fn resolve(a: &Args, h: &Luks2Header, blob: &SecretBytes) -> Result<Opened, CliError> {
+pub fn resolve(
+    h: &Luks2Header,
+    blob: &SecretBytes,
+    choice: ProviderChoice,
+) -> Result<Opened, OpsError> {
     let wkb = Wkb::parse(blob.expose_secret())
-        .map_err(|e| CliError::usage(format!("Stored wrapped key is invalid: {e}")))?;
-    let (name, locator) =
-        provider::recorded(h).unwrap_or_else(|| (wkb.provider().to_string(), None));
-    let locator = a
-        .get("key-provider")
-        .filter(|k| k.starts_with("pkcs11:"))
-        .map(str::to_string)
-        .or(locator);
+        .map_err(|e| OpsError::usage(format!("Stored wrapped key is invalid: {e}")))?;
+    let (name, locator) = providers::recorded_or(h, wkb.provider(), choice.key_provider);
     let pin = match name.as_str() {
-        "pkcs11" => provider::pin_from_file(a.get("pin-file"))?,
+        "pkcs11" => choice
+            .pin
+            .map(|p| SecretBytes::copy_from(p.expose_secret())),
         _ => None,
     };
-    let prov = provider::by_name_with_pin(&name, locator.as_deref(), pin.as_ref())?;
+    let prov = providers::by_name(&name, locator.as_deref(), pin.as_ref())?;
     if wkb.provider() != prov.name() {
-        return Err(CliError::usage(format!(
+        return Err(OpsError::usage(format!(
             "Wrapped key belongs to provider {}, but the volume names {name}.",
             wkb.provider()
         )));
     }
-    if let Some(stored) = provider::stored_vp(h) {
+    if let Some(stored) = providers::stored_vp(h) {
         let vp = prov.verification_pattern(&wkb)?;
         if !vp.eq_ignore_ascii_case(&stored) {
-            return Err(CliError::new(
-                2,
+            return Err(OpsError::refused(
+                ExitClass::Permission,
                 "Verification pattern mismatch: the provider's key is not the key this volume was made with.",
             ));
         }
@@ -194,23 +213,24 @@ pub fn server_cipher(
     pin: Option<&SecretBytes>,
     blob: &[u8],
     sector: usize,
-) -> Result<Arc<dyn SectorCipher>, CliError> {
-    let wkb = Wkb::parse(blob).map_err(|e| CliError::usage(format!("wrapped key: {e}")))?;
-    let prov = provider::by_name_with_pin(name, locator, pin)?;
+) -> Result<Arc<dyn SectorCipher>, OpsError> {
+    let wkb = Wkb::parse(blob).map_err(|e| OpsError::usage(format!("wrapped key: {e}")))?;
+    let prov = providers::by_name(name, locator, pin)?;
     Ok(prov.open_cipher(&wkb, sector)?)
 }
 
 /// Extra luksDump lines for wrapped volumes (after cryptsetup's layout).
-pub fn dump_lines(h: &Luks2Header) -> Option<String> {
+/// `describe` turns a provider failure into the line the caller prints.
+pub fn dump_lines(h: &Luks2Header, describe: impl Fn(&OpsError) -> String) -> Option<String> {
     let seg = h.meta.crypt_segment_id().map(|s| &h.meta.segments[&s])?;
     let cipher = seg.encryption.as_deref()?;
     if !is_waes(cipher) && !cipher.starts_with("paes-") {
         return None;
     }
     let mut out = String::from("Wrapped key:\n");
-    if let Some((name, loc)) = provider::recorded(h) {
+    if let Some((name, loc)) = providers::recorded(h) {
         let prot =
-            provider::by_name(&name, loc.as_deref(), None).map(|p| p.protection().to_string());
+            providers::by_name(&name, loc.as_deref(), None).map(|p| p.protection().to_string());
         out.push_str(&format!("\tProvider:   {name}\n"));
         if let Some(l) = loc {
             out.push_str(&format!("\tURI:        {l}\n"));
@@ -219,14 +239,14 @@ pub fn dump_lines(h: &Luks2Header) -> Option<String> {
             Ok(p) => out.push_str(&format!("\tProtection: {p}\n")),
             // luksDump takes no PIN: a token that needs a login (or a
             // provider that is down) cannot say where it keeps keys.
-            Err(e) => out.push_str(&format!("\tProtection: not known ({})\n", e.msg)),
+            Err(e) => out.push_str(&format!("\tProtection: not known ({})\n", (describe)(&e))),
         }
     } else if cipher.starts_with("paes-") {
         out.push_str(
             "\tProvider:   IBM CCA/EP11 secure key (kernel paes)\n\tProtection: hardware\n",
         );
     }
-    if let Some(vp) = provider::stored_vp(h) {
+    if let Some(vp) = providers::stored_vp(h) {
         out.push_str(&format!("\tVerification pattern: {vp}\n"));
     }
     Some(out)

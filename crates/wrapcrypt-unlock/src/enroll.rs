@@ -1,135 +1,211 @@
-//! `wrapcrypt enroll DEVICE`: adds a keyslot whose passphrase only a TPM
-//! (`--tpm2-device`) or a PKCS#11 token (`--pkcs11-token-uri`) can
-//! release, and the `systemd-tpm2` / `systemd-pkcs11` token that says how
+//! Enrolling a hardware token (`wrapcrypt enroll`): a keyslot whose
+//! passphrase only a TPM or a PKCS#11 token can release, and the
+//! `systemd-tpm2` / `systemd-pkcs11` token that says how
 //! (docs/unlock-tokens.md). Like systemd-cryptenroll: the passphrase is the
 //! base64 of a random secret, the keyslot uses minimal PBKDF2 (the secret
 //! has 256 bits or more of entropy), and an existing passphrase authorises
 //! the change.
 
+use wrapcrypt_format::b64;
 use wrapcrypt_format::luks2::{Token, TOKENS_MAX};
 use wrapcrypt_secret::SecretBytes;
-use wrapcrypt_volume::PbkdfOptions;
+use wrapcrypt_volume::{ExitClass, PbkdfOptions, Volume, VolumeError};
 
-use crate::args::Args;
-use crate::exit::CliError;
-use crate::pkcs11_token::{self, KeyAlgorithm};
-use crate::tpm2_token;
-use crate::unlock_tokens::{self, HwToken, Pkcs11Token, TokenError, Tpm2Token};
-use crate::{b64, keys, pass};
+use crate::error::TokenError;
+use crate::pkcs11::{self, KeyAlgorithm};
+use crate::prompt::Prompter;
+use crate::systemd::{HwToken, Pkcs11Token, Tpm2Token};
+use crate::tpm2;
 
-fn token_err(e: impl Into<TokenError>) -> CliError {
-    let e = e.into();
-    CliError::new(e.exit_code(), format!("Enrollment failed: {e}."))
+/// Which hardware releases the new keyslot's passphrase.
+pub enum EnrollMethod<'a> {
+    /// A TPM 2.0 (`--tpm2-device`), sealed to PCRs, optionally with a PIN.
+    Tpm2 {
+        /// `--tpm2-device` (a device path or `swtpm:…` TCTI).
+        device: &'a str,
+        /// `--tpm2-pcrs` as a mask.
+        pcr_mask: u32,
+        /// `--tpm2-with-pin`: also require a PIN.
+        with_pin: bool,
+        /// The PIN given up front (`--pin-file`); else it is asked for.
+        pin: Option<SecretBytes>,
+    },
+    /// A PKCS#11 token holding an RSA key pair (`--pkcs11-token-uri`).
+    Pkcs11 {
+        /// The token URI.
+        uri: &'a str,
+        /// The user PIN, if the token needs a login.
+        pin: Option<SecretBytes>,
+    },
 }
 
-/// The PBKDF of a token keyslot: the user's `--pbkdf*` options if any, else
-/// systemd's minimal PBKDF2-SHA512 with 1000 iterations.
-fn token_pbkdf(a: &Args) -> Result<PbkdfOptions, CliError> {
-    let user = keys::pbkdf_opts(a)?;
-    if user.kind.is_some() || user.iter_time_ms.is_some() || user.force_iterations.is_some() {
-        return Ok(user);
-    }
-    Ok(PbkdfOptions {
-        kind: Some("pbkdf2".into()),
-        hash: Some(user.hash.unwrap_or_else(|| "sha512".into())),
-        force_iterations: Some(1000),
-        ..Default::default()
-    })
+/// What `enroll` changes besides the method.
+pub struct EnrollOptions<'a> {
+    /// The hardware.
+    pub method: EnrollMethod<'a>,
+    /// `--key-slot` for the new keyslot.
+    pub key_slot: Option<u32>,
+    /// `--token-id` for the new token.
+    pub token_id: Option<u32>,
+    /// The user's PBKDF options; without a chosen PBKDF, iteration time or
+    /// count, systemd's minimal PBKDF2 (1000 iterations, `--hash` or sha512).
+    pub pbkdf: PbkdfOptions,
 }
 
-/// enroll DEVICE (--tpm2-device D [--tpm2-pcrs L] [--tpm2-with-pin] | --pkcs11-token-uri U)
-pub fn run(a: &Args) -> Result<(), CliError> {
-    let dev = a.pos(0, "<device>")?.to_string();
-    let tpm2 = a.get("tpm2-device");
-    let p11 = a.get("pkcs11-token-uri");
-    if tpm2.is_some() == p11.is_some() {
-        return Err(CliError::usage(
-            "Command enroll needs exactly one of --tpm2-device or --pkcs11-token-uri.",
-        ));
+/// What was enrolled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    /// The new token's id.
+    pub token_id: u32,
+    /// The new keyslot.
+    pub keyslot: u32,
+    /// "TPM2" or "PKCS#11".
+    pub what: &'static str,
+}
+
+/// Why enrolling failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnrollError {
+    /// A parameter does not fit this header.
+    #[error("{0}")]
+    Params(String),
+    /// The hardware refused.
+    #[error("Enrollment failed: {0}.")]
+    Token(#[from] TokenError),
+    /// The volume refused (wrong existing passphrase, I/O).
+    #[error("{0}")]
+    Volume(#[from] VolumeError),
+}
+
+impl EnrollError {
+    /// cryptsetup's exit class.
+    pub fn class(&self) -> ExitClass {
+        match self {
+            EnrollError::Params(_) => ExitClass::WrongParams,
+            EnrollError::Token(e) => e.class(),
+            EnrollError::Volume(e) => e.class(),
+        }
     }
-    if a.flag("tpm2-with-pin") && tpm2.is_none() {
-        return Err(CliError::usage(
-            "Option --tpm2-with-pin needs --tpm2-device.",
-        ));
+}
+
+/// The token id to use: the one asked for if free, else the first free.
+pub fn free_token_id(vol: &Volume, want: Option<u32>) -> Result<u32, EnrollError> {
+    let h = vol.luks2_header()?;
+    match want {
+        Some(id) if id >= TOKENS_MAX => Err(EnrollError::Params(format!("Token {id} is invalid."))),
+        Some(id) if h.meta.tokens.contains_key(&id) => {
+            Err(EnrollError::Params(format!("Token {id} in use.")))
+        }
+        Some(id) => Ok(id),
+        None => (0..TOKENS_MAX)
+            .find(|i| !h.meta.tokens.contains_key(i))
+            .ok_or_else(|| EnrollError::Params("No free token slot.".into())),
     }
-    let mut vol = keys::load(a, true)?;
+}
+
+/// Checks the options against the header before anything is asked.
+pub fn check(vol: &Volume, opts: &EnrollOptions) -> Result<u32, EnrollError> {
     vol.check_requirements()?;
-    let slot = keys::key_slot(a)?;
-    if let Some(s) = slot {
+    if let Some(s) = opts.key_slot {
         if vol.luks2_header()?.meta.keyslots.contains_key(&s) {
-            return Err(CliError::usage(format!(
+            return Err(EnrollError::Params(format!(
                 "Key slot {s} is full, please select another one."
             )));
         }
     }
-    let token_id: Option<u32> = a.num("token-id")?;
-    let h = vol.luks2_header()?;
-    let token_id = match token_id {
-        Some(id) if id >= TOKENS_MAX => {
-            return Err(CliError::usage(format!("Token {id} is invalid.")))
-        }
-        Some(id) if h.meta.tokens.contains_key(&id) => {
-            return Err(CliError::usage(format!("Token {id} in use.")))
-        }
-        Some(id) => id,
-        None => (0..TOKENS_MAX)
-            .find(|i| !h.meta.tokens.contains_key(i))
-            .ok_or_else(|| CliError::usage("No free token slot."))?,
-    };
-    let existing = keys::existing_passphrase(
-        a,
-        &format!("Please enter current passphrase for disk {dev}: "),
-        None,
-    )?;
+    free_token_id(vol, opts.token_id)
+}
+
+fn token_pbkdf(user: &PbkdfOptions) -> PbkdfOptions {
+    if user.kind.is_some() || user.iter_time_ms.is_some() || user.force_iterations.is_some() {
+        return user.clone();
+    }
+    PbkdfOptions {
+        kind: Some("pbkdf2".into()),
+        hash: Some(user.hash.clone().unwrap_or_else(|| "sha512".into())),
+        force_iterations: Some(1000),
+        ..Default::default()
+    }
+}
+
+/// Enrolls: asks for an existing passphrase and unlocks with it, makes the
+/// secret in the hardware (asking for a new TPM2 PIN if needed), proves the
+/// hardware gives it back, adds the keyslot, writes the token.
+pub fn enroll(
+    vol: &mut Volume,
+    opts: EnrollOptions,
+    device: &str,
+    prompter: &mut dyn Prompter,
+) -> Result<Enrolled, EnrollError> {
+    let token_id = check(vol, &opts)?;
+    let existing = prompter
+        .passphrase(&format!(
+            "Please enter current passphrase for disk {device}: "
+        ))
+        .map_err(TokenError::from)?;
     let u = vol.unlock(existing.expose_secret(), None, true)?;
     drop(existing);
-
-    let (token, secret) = match (tpm2, p11) {
-        (Some(device), _) => enroll_tpm2(a, device)?,
-        (_, Some(uri)) => enroll_pkcs11(a, uri)?,
-        _ => unreachable!("checked above"),
+    let (token, secret) = match opts.method {
+        EnrollMethod::Tpm2 {
+            device,
+            pcr_mask,
+            with_pin,
+            pin,
+        } => {
+            let pin = match (with_pin, pin) {
+                (false, _) => None,
+                (true, Some(p)) => Some(p),
+                (true, None) => Some(
+                    prompter
+                        .new_secret("Please enter TPM2 PIN: ")
+                        .map_err(TokenError::from)?,
+                ),
+            };
+            if pin.as_ref().is_some_and(|p| p.is_empty()) {
+                return Err(EnrollError::Params(
+                    "The TPM2 PIN must not be empty.".into(),
+                ));
+            }
+            enroll_tpm2(device, pcr_mask, pin.as_ref())?
+        }
+        EnrollMethod::Pkcs11 { uri, pin } => enroll_pkcs11(uri, pin.as_ref())?,
     };
     let passphrase = b64::encode_secret(&secret);
     drop(secret);
+    let pb = token_pbkdf(&opts.pbkdf);
     let new_slot = vol.add_keyslot(
         &u.key,
         passphrase.expose_secret(),
-        slot,
-        &token_pbkdf(a)?,
+        opts.key_slot,
+        &pb,
         false,
     )?;
     drop(passphrase);
     let mut h = vol.luks2_header()?.clone();
     let t = Token::from_json(token_id, &token.to_json(new_slot))
-        .map_err(|e| CliError::usage(format!("internal token error: {e}")))?;
+        .map_err(|e| EnrollError::Params(format!("internal token error: {e}")))?;
     h.meta.tokens.insert(token_id, t);
     vol.write_luks2(h)?;
     let what = match token {
         HwToken::Tpm2(_) => "TPM2",
         HwToken::Pkcs11(_) => "PKCS#11",
     };
-    println!("New {what} token {token_id} enrolled as key slot {new_slot}.");
-    Ok(())
+    Ok(Enrolled {
+        token_id,
+        keyslot: new_slot,
+        what,
+    })
 }
 
-fn enroll_tpm2(a: &Args, device: &str) -> Result<(HwToken, SecretBytes), CliError> {
-    let tcti = tpm2_token::tcti_for(Some(device)).map_err(token_err)?;
-    let mask = tpm2_token::parse_pcrs(a.get("tpm2-pcrs").unwrap_or(""))
-        .map_err(|e| CliError::usage(format!("Invalid --tpm2-pcrs: {e}.")))?;
-    let pin = if a.flag("tpm2-with-pin") {
-        let p = match unlock_tokens::pin_file(a)? {
-            Some(p) => p,
-            None => pass::read_new("Please enter TPM2 PIN: ", true)?,
-        };
-        if p.is_empty() {
-            return Err(CliError::usage("The TPM2 PIN must not be empty."));
-        }
-        Some(p)
-    } else {
-        None
-    };
+fn enroll_tpm2(
+    device: &str,
+    mask: u32,
+    pin: Option<&SecretBytes>,
+) -> Result<(HwToken, SecretBytes), TokenError> {
+    let tcti = tpm2::tcti_for(Some(device))?;
     let bank = "sha256";
-    let sealed = tpm2_token::seal(&tcti, mask, bank, pin.as_ref()).map_err(token_err)?;
+    let sealed = tpm2::seal(&tcti, mask, bank, pin)?;
     let token = Tpm2Token {
         blob: sealed.blob,
         pcr_mask: mask,
@@ -139,33 +215,30 @@ fn enroll_tpm2(a: &Args, device: &str) -> Result<(HwToken, SecretBytes), CliErro
         pin: pin.is_some(),
     };
     // Prove the TPM gives the secret back before a keyslot depends on it.
-    let back = tpm2_token::unseal(&tpm2_token::UnsealParams {
+    let back = tpm2::unseal(&tpm2::UnsealParams {
         tcti: &tcti,
         blob: &token.blob,
         mask,
         bank,
         primary_alg: token.primary_alg,
         policy_hash: &token.policy_hash,
-        pin: pin.as_ref(),
-    })
-    .map_err(token_err)?;
+        pin,
+    })?;
     if !back.ct_eq(sealed.secret.expose_secret()) {
-        return Err(CliError::new(
-            1,
-            "Enrollment failed: TPM2 seal/unseal verification failed.",
+        return Err(TokenError::Json(
+            "TPM2 seal/unseal verification failed".into(),
         ));
     }
     Ok((HwToken::Tpm2(token), sealed.secret))
 }
 
-fn enroll_pkcs11(a: &Args, uri: &str) -> Result<(HwToken, SecretBytes), CliError> {
-    if !uri.starts_with("pkcs11:") {
-        return Err(CliError::usage("--pkcs11-token-uri must be a pkcs11: URI."));
-    }
-    let pin = unlock_tokens::pin_file(a)?;
-    let e = pkcs11_token::enroll(uri, pin.as_ref()).map_err(token_err)?;
+fn enroll_pkcs11(
+    uri: &str,
+    pin: Option<&SecretBytes>,
+) -> Result<(HwToken, SecretBytes), TokenError> {
+    let e = pkcs11::enroll(uri, pin)?;
     let token = Pkcs11Token {
-        uri: pkcs11_token::stored_uri(uri),
+        uri: pkcs11::stored_uri(uri),
         key: e.encrypted,
         alg: KeyAlgorithm::Pkcs1v15,
     };

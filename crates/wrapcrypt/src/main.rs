@@ -1,93 +1,79 @@
 //! `wrapcrypt`: cryptsetup's commands for LUKS volumes, plus wrapped keys.
+//! This binary is only the command line: it parses (clap, cryptsetup's
+//! syntax), asks and prints; the work is done by `wrapcrypt-ops` and
+//! `wrapcrypt-unlock`, and `exit` maps their errors to cryptsetup's codes.
 
-mod activate;
-mod args;
-mod b64;
-mod bench;
-mod custodian;
-mod enroll;
+mod actions;
+mod cli;
 mod exit;
-mod header;
-mod inventory;
-mod keys;
-mod lifecycle;
-mod luks1cmd;
-mod pass;
-mod pkcs11_token;
-mod provider;
-mod tpm2_token;
-mod unlock_tokens;
-mod wrapped;
+mod prompt;
 
-use args::Args;
+use actions::{
+    activation, bench, custodian, generate, header, inventory, keyslots, tokens, wrapped,
+};
+use cli::argv::{self, Parsed};
+use cli::{Action, Cli};
 use exit::CliError;
 
-fn usage() -> &'static str {
-    "Usage: wrapcrypt ACTION [options] DEVICE [ARGS]\n\
-     Actions: luksFormat open luksOpen close status luksDump isLuks luksUUID luksAddKey\n\
-     luksRemoveKey luksChangeKey luksKillSlot luksConvertKey luksHeaderBackup\n\
-     luksHeaderRestore token enroll config convert repair erase benchmark\n\
-     Wrapped keys: validate reencipher setvp setkey convert --cipher waes-xts-plain64\n\
-     custodian keys crypttab"
-}
-
-fn run(a: &Args) -> Result<(), CliError> {
-    if a.flag("version") {
-        println!("wrapcrypt {}", env!("CARGO_PKG_VERSION"));
-        return Ok(());
-    }
-    if a.flag("help") {
-        println!("{}", usage());
-        return Ok(());
-    }
-    match a.action.as_str() {
-        "luksFormat" => keys::luks_format(a),
-        "open" | "luksOpen" => activate::open(a),
-        "close" | "luksClose" => activate::close(a),
-        "status" => activate::status(a),
-        "__serve" => activate::serve(),
-        "luksAddKey" => keys::add_key(a),
-        "luksRemoveKey" => keys::remove_key(a),
-        "luksChangeKey" => keys::change_key(a),
-        "luksKillSlot" => keys::kill_slot(a),
-        "luksConvertKey" => keys::convert_key(a),
-        "luksDump" => header::dump(a),
-        "isLuks" => header::is_luks(a),
-        "luksUUID" => header::uuid(a),
-        "luksHeaderBackup" => header::backup(a),
-        "luksHeaderRestore" => header::restore(a),
-        "token" => header::token(a),
-        "enroll" => enroll::run(a),
-        "config" => header::config(a),
-        "repair" => header::repair(a),
+fn run(c: &Cli) -> Result<(), CliError> {
+    let g = &c.global;
+    match &c.action {
+        Action::LuksFormat(a) => keyslots::format(g, a),
+        Action::Open(a) => activation::open(g, a),
+        Action::Close(a) => activation::close(a),
+        Action::Status(a) => activation::status(a),
+        Action::Serve => activation::serve(),
+        Action::Generate(a) => generate::run(a),
+        Action::AddKey(a) => keyslots::add_key(g, a),
+        Action::RemoveKey(a) => keyslots::remove_key(g, a),
+        Action::ChangeKey(a) => keyslots::change_key(g, a),
+        Action::KillSlot(a) => keyslots::kill_slot(g, a),
+        Action::ConvertKey(a) => keyslots::convert_key(g, a),
+        Action::Dump(a) => header::dump(g, a),
+        Action::IsLuks(a) => header::is_luks(g, a),
+        Action::Uuid(a) => header::uuid(a),
+        Action::HeaderBackup(a) => header::backup(g, a),
+        Action::HeaderRestore(a) => header::restore(g, a),
+        Action::Token(a) => tokens::token(g, a),
+        Action::Enroll(a) => tokens::enroll(g, a),
+        Action::Config(a) => header::config(g, a),
         // --cipher selects the wrapped-key conversion; otherwise LUKS1 <-> LUKS2.
-        "convert" if a.get("cipher").is_some() => lifecycle::convert(a),
-        "convert" => luks1cmd::convert(a),
-        "erase" | "luksErase" => keys::erase(a),
-        "benchmark" => bench::run(a),
-        "custodian" => custodian::run(a),
-        "validate" => lifecycle::validate(a),
-        "reencipher" => lifecycle::reencipher(a),
-        "setvp" => lifecycle::setvp(a),
-        "setkey" => lifecycle::setkey(a),
-        "keys" => inventory::keys(a),
-        "crypttab" => inventory::crypttab(a),
-        "" => Err(CliError::usage(usage())),
-        other => Err(CliError::usage(format!("Unknown action {other}."))),
+        Action::Convert(a) if a.cipher.is_some() => wrapped::convert(g, a),
+        Action::Convert(a) => header::convert(g, a),
+        Action::Repair(a) => header::repair(g, a),
+        Action::Erase(a) => keyslots::erase(g, a),
+        Action::Benchmark(a) => bench::run(a),
+        Action::Custodian(a) => custodian::run(a),
+        Action::Validate(a) => wrapped::validate(g, a),
+        Action::Reencipher(a) => wrapped::reencipher(g, a),
+        Action::SetVp(a) => wrapped::setvp(g, a),
+        Action::SetKey(a) => wrapped::setkey(g, a),
+        Action::Keys(a) => inventory::keys(a),
+        Action::Crypttab(a) => inventory::crypttab(a),
     }
 }
 
 fn main() {
     wrapcrypt_secret::harden_process();
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let code = match Args::parse(&argv).and_then(|a| run(&a)) {
-        Ok(()) => 0,
-        Err(e) => {
-            if !e.msg.is_empty() {
-                eprintln!("{}", e.msg);
-            }
-            e.code
+    let code = match argv::parse(&argv) {
+        Parsed::Print(text) => {
+            print!("{text}");
+            0
         }
+        Parsed::Usage(line) => {
+            eprintln!("{line}");
+            1
+        }
+        Parsed::Run(c) => match run(&c) {
+            Ok(()) => 0,
+            Err(e) => {
+                if !e.msg.is_empty() {
+                    eprintln!("{}", e.msg);
+                }
+                e.code
+            }
+        },
     };
     std::process::exit(code);
 }

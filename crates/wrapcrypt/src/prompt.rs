@@ -1,11 +1,13 @@
-//! Passphrases and key files: TTY prompts without echo, lines from a
-//! non-TTY stdin, and key files (offset, size, `-` for stdin). Everything
-//! is read straight into locked memory.
+//! The one prompt module: passphrases and key files (TTY prompts without
+//! echo, lines from a non-TTY stdin, key files with offset and size, `-`
+//! for stdin), all read straight into locked memory, and [`CliPrompter`],
+//! which answers the libraries' questions with them.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
 
 use wrapcrypt_secret::SecretBytes;
+use wrapcrypt_unlock::{PromptError, Prompter};
 
 use crate::exit::CliError;
 
@@ -201,4 +203,72 @@ pub fn confirm(question: &str, batch: bool) -> Result<(), CliError> {
         return Err(CliError::usage("Operation aborted."));
     }
     Ok(())
+}
+
+/// A key file as the options name it: path ("-" for stdin), offset, size.
+#[derive(Debug, Clone, Default)]
+pub struct KeySource {
+    /// The path.
+    pub path: String,
+    /// Bytes skipped first.
+    pub offset: u64,
+    /// Bytes read (default: to EOF).
+    pub size: Option<usize>,
+}
+
+impl KeySource {
+    /// Reads the key file.
+    pub fn read(&self) -> Result<SecretBytes, CliError> {
+        read_keyfile(&self.path, self.offset, self.size)
+    }
+}
+
+/// The terminal, key files and `--batch-mode` answering the library's
+/// questions.
+#[derive(Debug, Default)]
+pub struct CliPrompter {
+    /// `--batch-mode`: confirmations are yes.
+    pub batch: bool,
+    /// Where the existing passphrase comes from (else a prompt).
+    pub key_file: Option<KeySource>,
+    /// Where a new passphrase comes from (else a verified prompt).
+    pub new_key_file: Option<KeySource>,
+}
+
+fn prompt_err(e: CliError) -> PromptError {
+    PromptError::new(crate::exit::class_of(e.code), e.msg)
+}
+
+impl Prompter for CliPrompter {
+    fn passphrase(&mut self, prompt: &str) -> Result<SecretBytes, PromptError> {
+        match &self.key_file {
+            Some(k) => k.read(),
+            None => read_line(prompt),
+        }
+        .map_err(prompt_err)
+    }
+
+    fn line(&mut self, prompt: &str) -> Result<SecretBytes, PromptError> {
+        read_line(prompt).map_err(prompt_err)
+    }
+
+    fn new_secret(&mut self, prompt: &str) -> Result<SecretBytes, PromptError> {
+        match &self.new_key_file {
+            Some(k) => k.read(),
+            None => read_new(prompt, true),
+        }
+        .map_err(prompt_err)
+    }
+
+    fn confirm(&mut self, question: &str) -> Result<(), PromptError> {
+        confirm(question, self.batch).map_err(prompt_err)
+    }
+
+    fn warn(&mut self, message: &str) {
+        eprintln!("{message}");
+    }
+
+    fn info(&mut self, message: &str) {
+        println!("{message}");
+    }
 }

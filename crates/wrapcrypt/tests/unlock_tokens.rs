@@ -551,3 +551,77 @@ fn waes_volume_opens_with_the_hardware_alone() {
     c.ok(&["close", &name]);
     assert!(!Path::new(&format!("/dev/mapper/{name}")).exists());
 }
+
+/// An external token handler `wrapcrypt-token-TYPE` in `WRAPCRYPT_TOKEN_PATH`
+/// serves a token type wrapcrypt does not know; `--disable-external-tokens`
+/// turns it off, and a handler others could replace is refused.
+#[test]
+fn external_token_handler_unlocks_and_can_be_disabled() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let img = s.image("ext.img", 32);
+    let kf = s.key("pass", b"ext passphrase");
+    format(WC, &img, &kf, FAST);
+    let dir = s.path("tokens");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The handler checks it was given the token JSON, then prints the passphrase.
+    let handler = dir.join("wrapcrypt-token-wrapcrypt-test-ext");
+    std::fs::write(
+        &handler,
+        "#!/bin/sh\nread -r line\ncase \"$line\" in *'\"type\":\"wrapcrypt-test-ext\"'*) ;; *) exit 1;; esac\nprintf '%s' 'ext passphrase'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let json = s.key(
+        "tok.json",
+        br#"{"type":"wrapcrypt-test-ext","keyslots":[],"note":"no secret in here"}"#,
+    );
+    WC.ok(&[
+        "token",
+        "import",
+        "--token-id",
+        "2",
+        "--json-file",
+        &json,
+        "--key-slot",
+        "0",
+        &img,
+    ]);
+    let open = |extra: &[&str]| {
+        let mut args = vec!["open", "--test-passphrase", "--token-only", "-v"];
+        args.extend_from_slice(extra);
+        args.push(&img);
+        WC.cmd(&args)
+            .env("WRAPCRYPT_TOKEN_PATH", &dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = open(&[]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Token 2 unlocked keyslot 0."));
+    let o = open(&["--disable-external-tokens"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "No usable token is available."
+    );
+    // Group-writable: another user could swap it for one that keeps passphrases.
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let o = open(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("writable by group or others"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // cryptsetup keeps the token it does not know.
+    let dump = CS.ok(&["luksDump", &img]).stdout;
+    assert!(dump.contains("wrapcrypt-test-ext"), "{dump}");
+}

@@ -5,7 +5,7 @@ use wrapcrypt_format::hash::HashAlg;
 use wrapcrypt_format::kdf::{self, Argon2Variant, KdfKind, KdfParams};
 use wrapcrypt_sector::CipherSpec;
 
-use crate::args::Args;
+use crate::cli::BenchArgs;
 use crate::exit::CliError;
 
 const CIPHERS: &[(&str, usize)] = &[
@@ -41,19 +41,19 @@ fn cipher_row(name: &str, bits: usize) -> Result<String, CliError> {
 }
 
 /// benchmark [--cipher C] [--key-size BITS] [--pbkdf P]
-pub fn run(a: &Args) -> Result<(), CliError> {
+pub fn run(a: &BenchArgs) -> Result<(), CliError> {
     println!("# Tests are approximate using memory only (no storage IO).");
-    if let Some(c) = a.get("cipher") {
+    if let Some(c) = a.cipher.as_deref() {
         let bits = a
-            .num::<usize>("key-size")?
+            .key_size
             .unwrap_or(if c.contains("xts") { 512 } else { 256 });
         let short: String = c.split('-').take(2).collect::<Vec<_>>().join("-");
         println!("#     Algorithm |       Key |      Encryption |      Decryption");
         println!("{}", cipher_row(&short, bits)?);
         return Ok(());
     }
-    let want = a.get("pbkdf");
-    let ms = a.num::<u32>("iter-time")?.unwrap_or(2000);
+    let want = a.pbkdf.pbkdf.as_deref();
+    let ms = a.pbkdf.iter_time.unwrap_or(2000);
     for h in [
         HashAlg::Sha1,
         HashAlg::Sha256,
@@ -78,9 +78,10 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         if want.is_some_and(|w| w != v.name()) {
             continue;
         }
-        let par = a.num::<u32>("pbkdf-parallel")?.unwrap_or(4);
+        let par = a.pbkdf.pbkdf_parallel.unwrap_or(4);
         let mem = a
-            .num::<u32>("pbkdf-memory")?
+            .pbkdf
+            .pbkdf_memory
             .unwrap_or_else(kdf::default_max_memory_kib);
         match kdf::calibrate(KdfKind::Argon2(v), ms, mem, par, 32) {
             Ok(KdfParams::Argon2 {

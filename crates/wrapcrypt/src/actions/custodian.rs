@@ -2,14 +2,15 @@
 //! master-key administration of the key custodian, like a CCA
 //! coprocessor's NEW / CURRENT / OLD registers.
 
-use crate::args::Args;
+use wrapcrypt_ops::providers;
+
+use crate::cli::CustodianArgs;
 use crate::exit::CliError;
-use crate::provider;
 
 /// custodian SUBCOMMAND
-pub fn run(a: &Args) -> Result<(), CliError> {
-    let c = provider::custodian();
-    match a.pos(0, "<init|status|load-new-master-key|set-master-key>")? {
+pub fn run(a: &CustodianArgs) -> Result<(), CliError> {
+    let c = providers::custodian();
+    match a.sub.as_str() {
         "init" => {
             c.init()?;
             println!("Custodian initialised: CURRENT master key generated.");
@@ -32,7 +33,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         }
     }
     let st = c.status()?;
-    if a.flag("json") {
+    if a.json {
         let regs: serde_json::Map<String, serde_json::Value> = st
             .registers
             .iter()

@@ -9,25 +9,16 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use wrapcrypt_format::luks2::{Luks2Header, Token};
-use wrapcrypt_provider::{MasterKeyStatus, Register, Wkb};
+use wrapcrypt_format::luks2::Luks2Header;
+use wrapcrypt_provider::{MasterKeyStatus, Register};
 use wrapcrypt_volume::rewrap::{self, ReencipherToken};
 use wrapcrypt_volume::Volume;
 
-use crate::args::Args;
-use crate::exit::CliError;
-use crate::provider;
+use wrapcrypt_ops::providers;
 
-/// Records the blob's wrapping-key identity in the `waes-provider` token.
-pub fn note_wrapping_key(tokens: &mut [Token], wkb: &Wkb) {
-    for t in tokens
-        .iter_mut()
-        .filter(|t| t.kind == provider::PROVIDER_TOKEN)
-    {
-        t.json
-            .insert("wrapping-key".into(), wkb.wrapping_key().to_string().into());
-    }
-}
+use super::common::paths;
+use crate::cli::{CrypttabArgs, KeysArgs};
+use crate::exit::CliError;
 
 /// One volume as the inventory sees it.
 struct Entry {
@@ -52,7 +43,7 @@ fn entry(device: &str) -> Result<Entry, CliError> {
         .meta
         .tokens
         .values()
-        .find(|t| t.kind == provider::PROVIDER_TOKEN)
+        .find(|t| t.kind == providers::PROVIDER_TOKEN)
         .and_then(|t| t.json.get("wrapping-key"))
         .and_then(|v| v.as_str())
         .map(str::to_string);
@@ -60,7 +51,7 @@ fn entry(device: &str) -> Result<Entry, CliError> {
         device: device.to_string(),
         uuid: h.uuid.clone(),
         cipher,
-        provider: provider::recorded(h).map(|(n, _)| n),
+        provider: providers::recorded(h).map(|(n, _)| n),
         vp: rewrap::stored_vp(h),
         wrapping_key,
         staged: ReencipherToken::find(h).ok().flatten().is_some(),
@@ -100,8 +91,8 @@ fn register_of(st: Option<&MasterKeyStatus>, wk: Option<&str>) -> Option<Registe
 }
 
 /// keys list [DEVICE…] [--json]
-pub fn keys(a: &Args) -> Result<(), CliError> {
-    match a.pos(0, "<list>")? {
+pub fn keys(a: &KeysArgs) -> Result<(), CliError> {
+    match a.sub.as_str() {
         "list" => {}
         other => {
             return Err(CliError::usage(format!(
@@ -109,9 +100,9 @@ pub fn keys(a: &Args) -> Result<(), CliError> {
             )))
         }
     }
-    let custodian = provider::custodian().status();
+    let custodian = providers::custodian().status();
     let st = custodian.as_ref().ok();
-    let mut devices: Vec<String> = a.pos[1..].to_vec();
+    let mut devices: Vec<String> = a.devices.clone();
     for d in crypttab_devices() {
         if !devices.contains(&d) {
             devices.push(d);
@@ -124,7 +115,7 @@ pub fn keys(a: &Args) -> Result<(), CliError> {
             Err(e) => rows.push(Err((d.clone(), e.msg))),
         }
     }
-    if a.flag("json") {
+    if a.json {
         let regs: Vec<_> = st
             .map(|s| {
                 s.registers
@@ -211,17 +202,13 @@ fn has_token(h: &Luks2Header, kind: &str) -> bool {
 }
 
 /// crypttab DEVICE [NAME]: the /etc/crypttab line for the volume.
-pub fn crypttab(a: &Args) -> Result<(), CliError> {
-    let dev = a.pos(0, "<device>")?;
-    let vol = Volume::open(Path::new(dev), a.get("header").map(Path::new), false)?;
+pub fn crypttab(a: &CrypttabArgs) -> Result<(), CliError> {
+    let (dev, hdr) = paths(&a.dev);
+    let vol = Volume::open(dev, hdr, false)?;
     let h = vol.luks2_header()?;
-    let name = a
-        .pos
-        .get(1)
-        .cloned()
-        .unwrap_or_else(|| format!("luks-{}", h.uuid));
+    let name = a.name.clone().unwrap_or_else(|| format!("luks-{}", h.uuid));
     let mut opts = vec!["luks".to_string()];
-    if let Some(hdr) = a.get("header") {
+    if let Some(hdr) = &a.dev.header.header {
         opts.push(format!("header={hdr}"));
     }
     if h.meta
@@ -245,12 +232,12 @@ pub fn crypttab(a: &Args) -> Result<(), CliError> {
         .and_then(|s| h.meta.segments[&s].encryption.clone())
         .unwrap_or_default();
     if cipher.starts_with("waes-") {
-        let p = provider::recorded(h)
+        let p = providers::recorded(h)
             .map(|(n, _)| n)
             .unwrap_or_else(|| "custodian".into());
         println!("# {cipher} (wrapped key, provider {p}): opened by wrapcrypt open, not by the kernel's dm-crypt alone");
     }
-    let keyfile = a.get("key-file").unwrap_or("none");
+    let keyfile = a.key.key_file.as_deref().unwrap_or("none");
     println!("{name} UUID={} {keyfile} {}", h.uuid, opts.join(","));
     Ok(())
 }

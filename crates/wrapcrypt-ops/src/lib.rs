@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+
+pub mod backup;
+pub mod convert;
+pub mod error;
+pub mod keyholders;
+pub mod keyslots;
+pub mod open;
+pub mod providers;
+pub mod reencipher;
+pub mod setkey;
+pub mod tokens;
+pub mod validate;
+pub mod wrapped;
+
+pub use error::OpsError;
+pub use wrapped::{KeyFile, ProviderChoice};

@@ -1,0 +1,316 @@
+//! `open`: everything between the command line and the FUSE server. It
+//! checks the volume can be activated under that name, unlocks it (tokens,
+//! then passphrase), resolves a wrapped volume's provider, and encodes the
+//! server's start-up payload. The server is started by the caller (the CLI
+//! re-executes itself); the payload reaches it on a pipe, never argv or
+//! environment.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wrapcrypt_activate::ServeConfig;
+use wrapcrypt_format::luks2::SegmentSize;
+use wrapcrypt_secret::SecretBytes;
+use wrapcrypt_sector::{CipherSpec, SectorCipher};
+use wrapcrypt_unlock::{Prompter, Registry, UnlockRequest};
+use wrapcrypt_volume::{ExitClass, Volume};
+
+use crate::error::OpsError;
+use crate::wrapped::{self, ProviderChoice};
+
+/// What `open` is asked to do.
+pub struct OpenOptions<'a> {
+    /// The device as named (also the server's backing file).
+    pub device: &'a str,
+    /// The name under /dev/mapper.
+    pub name: &'a str,
+    /// `--readonly`.
+    pub read_only: bool,
+    /// `--allow-discards` (the header's flag counts too).
+    pub allow_discards: bool,
+    /// How to unlock.
+    pub unlock: UnlockRequest<'a>,
+    /// A wrapped volume's provider options.
+    pub provider: ProviderChoice<'a>,
+}
+
+/// Parses a segment cipher as the server will.
+pub fn check_cipher(spec: &str) -> Result<CipherSpec, OpsError> {
+    CipherSpec::parse(spec)
+        .map_err(|e| OpsError::usage(format!("Cannot activate with cipher {spec}: {e}")))
+}
+
+fn check_free(name: &str, dev: &str) -> Result<(), OpsError> {
+    if wrapcrypt_activate::list().iter().any(|n| n == name)
+        || Path::new("/dev/mapper").join(name).exists()
+    {
+        return Err(OpsError::refused(
+            ExitClass::Busy,
+            format!("Device {name} already exists."),
+        ));
+    }
+    if let Some(other) = wrapcrypt_activate::is_backing_in_use(Path::new(dev)) {
+        return Err(OpsError::refused(
+            ExitClass::Busy,
+            format!("Cannot use device {dev} which is in use (already mapped as {other})."),
+        ));
+    }
+    Ok(())
+}
+
+/// `open --test-passphrase`: unlocks and activates nothing. As cryptsetup:
+/// a keyslot named with `--key-slot` may be unbound; without it only bound
+/// ones count.
+pub fn test_passphrase(
+    vol: &Volume,
+    req: &UnlockRequest,
+    reg: &Registry,
+    prompter: &mut dyn Prompter,
+) -> Result<(), OpsError> {
+    let req = UnlockRequest {
+        need_bound: req.key_slot.is_none(),
+        ..req.clone()
+    };
+    wrapcrypt_unlock::unlock(vol, &req, reg, prompter)?;
+    Ok(())
+}
+
+/// Unlocks and returns the server's start-up payload (in locked memory).
+pub fn prepare(
+    vol: Volume,
+    opts: &OpenOptions,
+    reg: &Registry,
+    prompter: &mut dyn Prompter,
+) -> Result<SecretBytes, OpsError> {
+    let (dev, name) = (opts.device, opts.name);
+    let mut req = opts.unlock.clone();
+    req.need_bound = true;
+    if vol.version() == 1 {
+        return prepare_luks1(vol, opts, &req, reg, prompter);
+    }
+    vol.check_requirements()?;
+    let h = vol.luks2_header()?.clone();
+    let seg_id = h
+        .meta
+        .crypt_segment_id()
+        .ok_or_else(|| OpsError::usage("Volume has no crypt segment."))?;
+    let seg = h.meta.segments[&seg_id].clone();
+    let enc = seg.encryption.clone().unwrap_or_default();
+    let spec = check_cipher(&enc)?;
+    if spec.is_wrapped() && !wrapped::is_waes(&enc) {
+        return Err(OpsError::usage(format!(
+            "Cipher {enc} needs the kernel's paes cipher through device-mapper, which this host does not have."
+        )));
+    }
+    check_free(name, dev)?;
+    let u = wrapcrypt_unlock::unlock(&vol, &req, reg, prompter)?;
+    let mut cfg = ServeConfig::new(name, dev);
+    cfg.data_offset = if vol.is_detached() || seg.offset > 0 {
+        seg.offset
+    } else {
+        0
+    };
+    cfg.data_size = match seg.size {
+        SegmentSize::Dynamic => None,
+        SegmentSize::Fixed(s) => Some(s),
+    };
+    cfg.iv_tweak = seg.iv_tweak;
+    cfg.read_only = opts.read_only;
+    let persistent_discards = h
+        .meta
+        .config
+        .flags
+        .iter()
+        .flatten()
+        .any(|f| f == "allow-discards");
+    cfg.allow_discards = opts.allow_discards || persistent_discards;
+    cfg.cipher_desc = enc.clone();
+    let status = |cfg: &mut ServeConfig, k: &str, v: String| {
+        cfg.extra_status.insert(k.into(), v);
+    };
+    status(&mut cfg, "type", format!("LUKS{}", vol.version()));
+    status(&mut cfg, "keysize", format!("{} bits", u.key.len() * 8));
+    status(&mut cfg, "uuid", h.uuid.clone());
+    status(&mut cfg, "keyslot", u.keyslot.to_string());
+    let src = if spec.is_wrapped() {
+        let o = wrapped::resolve(&h, &u.key, opts.provider)?;
+        status(&mut cfg, "protection", o.provider.protection().to_string());
+        status(&mut cfg, "provider", o.name.clone());
+        status(&mut cfg, "keysize", "512 bits (wrapped)".into());
+        KeySource::Wrapped {
+            provider: o.name,
+            locator: o.locator.unwrap_or_default(),
+            pin: o.pin,
+        }
+    } else {
+        status(&mut cfg, "protection", "in-process".into());
+        status(&mut cfg, "provider", "soft".into());
+        KeySource::Clear
+    };
+    drop(vol);
+    Ok(payload(&cfg, &enc, seg.sector_size, &src, &u.key))
+}
+
+/// A LUKS1 volume: dm-crypt's LUKS1 mapping (payload at `payload_offset`
+/// sectors, cipher `name-mode`, 512-byte sectors), passphrase only.
+fn prepare_luks1(
+    vol: Volume,
+    opts: &OpenOptions,
+    req: &UnlockRequest,
+    reg: &Registry,
+    prompter: &mut dyn Prompter,
+) -> Result<SecretBytes, OpsError> {
+    let h = vol.luks1_header()?.clone();
+    let enc = h.cipher_spec();
+    check_cipher(&enc)?;
+    check_free(opts.name, opts.device)?;
+    let u = wrapcrypt_unlock::unlock(&vol, req, reg, prompter)?;
+    let mut cfg = ServeConfig::new(opts.name, opts.device);
+    // A detached header's payload offset counts on the data device too.
+    cfg.data_offset = h.payload_offset_bytes();
+    cfg.data_size = None;
+    cfg.iv_tweak = 0;
+    cfg.read_only = opts.read_only;
+    cfg.allow_discards = opts.allow_discards;
+    cfg.cipher_desc = enc.clone();
+    for (k, v) in [
+        ("type", "LUKS1".to_string()),
+        ("keysize", format!("{} bits", u.key.len() * 8)),
+        ("uuid", h.uuid().to_string()),
+        ("keyslot", u.keyslot.to_string()),
+        ("protection", "in-process".into()),
+        ("provider", "soft".into()),
+    ] {
+        cfg.extra_status.insert(k.into(), v);
+    }
+    drop(vol);
+    Ok(payload(&cfg, &enc, 512, &KeySource::Clear, &u.key))
+}
+
+/// How the server builds its cipher: from a clear key (soft engine), or
+/// from a wrapped-key blob through its provider (the server never holds
+/// the effective key).
+enum KeySource {
+    Clear,
+    Wrapped {
+        provider: String,
+        locator: String,
+        /// The PKCS#11 user PIN: the server logs in itself.
+        pin: Option<SecretBytes>,
+    },
+}
+
+/// Payload layout on the pipe: u32 LE length of the ServeConfig JSON, the
+/// JSON, the cipher spec length (u16 LE) and text, the sector size (u32 LE),
+/// a kind byte (0 clear key, 1 wrapped: then u16 LE length + provider name,
+/// u16 LE length + locator, u16 LE length + PIN), then the key or blob
+/// bytes up to the end.
+fn payload(
+    cfg: &ServeConfig,
+    spec: &str,
+    sector_size: u32,
+    src: &KeySource,
+    key: &SecretBytes,
+) -> SecretBytes {
+    let json = serde_json::to_vec(cfg).expect("ServeConfig serializes");
+    let extra = match src {
+        KeySource::Clear => 1,
+        KeySource::Wrapped {
+            provider,
+            locator,
+            pin,
+        } => 1 + 6 + provider.len() + locator.len() + pin.as_ref().map_or(0, |p| p.len()),
+    };
+    let len = 4 + json.len() + 2 + spec.len() + 4 + extra + key.len();
+    let mut p = SecretBytes::zeroed(len);
+    let b = p.expose_secret_mut();
+    let mut o = 0;
+    let mut put = |x: &[u8]| {
+        b[o..o + x.len()].copy_from_slice(x);
+        o += x.len();
+    };
+    put(&(json.len() as u32).to_le_bytes());
+    put(&json);
+    put(&(spec.len() as u16).to_le_bytes());
+    put(spec.as_bytes());
+    put(&sector_size.to_le_bytes());
+    match src {
+        KeySource::Clear => put(&[0]),
+        KeySource::Wrapped {
+            provider,
+            locator,
+            pin,
+        } => {
+            put(&[1]);
+            put(&(provider.len() as u16).to_le_bytes());
+            put(provider.as_bytes());
+            put(&(locator.len() as u16).to_le_bytes());
+            put(locator.as_bytes());
+            let pin = pin.as_ref().map_or(&[][..], |p| p.expose_secret());
+            put(&(pin.len() as u16).to_le_bytes());
+            put(pin);
+        }
+    }
+    put(key.expose_secret());
+    p
+}
+
+/// What the server process builds from its payload.
+pub struct ServerStart {
+    /// The server's configuration.
+    pub config: ServeConfig,
+    /// The cipher spec (for messages).
+    pub spec: String,
+    /// The sector cipher, or why it could not be built.
+    pub cipher: Result<Arc<dyn SectorCipher>, OpsError>,
+}
+
+/// Decodes the payload [`prepare`] made and builds the cipher: the soft
+/// engine over a clear key, or a provider session over a blob.
+pub fn server_start(b: &[u8]) -> Result<ServerStart, OpsError> {
+    let bad = || OpsError::usage("malformed server payload");
+    let take = |o: &mut usize, n: usize| -> Result<&[u8], OpsError> {
+        let s = b.get(*o..*o + n).ok_or_else(bad)?;
+        *o += n;
+        Ok(s)
+    };
+    let u16_at = |o: &mut usize| -> Result<usize, OpsError> {
+        Ok(u16::from_le_bytes(take(o, 2)?.try_into().expect("2")) as usize)
+    };
+    let text = |o: &mut usize, n: usize| -> Result<String, OpsError> {
+        Ok(std::str::from_utf8(take(o, n)?)
+            .map_err(|_| bad())?
+            .to_string())
+    };
+    let mut o = 0;
+    let jl = u32::from_le_bytes(take(&mut o, 4)?.try_into().expect("4")) as usize;
+    let config: ServeConfig = serde_json::from_slice(take(&mut o, jl)?).map_err(|_| bad())?;
+    let sl = u16_at(&mut o)?;
+    let spec = text(&mut o, sl)?;
+    let sector = u32::from_le_bytes(take(&mut o, 4)?.try_into().expect("4")) as usize;
+    let kind = take(&mut o, 1)?[0];
+    let cipher = if kind == 1 {
+        let pl = u16_at(&mut o)?;
+        let prov = text(&mut o, pl)?;
+        let ll = u16_at(&mut o)?;
+        let loc = text(&mut o, ll)?;
+        let loc = (!loc.is_empty()).then_some(loc);
+        let nl = u16_at(&mut o)?;
+        let pin = take(&mut o, nl)?;
+        let pin = (!pin.is_empty()).then(|| SecretBytes::copy_from(pin));
+        wrapped::server_cipher(&prov, loc.as_deref(), pin.as_ref(), &b[o..], sector)
+    } else {
+        let key = SecretBytes::copy_from(&b[o..]);
+        check_cipher(&spec)
+            .and_then(|cs| {
+                wrapcrypt_sector::new_soft_cipher(&cs, &key, sector)
+                    .map_err(|e| OpsError::usage(e.to_string()))
+            })
+            .map(Arc::from)
+    };
+    Ok(ServerStart {
+        config,
+        spec,
+        cipher,
+    })
+}

@@ -1,0 +1,13 @@
+//! The actions, grouped by family; each maps its options to a library
+//! workflow, prints the result and returns a [`crate::exit::CliError`].
+
+pub mod activation;
+pub mod bench;
+pub mod common;
+pub mod custodian;
+pub mod generate;
+pub mod header;
+pub mod inventory;
+pub mod keyslots;
+pub mod tokens;
+pub mod wrapped;

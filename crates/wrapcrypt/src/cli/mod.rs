@@ -1,0 +1,564 @@
+//! The command line, declared with clap: cryptsetup's action names and
+//! aliases, its option spellings and short forms. Options may stand before
+//! or after the action (`argv::reorder` moves the action first). Each
+//! action lists only its own options in `wrapcrypt ACTION --help`.
+
+pub mod argv;
+pub mod opts;
+pub mod units;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use opts::*;
+
+/// wrapcrypt: cryptsetup's commands for LUKS volumes, plus wrapped keys.
+#[derive(Parser, Debug)]
+#[command(
+    name = "wrapcrypt",
+    version,
+    disable_help_flag = true,
+    disable_version_flag = true,
+    disable_help_subcommand = true,
+    subcommand_required = true,
+    arg_required_else_help = true,
+    override_usage = "wrapcrypt ACTION [options] DEVICE [ARGS]",
+    subcommand_help_heading = "Actions",
+    subcommand_value_name = "ACTION"
+)]
+pub struct Cli {
+    /// The action.
+    #[command(subcommand)]
+    pub action: Action,
+    /// Options of every action.
+    #[command(flatten)]
+    pub global: Global,
+    /// Print help (of the action, after one).
+    #[arg(long, action = ArgAction::Help, global = true)]
+    help: Option<bool>,
+    /// Print the version.
+    #[arg(short = 'V', long, action = ArgAction::Version)]
+    version: Option<bool>,
+}
+
+/// A device argument and its detached header.
+#[derive(Args, Debug, Clone)]
+pub struct Dev {
+    /// The LUKS device or image file.
+    #[arg(value_name = "DEVICE")]
+    pub device: String,
+    /// Header option.
+    #[command(flatten)]
+    pub header: HeaderOpt,
+}
+
+/// A device, its header, and where its existing passphrase comes from.
+#[derive(Args, Debug, Clone)]
+pub struct Keyed {
+    /// The device.
+    #[command(flatten)]
+    pub dev: Dev,
+    /// `--key-file`, `--keyfile-size`, `--keyfile-offset`.
+    #[command(flatten)]
+    pub key: KeyFileOpts,
+    /// `--key-slot`.
+    #[command(flatten)]
+    pub slot: KeySlotOpt,
+}
+
+/// The actions.
+#[derive(Subcommand, Debug)]
+pub enum Action {
+    /// Formats a LUKS device.
+    #[command(name = "luksFormat")]
+    LuksFormat(FormatArgs),
+    /// Opens a LUKS device as /dev/mapper/NAME (or tests a passphrase).
+    #[command(name = "open", alias = "luksOpen")]
+    Open(OpenArgs),
+    /// Closes /dev/mapper/NAME.
+    #[command(name = "close", alias = "luksClose")]
+    Close(NameArgs),
+    /// Shows the state of /dev/mapper/NAME.
+    #[command(name = "status")]
+    Status(NameArgs),
+    /// The server process of an open volume (internal).
+    #[command(name = "__serve", hide = true)]
+    Serve,
+    /// Writes man pages and shell completions into a directory (internal).
+    #[command(name = "__generate", hide = true)]
+    Generate(GenerateArgs),
+    /// Adds a passphrase (keyslot).
+    #[command(name = "luksAddKey")]
+    AddKey(AddKeyArgs),
+    /// Removes the keyslot of a passphrase.
+    #[command(name = "luksRemoveKey")]
+    RemoveKey(RemoveKeyArgs),
+    /// Changes a passphrase.
+    #[command(name = "luksChangeKey")]
+    ChangeKey(ChangeKeyArgs),
+    /// Wipes a keyslot by number.
+    #[command(name = "luksKillSlot")]
+    KillSlot(KillSlotArgs),
+    /// Re-derives a keyslot with new PBKDF parameters.
+    #[command(name = "luksConvertKey")]
+    ConvertKey(ConvertKeyArgs),
+    /// Prints the header (cryptsetup's layout).
+    #[command(name = "luksDump")]
+    Dump(DumpArgs),
+    /// Exits 0 for a LUKS device.
+    #[command(name = "isLuks")]
+    IsLuks(IsLuksArgs),
+    /// Prints (or with --uuid sets) the UUID.
+    #[command(name = "luksUUID")]
+    Uuid(UuidArgs),
+    /// Saves the header and keyslot areas to a file.
+    #[command(name = "luksHeaderBackup")]
+    HeaderBackup(BackupArgs),
+    /// Restores the header and keyslot areas from a file.
+    #[command(name = "luksHeaderRestore")]
+    HeaderRestore(BackupArgs),
+    /// Manages LUKS2 tokens: add, remove, import, export.
+    #[command(name = "token")]
+    Token(TokenArgs),
+    /// Adds a keyslot a TPM2 or PKCS#11 token unlocks.
+    #[command(name = "enroll")]
+    Enroll(EnrollArgs),
+    /// Sets LUKS2 label, subsystem, keyslot priority.
+    #[command(name = "config")]
+    Config(ConfigArgs),
+    /// Converts LUKS1 <-> LUKS2, or aes-xts-plain64 -> waes-xts-plain64.
+    #[command(name = "convert")]
+    Convert(ConvertArgs),
+    /// Repairs a damaged header copy from the good one.
+    #[command(name = "repair")]
+    Repair(RepairArgs),
+    /// Removes every keyslot.
+    #[command(name = "erase", alias = "luksErase")]
+    Erase(EraseArgs),
+    /// Measures PBKDF and cipher speed.
+    #[command(name = "benchmark")]
+    Benchmark(BenchArgs),
+    /// Master-key administration of the key custodian.
+    #[command(name = "custodian")]
+    Custodian(CustodianArgs),
+    /// Checks a wrapped volume key and its verification pattern.
+    #[command(name = "validate")]
+    Validate(ValidateArgs),
+    /// Re-wraps a wrapped volume key under another master key.
+    #[command(name = "reencipher")]
+    Reencipher(ReencipherArgs),
+    /// Stores the verification pattern of a wrapped volume key.
+    #[command(name = "setvp")]
+    SetVp(SetVpArgs),
+    /// Makes a wrapped-key blob the volume key.
+    #[command(name = "setkey")]
+    SetKey(SetKeyArgs),
+    /// Lists master keys and the wrapped volumes using them.
+    #[command(name = "keys")]
+    Keys(KeysArgs),
+    /// Prints a volume's /etc/crypttab line.
+    #[command(name = "crypttab")]
+    Crypttab(CrypttabArgs),
+}
+
+/// luksFormat DEVICE [KEYFILE]
+#[derive(Args, Debug)]
+pub struct FormatArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    /// A key file holding the passphrase.
+    #[arg(value_name = "KEYFILE")]
+    pub keyfile: Option<String>,
+    #[command(flatten)]
+    pub kind: TypeOpt,
+    #[command(flatten)]
+    pub layout: LayoutOpts,
+    #[command(flatten)]
+    pub volume_key: VolumeKeyOpt,
+    #[command(flatten)]
+    pub pbkdf: PbkdfOpts,
+    #[command(flatten)]
+    pub provider: ProviderOpts,
+    /// Store the allow-discards flag in the header.
+    #[arg(long)]
+    pub allow_discards: bool,
+}
+
+/// open DEVICE [NAME]
+#[derive(Args, Debug)]
+pub struct OpenArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    /// The name under /dev/mapper (not with --test-passphrase).
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub kind: TypeOpt,
+    #[command(flatten)]
+    pub tokens: TokenSelect,
+    #[command(flatten)]
+    pub provider: ProviderOpts,
+    /// Check the passphrase only; activate nothing.
+    #[arg(long)]
+    pub test_passphrase: bool,
+    /// Open read-only.
+    #[arg(short = 'r', long)]
+    pub readonly: bool,
+    /// Pass discards through (written as encrypted zeros).
+    #[arg(long)]
+    pub allow_discards: bool,
+    /// Store the activation flags in the header (accepted; not stored).
+    #[arg(long, hide = true)]
+    pub persistent: bool,
+}
+
+/// close|status NAME
+#[derive(Args, Debug)]
+pub struct NameArgs {
+    /// The name under /dev/mapper.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Defer the removal (accepted as cryptsetup does).
+    #[arg(long, hide = true)]
+    pub deferred: bool,
+}
+
+/// __generate DIR
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Where man pages (man8/) and completions (bash, zsh, fish) go.
+    #[arg(value_name = "DIR")]
+    pub dir: String,
+}
+
+/// luksAddKey DEVICE [NEW_KEYFILE]
+#[derive(Args, Debug)]
+pub struct AddKeyArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    /// A key file holding the new passphrase.
+    #[arg(value_name = "NEW_KEYFILE")]
+    pub new_keyfile_pos: Option<String>,
+    #[command(flatten)]
+    pub new: NewKeyOpts,
+    #[command(flatten)]
+    pub volume_key: VolumeKeyOpt,
+    #[command(flatten)]
+    pub pbkdf: PbkdfOpts,
+    /// Add a keyslot of a new key not bound to the data segment.
+    #[arg(long)]
+    pub unbound: bool,
+}
+
+/// luksRemoveKey DEVICE [KEYFILE]
+#[derive(Args, Debug)]
+pub struct RemoveKeyArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    /// A key file holding the passphrase to remove.
+    #[arg(value_name = "KEYFILE")]
+    pub keyfile: Option<String>,
+}
+
+/// luksChangeKey DEVICE [NEW_KEYFILE]
+#[derive(Args, Debug)]
+pub struct ChangeKeyArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    /// A key file holding the new passphrase.
+    #[arg(value_name = "NEW_KEYFILE")]
+    pub new_keyfile_pos: Option<String>,
+    #[command(flatten)]
+    pub new: NewKeyOpts,
+    #[command(flatten)]
+    pub pbkdf: PbkdfOpts,
+}
+
+/// luksKillSlot DEVICE SLOT [KEYFILE]
+#[derive(Args, Debug)]
+pub struct KillSlotArgs {
+    #[command(flatten)]
+    pub dev: Dev,
+    /// The keyslot to wipe.
+    #[arg(value_name = "SLOT")]
+    pub slot_number: String,
+    /// A key file holding a remaining passphrase.
+    #[arg(value_name = "KEYFILE")]
+    pub keyfile: Option<String>,
+    #[command(flatten)]
+    pub key: KeyFileOpts,
+}
+
+/// luksConvertKey DEVICE [KEYFILE]
+#[derive(Args, Debug)]
+pub struct ConvertKeyArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    /// A key file holding the passphrase.
+    #[arg(value_name = "KEYFILE")]
+    pub keyfile: Option<String>,
+    #[command(flatten)]
+    pub pbkdf: PbkdfOpts,
+}
+
+/// luksDump DEVICE
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    /// Print the JSON metadata.
+    #[arg(long)]
+    pub dump_json_metadata: bool,
+    /// Print the volume key (asks for a passphrase).
+    #[arg(long, alias = "dump-master-key")]
+    pub dump_volume_key: bool,
+    /// With --dump-volume-key and --key-slot: an unbound keyslot's key.
+    #[arg(long)]
+    pub unbound: bool,
+}
+
+/// isLuks DEVICE
+#[derive(Args, Debug)]
+pub struct IsLuksArgs {
+    #[command(flatten)]
+    pub dev: Dev,
+    #[command(flatten)]
+    pub kind: TypeOpt,
+}
+
+/// luksUUID DEVICE
+#[derive(Args, Debug)]
+pub struct UuidArgs {
+    #[command(flatten)]
+    pub dev: Dev,
+    /// Set this UUID.
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
+}
+
+/// luksHeaderBackup|luksHeaderRestore DEVICE --header-backup-file FILE
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub dev: Dev,
+    /// The backup file.
+    #[arg(long, value_name = "FILE")]
+    pub header_backup_file: Option<String>,
+}
+
+/// token add|remove|import|export DEVICE
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// add, remove, import or export.
+    #[arg(value_name = "ACTION")]
+    pub sub: String,
+    #[command(flatten)]
+    pub dev: Dev,
+    #[command(flatten)]
+    pub id: TokenIdOpt,
+    /// Replace the token with --token-id if it exists.
+    #[arg(long)]
+    pub token_replace: bool,
+    /// import: read the token JSON from this file (default stdin).
+    #[arg(long, value_name = "FILE")]
+    pub json_file: Option<String>,
+    /// add: the kernel keyring description (luks2-keyring token).
+    #[arg(long, value_name = "TEXT")]
+    pub key_description: Option<String>,
+    #[command(flatten)]
+    pub slot: KeySlotOpt,
+}
+
+/// enroll DEVICE (--tpm2-device D | --pkcs11-token-uri U)
+#[derive(Args, Debug)]
+pub struct EnrollArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    #[command(flatten)]
+    pub pbkdf: PbkdfOpts,
+    #[command(flatten)]
+    pub tpm2: Tpm2DeviceOpt,
+    /// PCRs to bind to, e.g. 7+11 or 0,7.
+    #[arg(long, value_name = "LIST")]
+    pub tpm2_pcrs: Option<String>,
+    /// Also require a PIN.
+    #[arg(long)]
+    pub tpm2_with_pin: bool,
+    /// A PKCS#11 token with an RSA key pair.
+    #[arg(long, value_name = "URI")]
+    pub pkcs11_token_uri: Option<String>,
+    #[command(flatten)]
+    pub id: TokenIdOpt,
+    #[command(flatten)]
+    pub pin: PinFileOpt,
+}
+
+/// config DEVICE
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub dev: Dev,
+    /// The label.
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+    /// The subsystem.
+    #[arg(long, value_name = "TEXT")]
+    pub subsystem: Option<String>,
+    /// Keyslot priority: ignore, normal, prefer (with --key-slot).
+    #[arg(long, value_name = "PRIORITY")]
+    pub priority: Option<String>,
+    #[command(flatten)]
+    pub slot: KeySlotOpt,
+}
+
+/// convert DEVICE --type luks1|luks2, or --cipher waes-xts-plain64
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub dev: Dev,
+    #[command(flatten)]
+    pub kind: TypeOpt,
+    /// waes-xts-plain64: move the volume key into the key provider.
+    #[arg(short = 'c', long, value_name = "SPEC")]
+    pub cipher: Option<String>,
+    /// Where the header backup goes (wrapped-key conversion).
+    #[arg(long, value_name = "FILE")]
+    pub header_backup_file: Option<String>,
+    #[command(flatten)]
+    pub key: KeyFileOpts,
+    #[command(flatten)]
+    pub slot: KeySlotOpt,
+    #[command(flatten)]
+    pub provider: ProviderOpts,
+}
+
+/// repair DEVICE
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    pub dev: Dev,
+}
+
+/// erase DEVICE
+#[derive(Args, Debug)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    pub dev: Dev,
+}
+
+/// benchmark
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Measure this cipher only.
+    #[arg(short = 'c', long, value_name = "SPEC")]
+    pub cipher: Option<String>,
+    /// Key size in bits for --cipher.
+    #[arg(short = 's', long, value_name = "BITS")]
+    pub key_size: Option<usize>,
+    /// Encryption sector size in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub sector_size: Option<u32>,
+    #[command(flatten)]
+    pub pbkdf: PbkdfOpts,
+}
+
+/// custodian init|status|load-new-master-key|set-master-key
+#[derive(Args, Debug)]
+pub struct CustodianArgs {
+    /// init, status, load-new-master-key or set-master-key.
+    #[arg(value_name = "ACTION")]
+    pub sub: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// validate DEVICE
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    #[command(flatten)]
+    pub provider: ProviderOpts,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// reencipher DEVICE
+#[derive(Args, Debug)]
+pub struct ReencipherArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    #[command(flatten)]
+    pub provider: ProviderOpts,
+    #[command(flatten)]
+    pub pbkdf: PbkdfOpts,
+    /// Stage the new key; complete after the master-key change.
+    #[arg(long)]
+    pub staged: bool,
+    /// Re-wrap and switch at once.
+    #[arg(long)]
+    pub in_place: bool,
+    /// Complete a staged re-encipher.
+    #[arg(long)]
+    pub complete: bool,
+    /// Re-wrap from CURRENT to NEW.
+    #[arg(long)]
+    pub to_new: bool,
+    /// Re-wrap from OLD to CURRENT.
+    #[arg(long)]
+    pub from_old: bool,
+    /// Discard an earlier staged re-encipher.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// setvp DEVICE
+#[derive(Args, Debug)]
+pub struct SetVpArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    #[command(flatten)]
+    pub provider: ProviderOpts,
+}
+
+/// setkey DEVICE --volume-key-file WKB
+#[derive(Args, Debug)]
+pub struct SetKeyArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    #[command(flatten)]
+    pub provider: ProviderOpts,
+    /// The wrapped-key blob to set.
+    #[arg(long, value_name = "FILE", alias = "master-key-file")]
+    pub volume_key_file: Option<String>,
+    /// Accept a key with another verification pattern.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// keys list [DEVICE…]
+#[derive(Args, Debug)]
+pub struct KeysArgs {
+    /// list.
+    #[arg(value_name = "ACTION")]
+    pub sub: String,
+    /// Devices (besides those in /etc/crypttab).
+    #[arg(value_name = "DEVICE")]
+    pub devices: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// crypttab DEVICE [NAME]
+#[derive(Args, Debug)]
+pub struct CrypttabArgs {
+    #[command(flatten)]
+    pub dev: Dev,
+    /// The mapping name (default luks-UUID).
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub key: KeyFileOpts,
+}
