@@ -2,6 +2,7 @@
 
 pub mod binary;
 pub mod config;
+pub mod copy;
 pub mod digest;
 pub mod error;
 mod jsonutil;
