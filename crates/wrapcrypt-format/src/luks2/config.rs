@@ -65,6 +65,17 @@ impl Config {
         Value::Object(m)
     }
 
+    /// The mandatory requirement that marks a reencryption in progress
+    /// (`online-reencrypt`, or `online-reencrypt-vN` as cryptsetup 2.4.3+
+    /// writes it), if any.
+    pub fn reencrypt_requirement(&self) -> Option<&str> {
+        self.requirements
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .find(|r| reencrypt_version(r).is_some())
+    }
+
     /// Mandatory requirements this implementation does not know: they block
     /// every change and activation.
     pub fn unknown_requirements(&self) -> Vec<&str> {
@@ -75,4 +86,18 @@ impl Config {
             .filter(|r| !KNOWN_REQUIREMENTS.contains(r))
             .collect()
     }
+}
+
+/// The reencryption metadata version a requirement names: 1 for
+/// `online-reencrypt` (cryptsetup 2.2 to 2.4.2, no verification digest), N
+/// for `online-reencrypt-vN`.
+pub fn reencrypt_version(requirement: &str) -> Option<u32> {
+    if requirement == "online-reencrypt" {
+        return Some(1);
+    }
+    let n = requirement.strip_prefix("online-reencrypt-v")?;
+    if n.is_empty() || !n.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
 }
