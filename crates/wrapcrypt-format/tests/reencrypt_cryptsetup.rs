@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use wrapcrypt_format::dump::{luks2_dump, luks2_json_dump, Luks2BinaryInfo};
 use wrapcrypt_format::luks2::{
-    Copy, Luks2Header, ReencryptDirection, ReencryptInfo, ReencryptMode, MAX_METADATA_PREFIX,
+    Area, Copy, CopyError, Luks2Header, ParseError, ReencryptDirection, ReencryptInfo,
+    ReencryptMode, Section, ValidateError, MAX_METADATA_PREFIX,
 };
 
 const PASS: &str = "testpass";
@@ -546,5 +547,436 @@ fn every_reencryption_state_parses_roundtrips_and_dumps() {
             mid.old_segments,
             mid.processed
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bad reencryption metadata: a header made by cryptsetup, its JSON edited in
+// both copies (checksums re-sealed).
+
+/// A header part-way through a key change (segments 0 new, 1 old, 2
+/// backup-previous, 3 backup-final; keyslots 0 old, 1 new, 2 reencrypt;
+/// digests 0 old, 1 new, 2 verification), and one right after
+/// `--init-only` of a data-moving key change (datashift area). Both copies
+/// of each header (2 × hdr_size bytes).
+fn fixtures() -> &'static (Vec<u8>, Vec<u8>) {
+    static FX: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    FX.get_or_init(|| {
+        let d = Dir::new();
+        let pw = d.s("pw");
+        let read = |img: &str| {
+            let mut b = std::fs::read(img).expect("read");
+            let hs = be64(&b, 8) as usize;
+            b.truncate(2 * hs);
+            b
+        };
+        let dev = d.format("mid.img", 64, &[]);
+        let mut a = vec!["reencrypt", "-q", OFFLINE, "--key-file", &pw, "--init-only"];
+        a.extend_from_slice(&FAST);
+        a.push(&dev);
+        run(&a);
+        let resume = ["reencrypt", "-q", OFFLINE, "--key-file", &pw];
+        let resume = [&resume[..], &["--hotzone-size", "64k", &dev]].concat();
+        interrupt(&resume, Path::new(&dev), 6, None);
+        let mid = read(&dev);
+        let dev = d.format("shift.img", 64, &[]);
+        let mut a = vec!["reencrypt", "-q", OFFLINE, "--key-file", &pw, "--init-only"];
+        a.extend_from_slice(&FAST);
+        a.extend_from_slice(&["--reduce-device-size", "8M", &dev]);
+        run(&a);
+        (mid, read(&dev))
+    })
+}
+
+fn json_of(buf: &[u8]) -> Value {
+    let hs = be64(buf, 8) as usize;
+    let area = &buf[4096..hs];
+    let end = area.iter().position(|&c| c == 0).expect("NUL");
+    serde_json::from_slice(&area[..end]).expect("json")
+}
+
+/// Both copies of `buf` with the JSON after `edit`, checksums re-sealed.
+fn edited(buf: &[u8], edit: &dyn Fn(&mut Value)) -> Vec<u8> {
+    let mut j = json_of(buf);
+    edit(&mut j);
+    let text = serde_json::to_string(&j).expect("json");
+    let hs = be64(buf, 8) as usize;
+    let mut out = buf.to_vec();
+    for copy in [0, hs] {
+        let area = &mut out[copy + 4096..copy + hs];
+        area.fill(0);
+        area[..text.len()].copy_from_slice(text.as_bytes());
+        wrapcrypt_format::luks2::binary::seal("sha256", &mut out[copy..copy + hs]).expect("seal");
+    }
+    out
+}
+
+/// True if `cryptsetup luksDump` accepts the header `buf` (in a 64 MiB image).
+fn cryptsetup_accepts(buf: &[u8]) -> bool {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = dir.path().join("edited.img");
+    std::fs::write(&img, buf).expect("write");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("size");
+    Command::new("cryptsetup")
+        .arg("luksDump")
+        .arg(&img)
+        .output()
+        .expect("cryptsetup runs")
+        .status
+        .success()
+}
+
+/// Blanks the free-text reason so errors compare on what they name.
+fn norm(e: ValidateError) -> ValidateError {
+    match e {
+        ValidateError::Invalid {
+            section, id, field, ..
+        } => ValidateError::Invalid {
+            section,
+            id,
+            field,
+            reason: String::new(),
+        },
+        e => e,
+    }
+}
+
+fn invalid(section: Section, id: Option<u32>, field: &str) -> ValidateError {
+    ValidateError::Invalid {
+        section,
+        id,
+        field: field.into(),
+        reason: String::new(),
+    }
+}
+
+/// Sets the member at JSON pointer `ptr` (its parent must be an object).
+fn set(v: &mut Value, ptr: &str, val: Value) {
+    let (parent, key) = ptr.rsplit_once('/').expect("pointer");
+    v.pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .unwrap_or_else(|| panic!("no object at {parent}"))
+        .insert(key.to_string(), val);
+}
+
+type Edit = fn(&mut Value);
+
+/// Id of the digest assigned to reencrypt keyslot 2 (cryptsetup makes a
+/// new one, with a new id, at each update).
+fn verification_digest(j: &Value) -> String {
+    j["digests"]
+        .as_object()
+        .and_then(|d| {
+            d.iter()
+                .find(|(_, d)| ids(&d["keyslots"]).contains(&"2".into()))
+        })
+        .map(|(k, _)| k.clone())
+        .expect("verification digest")
+}
+
+/// Headers cryptsetup refuses (luksDump fails): wrapcrypt refuses them with
+/// the typed error that names section, id and field, in both copies.
+#[test]
+fn bad_reencryption_headers_are_typed_errors() {
+    if !have_cryptsetup() {
+        return;
+    }
+    use Section::*;
+    let (mid, shift) = fixtures();
+    let cases: Vec<(&str, &Vec<u8>, ValidateError, Edit)> = vec![
+        (
+            "backup segment first",
+            mid,
+            invalid(Segments, Some(0), "flags"),
+            |j| set(j, "/segments/0/flags", json!(["backup-previous"])),
+        ),
+        (
+            "regular segment after a backup segment",
+            mid,
+            invalid(Segments, Some(3), "flags"),
+            |j| {
+                j["segments"]["3"].as_object_mut().unwrap().remove("flags");
+            },
+        ),
+        (
+            "dynamic regular segment before another",
+            mid,
+            invalid(Segments, Some(0), "size"),
+            |j| set(j, "/segments/0/size", json!("dynamic")),
+        ),
+        (
+            "regular segments overlap",
+            mid,
+            ValidateError::Overlap {
+                a: Area::Segment(0),
+                b: Area::Segment(1),
+            },
+            |j| set(j, "/segments/1/offset", json!("16777216")),
+        ),
+        (
+            "regular segment of size 0",
+            mid,
+            invalid(Segments, Some(0), "size"),
+            |j| set(j, "/segments/0/size", json!("0")),
+        ),
+        (
+            "no backup-final segment",
+            mid,
+            invalid(Segments, None, "flags"),
+            |j| set(j, "/segments/3/flags", json!(["backup-other"])),
+        ),
+        (
+            "no backup-previous segment",
+            mid,
+            invalid(Segments, None, "flags"),
+            |j| set(j, "/segments/2/flags", json!(["backup-moved-segment"])),
+        ),
+        (
+            "regular segment in neither layout",
+            mid,
+            invalid(Segments, Some(0), "type"),
+            |j| set(j, "/segments/0/encryption", json!("serpent-xts-plain64")),
+        ),
+        (
+            "regular segment in neither layout (sector size)",
+            mid,
+            invalid(Segments, Some(1), "type"),
+            |j| set(j, "/segments/1/sector_size", json!(512)),
+        ),
+        (
+            "in-reencryption segment without the final layout",
+            mid,
+            invalid(Segments, Some(1), "flags"),
+            |j| {
+                set(j, "/segments/1/flags", json!(["in-reencryption"]));
+                set(j, "/segments/3/encryption", json!("serpent-xts-plain64"));
+                set(j, "/segments/0/encryption", json!("serpent-xts-plain64"));
+            },
+        ),
+        (
+            "backup crypt segment without a digest",
+            mid,
+            invalid(Segments, Some(3), "digests"),
+            |j| set(j, "/digests/1/segments", json!(["0"])),
+        ),
+        (
+            "reencrypt keyslot key_size 2",
+            mid,
+            invalid(Keyslots, Some(2), "key_size"),
+            |j| set(j, "/keyslots/2/key_size", json!(2)),
+        ),
+        (
+            "unknown reencryption mode",
+            mid,
+            invalid(Keyslots, Some(2), "mode"),
+            |j| set(j, "/keyslots/2/mode", json!("sideways")),
+        ),
+        (
+            "reencryption direction missing",
+            mid,
+            ValidateError::Missing {
+                section: Keyslots,
+                id: Some(2),
+                field: "direction",
+            },
+            |j| {
+                j["keyslots"]["2"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("direction");
+            },
+        ),
+        (
+            "unknown reencryption direction",
+            mid,
+            invalid(Keyslots, Some(2), "direction"),
+            |j| set(j, "/keyslots/2/direction", json!("up")),
+        ),
+        (
+            "checksum area without hash",
+            mid,
+            ValidateError::Missing {
+                section: Keyslots,
+                id: Some(2),
+                field: "hash",
+            },
+            |j| {
+                j["keyslots"]["2"]["area"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("hash");
+            },
+        ),
+        (
+            "checksum block size not a power of 2",
+            mid,
+            invalid(Keyslots, Some(2), "sector_size"),
+            |j| set(j, "/keyslots/2/area/sector_size", json!(3072)),
+        ),
+        (
+            "checksum block size below 512",
+            mid,
+            invalid(Keyslots, Some(2), "sector_size"),
+            |j| set(j, "/keyslots/2/area/sector_size", json!(256)),
+        ),
+        (
+            "datashift of 0 bytes",
+            shift,
+            invalid(Keyslots, Some(2), "shift_size"),
+            |j| set(j, "/keyslots/2/area/shift_size", json!("0")),
+        ),
+        (
+            "datashift not a multiple of 512",
+            shift,
+            invalid(Keyslots, Some(2), "shift_size"),
+            |j| set(j, "/keyslots/2/area/shift_size", json!("8389000")),
+        ),
+        (
+            "datashift area without shift_size",
+            shift,
+            ValidateError::Missing {
+                section: Keyslots,
+                id: Some(2),
+                field: "shift_size",
+            },
+            |j| {
+                j["keyslots"]["2"]["area"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("shift_size");
+            },
+        ),
+        (
+            "two reencrypt keyslots",
+            mid,
+            invalid(Keyslots, Some(3), "type"),
+            |j| {
+                // Keyslot 2's area split in two, one for each.
+                let mut k = j["keyslots"]["2"].clone();
+                let off: u64 = k["area"]["offset"].as_str().unwrap().parse().unwrap();
+                k["area"]["offset"] = json!((off + 4096).to_string());
+                k["area"]["size"] = json!("4096");
+                j["keyslots"]["2"]["area"]["size"] = json!("4096");
+                j["keyslots"]["3"] = k;
+                let vd = verification_digest(j);
+                j["digests"][vd]["keyslots"] = json!(["2", "3"]);
+            },
+        ),
+        (
+            "reencrypt keyslot without the requirement",
+            mid,
+            invalid(Keyslots, Some(2), "type"),
+            |j| {
+                j["config"].as_object_mut().unwrap().remove("requirements");
+            },
+        ),
+        (
+            "requirement without a reencrypt keyslot",
+            mid,
+            invalid(Config, None, "requirements"),
+            |j| {
+                let vd = verification_digest(j);
+                j["keyslots"].as_object_mut().unwrap().remove("2");
+                j["digests"].as_object_mut().unwrap().remove(&vd);
+            },
+        ),
+        (
+            "reencrypt keyslot area over keyslot 1's",
+            mid,
+            ValidateError::Overlap {
+                a: Area::Keyslot(1),
+                b: Area::Keyslot(2),
+            },
+            |j| {
+                let off = j["keyslots"]["1"]["area"]["offset"].clone();
+                j["keyslots"]["2"]["area"]["offset"] = off;
+            },
+        ),
+    ];
+    let mut disagreements = Vec::new();
+    for (name, base, want, edit) in cases {
+        let buf = edited(base, &edit);
+        match Luks2Header::parse(&buf) {
+            Err(ParseError::BothDamaged { primary, secondary }) => {
+                for err in [*primary, *secondary] {
+                    match err {
+                        CopyError::Json { err, .. } => assert_eq!(norm(err), want, "{name}"),
+                        other => panic!("{name}: expected a JSON error, got {other:?}"),
+                    }
+                }
+            }
+            Err(e) => panic!("{name}: expected BothDamaged, got {e:?}"),
+            Ok(_) => panic!("{name}: accepted"),
+        }
+        if cryptsetup_accepts(&buf) {
+            disagreements.push(name);
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "cryptsetup luksDump accepts what wrapcrypt refuses: {disagreements:?}"
+    );
+}
+
+/// Headers cryptsetup accepts (luksDump prints them) but whose
+/// reencryption cannot be resumed: they parse, and `reencrypt_state` names
+/// what is wrong.
+#[test]
+fn unresumable_reencryption_states_are_typed_errors() {
+    if !have_cryptsetup() {
+        return;
+    }
+    use Section::*;
+    let (mid, _) = fixtures();
+    let cases: Vec<(&str, ValidateError, Edit)> = vec![
+        (
+            // cryptsetup takes the first of each; wrapcrypt refuses to guess.
+            "two backup-previous segments",
+            invalid(Segments, Some(3), "flags"),
+            |j| {
+                set(
+                    j,
+                    "/segments/3/flags",
+                    json!(["backup-final", "backup-previous"]),
+                )
+            },
+        ),
+        (
+            "no verification digest",
+            invalid(Keyslots, Some(2), "digests"),
+            |j| {
+                let vd = verification_digest(j);
+                j["digests"][vd]["keyslots"] = json!([]);
+            },
+        ),
+        (
+            "unknown resilience type",
+            invalid(Keyslots, Some(2), "type"),
+            |j| set(j, "/keyslots/2/area/type", json!("mirror")),
+        ),
+        (
+            "key change ending in a plain layout",
+            invalid(Segments, Some(3), "type"),
+            |j| {
+                let s = j["segments"]["3"].as_object_mut().unwrap();
+                s.insert("type".into(), json!("linear"));
+                for m in ["iv_tweak", "encryption", "sector_size"] {
+                    s.remove(m);
+                }
+                j["digests"]["1"]["segments"] = json!(["0"]);
+            },
+        ),
+    ];
+    for (name, want, edit) in cases {
+        let buf = edited(mid, &edit);
+        let l = Luks2Header::parse(&buf).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(l.needs_repair.is_none(), "{name}");
+        let got = l.header.meta.reencrypt_state().map_err(norm);
+        assert_eq!(got, Err(want), "{name}");
+        assert!(cryptsetup_accepts(&buf), "{name}: cryptsetup refuses it");
     }
 }

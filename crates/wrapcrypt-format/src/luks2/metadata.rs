@@ -10,7 +10,10 @@ use super::digest::{Digest, DIGESTS_MAX};
 use super::error::{Area, Section, ValidateError};
 use super::jsonutil::{parse_id, Obj};
 use super::keyslot::{Keyslot, KeyslotHandler, Luks2Keyslot, ReencryptKeyslot, KEYSLOTS_MAX};
-use super::segment::{Segment, SegmentSize, SEGMENTS_MAX};
+use super::segment::{
+    Segment, SegmentSize, FLAG_BACKUP_FINAL, FLAG_BACKUP_PREVIOUS, FLAG_IN_REENCRYPTION,
+    SEGMENTS_MAX,
+};
 use super::token::{Token, TOKENS_MAX};
 
 /// The whole LUKS2 JSON metadata.
@@ -101,6 +104,7 @@ impl Metadata {
             });
         }
         m.validate_segment_roles()?;
+        m.validate_reencrypt_segments()?;
         m.validate_references()?;
         m.validate_reencrypt_keyslots()?;
         Ok(m)
@@ -248,6 +252,58 @@ impl Metadata {
                 field: "flags".into(),
                 reason: format!("regular segment after backup segment {first_backup}"),
             });
+        }
+        Ok(())
+    }
+
+    /// cryptsetup: while the reencryption requirement is set, backup
+    /// segments `backup-previous` and `backup-final` exist, and each regular
+    /// segment has the layout (type; cipher and sector size for crypt) of
+    /// one of them (of the final one if flagged `in-reencryption`).
+    fn validate_reencrypt_segments(&self) -> Result<(), ValidateError> {
+        if self.config.reencrypt_requirement().is_none() {
+            return Ok(());
+        }
+        let (mut previous, mut fin) = (None, None);
+        for s in self.segments.values().filter(|s| s.is_backup()) {
+            if s.has_flag(FLAG_BACKUP_FINAL) {
+                fin = Some(s);
+            } else if s.has_flag(FLAG_BACKUP_PREVIOUS) {
+                previous = Some(s);
+            }
+        }
+        let (Some(previous), Some(fin)) = (previous, fin) else {
+            return Err(ValidateError::Invalid {
+                section: Section::Segments,
+                id: None,
+                field: "flags".into(),
+                reason: format!(
+                    "reencryption needs a {FLAG_BACKUP_PREVIOUS} and a {FLAG_BACKUP_FINAL} segment"
+                ),
+            });
+        };
+        for (&id, s) in self.segments.iter().filter(|(_, s)| !s.is_backup()) {
+            if s.has_flag(FLAG_IN_REENCRYPTION) {
+                if !s.same_layout(fin) {
+                    return Err(ValidateError::Invalid {
+                        section: Section::Segments,
+                        id: Some(id),
+                        field: "flags".into(),
+                        reason: format!(
+                            "{FLAG_IN_REENCRYPTION} segment does not have the {FLAG_BACKUP_FINAL} layout"
+                        ),
+                    });
+                }
+            } else if !s.same_layout(fin) && !s.same_layout(previous) {
+                return Err(ValidateError::Invalid {
+                    section: Section::Segments,
+                    id: Some(id),
+                    field: "type".into(),
+                    reason: format!(
+                        "segment has neither the {FLAG_BACKUP_PREVIOUS} nor the {FLAG_BACKUP_FINAL} layout"
+                    ),
+                });
+            }
         }
         Ok(())
     }

@@ -169,12 +169,11 @@ impl Metadata {
         plain_ok(fin, typed.mode == ReencryptMode::Decrypt, final_segment)?;
         let old_digest = self.digest_of_segment(previous_segment);
         let new_digest = self.digest_of_segment(final_segment);
+        // The header validation checked the layouts; the key tells apart
+        // the sides of a key change with the same cipher.
         let same_layout = |s: &Segment, sid: u32, b: &Segment, bid: u32| {
-            s.kind == b.kind
-                && (s.kind != "crypt"
-                    || (self.digest_of_segment(sid) == self.digest_of_segment(bid)
-                        && s.encryption == b.encryption
-                        && s.sector_size == b.sector_size))
+            s.same_layout(b)
+                && (s.kind != "crypt" || self.digest_of_segment(sid) == self.digest_of_segment(bid))
         };
         let (mut old_segments, mut new_segments) = (Vec::new(), Vec::new());
         let (mut processed, mut remaining) = (Some(0u64), Some(0u64));

@@ -15,6 +15,8 @@ pub const FLAG_BACKUP_PREVIOUS: &str = "backup-previous";
 pub const FLAG_BACKUP_FINAL: &str = "backup-final";
 /// Flag of the segment that describes data moved by a data shift.
 pub const FLAG_BACKUP_MOVED: &str = "backup-moved-segment";
+/// Flag of a regular segment being rewritten (the hotzone).
+pub const FLAG_IN_REENCRYPTION: &str = "in-reencryption";
 /// Prefix that makes a segment a backup segment: a description kept for
 /// the reencryption, outside the data layout.
 pub const BACKUP_PREFIX: &str = "backup-";
@@ -116,6 +118,14 @@ impl Segment {
             .iter()
             .flatten()
             .any(|f| f.starts_with(BACKUP_PREFIX))
+    }
+
+    /// Same layout as `other` (cryptsetup's segment comparison): same type
+    /// and, for crypt segments, same cipher and sector size.
+    pub fn same_layout(&self, other: &Segment) -> bool {
+        self.kind == other.kind
+            && (self.kind != "crypt"
+                || (self.encryption == other.encryption && self.sector_size == other.sector_size))
     }
 
     /// End offset in bytes; `None` for a dynamic segment.
