@@ -152,6 +152,78 @@ fn interrupt(args: &[&str], hdr: &Path, steps: u64, probe: Option<(&Path, u64)>)
     );
 }
 
+/// Runs `cryptsetup ARGS` and kills it (SIGKILL) while a hotzone is being
+/// rewritten: both header copies then flag that segment `in-reencryption`,
+/// the state a crash or power cut leaves.
+fn crash(args: &[&str], hdr: &Path) {
+    // Reads just the two copies: the poll must be quick, as the hotzone is.
+    let hot = || {
+        use std::io::Read;
+        let mut f = std::fs::File::open(hdr).expect("open header");
+        let mut b = vec![0u8; 4096];
+        if f.read_exact(&mut b).is_err() {
+            return false;
+        }
+        let hs = be64(&b, 8) as usize;
+        if !(0x4000..=0x400000).contains(&hs) {
+            return false;
+        }
+        b.resize(2 * hs, 0);
+        if f.read_exact(&mut b[4096..]).is_err() {
+            return false;
+        }
+        // Both copies written in full (checksums match, same seqid).
+        let done = |r: &[u8]| {
+            wrapcrypt_format::luks2::binary::verify("sha256", r).is_ok()
+                && r.windows(15).any(|w| w == b"in-reencryption")
+        };
+        done(&b[..hs]) && done(&b[hs..]) && be64(&b, 16) == be64(&b, hs + 16)
+    };
+    let mut child = Command::new("cryptsetup")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cryptsetup runs");
+    let pid = child.id() as libc::pid_t;
+    let signal = |sig| {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill");
+    };
+    // Stopped (state T): its last write has returned.
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            panic!("cryptsetup {args:?} ended ({st}) before it could be killed mid-hotzone");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cryptsetup {args:?} made no progress"
+        );
+        if hot() {
+            // Freeze it and look again: kill only a clean mid-hotzone
+            // state, not one where the next header write has begun.
+            signal(libc::SIGSTOP);
+            while !stopped() {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            if hot() {
+                break;
+            }
+            signal(libc::SIGCONT);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    signal(libc::SIGKILL);
+    child.wait().expect("wait");
+}
+
 /// What the cryptsetup command asked for.
 #[derive(Clone, Copy)]
 struct Want {
@@ -161,6 +233,8 @@ struct Want {
     requirement: &'static str,
     moved: bool,
     midway: bool,
+    /// Killed mid-hotzone.
+    crash: bool,
 }
 
 fn ids(v: &Value) -> Vec<String> {
@@ -291,6 +365,19 @@ fn check(name: &str, hdr: &Path, want: &Want) -> ReencryptInfo {
     );
     assert!(st.verification_digest.is_some(), "{name}: v2+ digest");
     assert_eq!(!st.is_initial(), want.midway, "{name}: progress {st:?}");
+    assert_eq!(st.needs_recovery(), want.crash, "{name}: hotzone {st:?}");
+    if let Some(hz) = st.hotzone {
+        // The cut-off hotzone has the final layout; a crypt one holds data
+        // under both keys, and cryptsetup assigns it to both digests (the
+        // plain side has none); a plain one (decryption) to none.
+        let crypt = h.meta.segments[&hz].kind == "crypt";
+        assert_eq!(crypt, st.new_digest.is_some(), "{name}: hotzone type");
+        let holders = [st.old_digest, st.new_digest];
+        for d in holders.into_iter().flatten().filter(|_| crypt) {
+            let listed = ids(&json["digests"][d.to_string()]["segments"]);
+            assert!(listed.contains(&hz.to_string()), "{name}: hotzone digests");
+        }
+    }
     // The regular segments cover the data without gaps (unless the data
     // moves: then the shift leaves room between them), rewritten data at
     // the start (forward) or at the end (backward) of it.
@@ -299,6 +386,7 @@ fn check(name: &str, hdr: &Path, want: &Want) -> ReencryptInfo {
         .old_segments
         .iter()
         .chain(&st.new_segments)
+        .chain(&st.hotzone)
         .copied()
         .collect();
     regular.sort_by_key(|&id| seg(id).offset);
@@ -342,6 +430,8 @@ struct Case {
     /// data goes in hotzones of the shift size, two writes each, whatever
     /// `--hotzone-size` says).
     steps: u64,
+    /// Also kill a run mid-hotzone (resilience `none` never records one).
+    crash: bool,
     want: Want,
 }
 
@@ -379,6 +469,7 @@ fn want(
         requirement: V2,
         moved,
         midway: false,
+        crash: false,
     }
 }
 
@@ -397,6 +488,7 @@ fn cases() -> Vec<Case> {
             header: false,
             probe: None,
             steps: 6,
+            crash: true,
             want: want(Reencrypt, Forward, "checksum", false),
         },
         Case {
@@ -406,6 +498,7 @@ fn cases() -> Vec<Case> {
             header: false,
             probe: None,
             steps: 6,
+            crash: true,
             want: want(Reencrypt, Forward, "journal", false),
         },
         Case {
@@ -415,6 +508,7 @@ fn cases() -> Vec<Case> {
             header: false,
             probe: Some(16 << 20),
             steps: 6,
+            crash: false,
             want: want(Reencrypt, Forward, "none", false),
         },
         Case {
@@ -424,6 +518,7 @@ fn cases() -> Vec<Case> {
             header: false,
             probe: None,
             steps: 6,
+            crash: true,
             want: want(Reencrypt, Backward, "datashift", false),
         },
         Case {
@@ -440,6 +535,7 @@ fn cases() -> Vec<Case> {
             header: false,
             probe: None,
             steps: 6,
+            crash: true,
             want: want(Reencrypt, Forward, "checksum", false),
         },
         Case {
@@ -449,6 +545,7 @@ fn cases() -> Vec<Case> {
             header: false,
             probe: None,
             steps: 6,
+            crash: true,
             want: want(Encrypt, Backward, "datashift", true),
         },
         Case {
@@ -458,6 +555,7 @@ fn cases() -> Vec<Case> {
             header: true,
             probe: None,
             steps: 6,
+            crash: true,
             want: want(Encrypt, Forward, "checksum", false),
         },
         Case {
@@ -467,6 +565,7 @@ fn cases() -> Vec<Case> {
             header: true,
             probe: None,
             steps: 6,
+            crash: true,
             want: want(Decrypt, Backward, "checksum", false),
         },
         Case {
@@ -476,6 +575,7 @@ fn cases() -> Vec<Case> {
             header: true,
             probe: None,
             steps: 2,
+            crash: true,
             want: Want {
                 requirement: "online-reencrypt-v3",
                 ..want(Decrypt, Forward, "datashift-checksum", true)
@@ -484,8 +584,9 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// `reencrypt --init-only`, then the resumed run stopped part-way.
-fn init_and_interrupt(case: &Case) -> [ReencryptInfo; 2] {
+/// `reencrypt --init-only`, then the resumed run stopped part-way, then
+/// (where the resilience records hotzones) a resumed run killed mid-hotzone.
+fn init_and_interrupt(case: &Case) -> Vec<ReencryptInfo> {
     let d = Dir::new();
     let made = (case.setup)(&d);
     let dev = d.s("dev.img");
@@ -515,7 +616,7 @@ fn init_and_interrupt(case: &Case) -> [ReencryptInfo; 2] {
         &case.want,
     );
 
-    let mut resume = base;
+    let mut resume = base.clone();
     resume.extend_from_slice(&["--hotzone-size", "64k", &dev]);
     let probe = case.probe.map(|off| (Path::new(&dev), off));
     interrupt(&resume, Path::new(&hdr), case.steps, probe);
@@ -528,7 +629,23 @@ fn init_and_interrupt(case: &Case) -> [ReencryptInfo; 2] {
         Path::new(&hdr),
         &midway,
     );
-    [first, second]
+    if !case.crash {
+        return vec![first, second];
+    }
+    // Larger hotzones, so the kill lands inside one.
+    let mut resume = base;
+    resume.extend_from_slice(&["--hotzone-size", "1M", &dev]);
+    crash(&resume, Path::new(&hdr));
+    let crashed = Want {
+        crash: true,
+        ..midway
+    };
+    let third = check(
+        &format!("{} (crashed)", case.name),
+        Path::new(&hdr),
+        &crashed,
+    );
+    vec![first, second, third]
 }
 
 #[test]
@@ -537,16 +654,12 @@ fn every_reencryption_state_parses_roundtrips_and_dumps() {
         return;
     }
     for case in cases() {
-        let [init, mid] = init_and_interrupt(&case);
-        eprintln!(
-            "{}: init {:?}/{:?}, part-way new {:?} old {:?} ({:?} bytes done)",
-            case.name,
-            init.new_segments,
-            init.old_segments,
-            mid.new_segments,
-            mid.old_segments,
-            mid.processed
-        );
+        for st in init_and_interrupt(&case) {
+            eprintln!(
+                "{}: new {:?} old {:?} hotzone {:?} ({:?} bytes done)",
+                case.name, st.new_segments, st.old_segments, st.hotzone, st.processed
+            );
+        }
     }
 }
 

@@ -158,7 +158,11 @@ impl Metadata {
                         s,
                     ));
                 }
-                if seg_owner.insert(s, id).is_some() {
+                // The hotzone of a reencryption interrupted mid-write (flag
+                // in-reencryption) holds data under both keys: cryptsetup
+                // assigns it to the old and the new digest.
+                let hot = self.segments[&s].has_flag(FLAG_IN_REENCRYPTION);
+                if seg_owner.insert(s, id).is_some() && !hot {
                     return Err(ValidateError::Invalid {
                         section: Section::Digests,
                         id: Some(id),

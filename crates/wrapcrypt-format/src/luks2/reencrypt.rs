@@ -15,6 +15,7 @@ use super::keyslot::{ReencryptDirection, ReencryptKeyslot, ReencryptMode, Resili
 use super::metadata::Metadata;
 use super::segment::{
     Segment, SegmentSize, FLAG_BACKUP_FINAL, FLAG_BACKUP_MOVED, FLAG_BACKUP_PREVIOUS,
+    FLAG_IN_REENCRYPTION,
 };
 
 /// A reencryption in progress, for the reencryption engine.
@@ -45,6 +46,10 @@ pub struct ReencryptInfo {
     /// Digest assigned to the reencrypt keyslot, which authenticates the
     /// reencryption metadata (version 2 and later).
     pub verification_digest: Option<u32>,
+    /// The regular segment flagged `in-reencryption`: a hotzone whose
+    /// rewrite was cut off (the process died), under both keys; it must be
+    /// recovered from the resilience area before anything else.
+    pub hotzone: Option<u32>,
     /// Regular segments still in the previous layout, by id.
     pub old_segments: Vec<u32>,
     /// Regular segments already in the final layout, by id.
@@ -60,7 +65,13 @@ impl ReencryptInfo {
     /// Nothing has been rewritten yet (the state `reencrypt --init-only`
     /// leaves).
     pub fn is_initial(&self) -> bool {
-        self.new_segments.is_empty()
+        self.new_segments.is_empty() && self.hotzone.is_none()
+    }
+
+    /// A hotzone was being rewritten when the process died: the data there
+    /// needs recovery from the resilience area.
+    pub fn needs_recovery(&self) -> bool {
+        self.hotzone.is_some()
     }
 }
 
@@ -177,7 +188,19 @@ impl Metadata {
         };
         let (mut old_segments, mut new_segments) = (Vec::new(), Vec::new());
         let (mut processed, mut remaining) = (Some(0u64), Some(0u64));
+        let mut hotzone = None;
         for (&id, s) in self.segments.iter().filter(|(_, s)| !s.is_backup()) {
+            if s.has_flag(FLAG_IN_REENCRYPTION) {
+                if let Some(first) = hotzone {
+                    return Err(seg_err(
+                        Some(id),
+                        "flags",
+                        format!("a second {FLAG_IN_REENCRYPTION} segment (segment {first} is one)"),
+                    ));
+                }
+                hotzone = Some(id);
+                continue;
+            }
             let size = match s.size {
                 SegmentSize::Fixed(v) => Some(v),
                 SegmentSize::Dynamic => None,
@@ -214,6 +237,7 @@ impl Metadata {
             old_digest,
             new_digest,
             verification_digest,
+            hotzone,
             old_segments,
             new_segments,
             processed,
