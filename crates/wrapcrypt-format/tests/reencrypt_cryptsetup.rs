@@ -1093,3 +1093,46 @@ fn unresumable_reencryption_states_are_typed_errors() {
         assert!(cryptsetup_accepts(&buf), "{name}: cryptsetup refuses it");
     }
 }
+
+/// Members wrapcrypt does not know, in every reencryption object, survive
+/// parsing and re-encoding byte for byte; cryptsetup accepts and prints
+/// such a header as wrapcrypt does.
+#[test]
+fn unknown_members_of_reencryption_metadata_are_kept() {
+    if !have_cryptsetup() {
+        return;
+    }
+    let (mid, _) = fixtures();
+    let buf = edited(mid, &|j| {
+        set(j, "/keyslots/2/x-note", json!("kept"));
+        set(j, "/keyslots/2/area/x-area", json!([1, "2", {"3": null}]));
+        set(j, "/segments/0/x-seg", json!({"a": true}));
+        set(j, "/segments/2/flags", json!(["backup-previous", "x-flag"]));
+        set(j, "/segments/3/x-seg", json!(-1));
+        set(j, "/config/requirements/optional", json!(["x-opt"]));
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = dir.path().join("unknown.img");
+    std::fs::write(&img, &buf).expect("write");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("size");
+    let st = check(
+        "unknown members",
+        &img,
+        &Want {
+            midway: true,
+            ..want(
+                ReencryptMode::Reencrypt,
+                ReencryptDirection::Forward,
+                "checksum",
+                false,
+            )
+        },
+    );
+    assert_eq!(st.previous_segment, 2);
+    let l = Luks2Header::parse(&buf).expect("parse");
+    assert_eq!(l.header.meta.to_json(), json_of(&buf));
+}
