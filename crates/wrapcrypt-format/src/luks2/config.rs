@@ -67,13 +67,12 @@ impl Config {
 
     /// The mandatory requirement that marks a reencryption in progress
     /// (`online-reencrypt`, or `online-reencrypt-vN` as cryptsetup 2.4.3+
-    /// writes it), if any.
-    pub fn reencrypt_requirement(&self) -> Option<&str> {
+    /// writes it) and the metadata version it names, if any.
+    pub fn reencrypt_requirement(&self) -> Option<(&str, u32)> {
         self.requirements
             .iter()
             .flatten()
-            .map(String::as_str)
-            .find(|r| reencrypt_version(r).is_some())
+            .find_map(|r| reencrypt_version(r).map(|v| (r.as_str(), v)))
     }
 
     /// Mandatory requirements this implementation does not know: they block
@@ -100,4 +99,26 @@ pub fn reencrypt_version(requirement: &str) -> Option<u32> {
         return None;
     }
     n.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reencrypt_version;
+
+    #[test]
+    fn reencrypt_requirement_versions() {
+        assert_eq!(reencrypt_version("online-reencrypt"), Some(1));
+        assert_eq!(reencrypt_version("online-reencrypt-v2"), Some(2));
+        assert_eq!(reencrypt_version("online-reencrypt-v3"), Some(3));
+        assert_eq!(reencrypt_version("online-reencrypt-v12"), Some(12));
+        for r in [
+            "online-reencrypt-v",
+            "online-reencrypt-vx",
+            "online-reencrypt-v2 ",
+            "offline-reencrypt",
+            "online-reencrypt2",
+        ] {
+            assert_eq!(reencrypt_version(r), None, "{r}");
+        }
+    }
 }

@@ -336,7 +336,7 @@ impl Metadata {
                 field: "type".into(),
                 reason: "reencrypt keyslot without the online-reencrypt requirement".into(),
             }),
-            (None, Some(r)) => Err(ValidateError::Invalid {
+            (None, Some((r, _))) => Err(ValidateError::Invalid {
                 section: Section::Config,
                 id: None,
                 field: "requirements".into(),

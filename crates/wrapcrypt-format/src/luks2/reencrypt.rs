@@ -9,9 +9,8 @@
 //! reencryption; [`Metadata::reencrypt_state`] does the same, so a header
 //! that fails here still parses.
 
-use super::config::reencrypt_version;
 use super::error::{Section, ValidateError};
-use super::keyslot::{ReencryptDirection, ReencryptKeyslot, ReencryptMode, Resilience};
+use super::keyslot::{ReencryptDirection, ReencryptMode, Resilience};
 use super::metadata::Metadata;
 use super::segment::{
     Segment, SegmentSize, FLAG_BACKUP_FINAL, FLAG_BACKUP_MOVED, FLAG_BACKUP_PREVIOUS,
@@ -89,14 +88,14 @@ impl Metadata {
     /// it records one that cannot be resumed (a missing or duplicated backup
     /// segment, a regular segment in neither layout, a missing digest).
     pub fn reencrypt_state(&self) -> Result<Option<ReencryptInfo>, ValidateError> {
-        let Some((&keyslot, ks)) = self
+        let Some((keyslot, typed)) = self
             .keyslots
             .iter()
-            .find(|(_, k)| k.kind == <ReencryptKeyslot as super::keyslot::KeyslotHandler>::TYPE)
+            .find_map(|(&id, k)| k.reencrypt(id).map(|r| (id, r)))
         else {
             return Ok(None);
         };
-        let typed = ks.reencrypt(keyslot).expect("a reencrypt keyslot")?;
+        let typed = typed?;
         if let Resilience::Other(t) = &typed.resilience {
             return Err(ValidateError::Invalid {
                 section: Section::Keyslots,
@@ -105,17 +104,16 @@ impl Metadata {
                 reason: format!("unknown resilience type \"{t}\""),
             });
         }
-        let requirement = self
+        let (requirement, version) = self
             .config
             .reencrypt_requirement()
+            .map(|(r, v)| (r.to_string(), v))
             .ok_or_else(|| ValidateError::Invalid {
                 section: Section::Config,
                 id: None,
                 field: "requirements".into(),
                 reason: "reencrypt keyslot without the online-reencrypt requirement".into(),
-            })?
-            .to_string();
-        let version = reencrypt_version(&requirement).expect("a reencrypt requirement");
+            })?;
         let previous_segment = self.flagged(FLAG_BACKUP_PREVIOUS)?.ok_or_else(|| {
             seg_err(
                 None,
