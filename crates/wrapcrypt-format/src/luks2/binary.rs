@@ -2,6 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
+pub use super::copy::Copy;
 use super::error::BinaryError;
 
 /// Size of the binary header.
@@ -30,24 +31,6 @@ const LEN_SUBSYSTEM: usize = 48;
 const OFF_HDR_OFFSET: usize = 256;
 const OFF_CSUM: usize = 448;
 const LEN_CSUM: usize = 64;
-
-/// Which of the two metadata copies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Copy {
-    /// The copy at offset 0.
-    Primary,
-    /// The copy right after the primary (at `hdr_size`).
-    Secondary,
-}
-
-impl std::fmt::Display for Copy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Copy::Primary => "primary",
-            Copy::Secondary => "secondary",
-        })
-    }
-}
 
 /// Decoded fields of a binary header.
 #[derive(Debug, Clone, PartialEq, Eq)]

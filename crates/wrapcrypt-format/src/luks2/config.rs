@@ -65,6 +65,16 @@ impl Config {
         Value::Object(m)
     }
 
+    /// The mandatory requirement that marks a reencryption in progress
+    /// (`online-reencrypt`, or `online-reencrypt-vN` as cryptsetup 2.4.3+
+    /// writes it) and the metadata version it names, if any.
+    pub fn reencrypt_requirement(&self) -> Option<(&str, u32)> {
+        self.requirements
+            .iter()
+            .flatten()
+            .find_map(|r| reencrypt_version(r).map(|v| (r.as_str(), v)))
+    }
+
     /// Mandatory requirements this implementation does not know: they block
     /// every change and activation.
     pub fn unknown_requirements(&self) -> Vec<&str> {
@@ -74,5 +84,41 @@ impl Config {
             .map(String::as_str)
             .filter(|r| !KNOWN_REQUIREMENTS.contains(r))
             .collect()
+    }
+}
+
+/// The reencryption metadata version a requirement names: 1 for
+/// `online-reencrypt` (cryptsetup 2.2 to 2.4.2, no verification digest), N
+/// for `online-reencrypt-vN`.
+pub fn reencrypt_version(requirement: &str) -> Option<u32> {
+    if requirement == "online-reencrypt" {
+        return Some(1);
+    }
+    let n = requirement.strip_prefix("online-reencrypt-v")?;
+    if n.is_empty() || !n.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reencrypt_version;
+
+    #[test]
+    fn reencrypt_requirement_versions() {
+        assert_eq!(reencrypt_version("online-reencrypt"), Some(1));
+        assert_eq!(reencrypt_version("online-reencrypt-v2"), Some(2));
+        assert_eq!(reencrypt_version("online-reencrypt-v3"), Some(3));
+        assert_eq!(reencrypt_version("online-reencrypt-v12"), Some(12));
+        for r in [
+            "online-reencrypt-v",
+            "online-reencrypt-vx",
+            "online-reencrypt-v2 ",
+            "offline-reencrypt",
+            "online-reencrypt2",
+        ] {
+            assert_eq!(reencrypt_version(r), None, "{r}");
+        }
     }
 }

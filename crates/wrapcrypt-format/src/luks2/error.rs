@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::copy::Copy;
+
 /// A JSON section of the LUKS2 metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
@@ -200,7 +202,7 @@ pub enum CopyError {
     #[error("{copy} header: {err}")]
     Binary {
         /// copy
-        copy: super::binary::Copy,
+        copy: Copy,
         /// cause
         err: BinaryError,
     },
@@ -208,7 +210,7 @@ pub enum CopyError {
     #[error("{copy} header: {err}")]
     Json {
         /// copy
-        copy: super::binary::Copy,
+        copy: Copy,
         /// cause
         err: ValidateError,
     },

@@ -9,8 +9,11 @@ use super::config::Config;
 use super::digest::{Digest, DIGESTS_MAX};
 use super::error::{Area, Section, ValidateError};
 use super::jsonutil::{parse_id, Obj};
-use super::keyslot::{Keyslot, KEYSLOTS_MAX};
-use super::segment::{Segment, SegmentSize, SEGMENTS_MAX};
+use super::keyslot::{Keyslot, KeyslotHandler, Luks2Keyslot, ReencryptKeyslot, KEYSLOTS_MAX};
+use super::segment::{
+    Segment, SegmentSize, FLAG_BACKUP_FINAL, FLAG_BACKUP_PREVIOUS, FLAG_IN_REENCRYPTION,
+    SEGMENTS_MAX,
+};
 use super::token::{Token, TOKENS_MAX};
 
 /// The whole LUKS2 JSON metadata.
@@ -100,7 +103,10 @@ impl Metadata {
                 id: id.to_string(),
             });
         }
+        m.validate_segment_roles()?;
+        m.validate_reencrypt_segments()?;
         m.validate_references()?;
+        m.validate_reencrypt_keyslots()?;
         Ok(m)
     }
 
@@ -152,7 +158,11 @@ impl Metadata {
                         s,
                     ));
                 }
-                if seg_owner.insert(s, id).is_some() {
+                // The hotzone of a reencryption interrupted mid-write (flag
+                // in-reencryption) holds data under both keys: cryptsetup
+                // assigns it to the old and the new digest.
+                let hot = self.segments[&s].has_flag(FLAG_IN_REENCRYPTION);
+                if seg_owner.insert(s, id).is_some() && !hot {
                     return Err(ValidateError::Invalid {
                         section: Section::Digests,
                         id: Some(id),
@@ -175,9 +185,15 @@ impl Metadata {
                 }
             }
         }
-        // cryptsetup: every keyslot belongs to exactly one digest and every
-        // crypt segment to one; otherwise the header is invalid.
-        if let Some(&k) = self.keyslots.keys().find(|k| !ks_owner.contains_key(k)) {
+        // cryptsetup: every luks2 keyslot belongs to exactly one digest and
+        // every crypt segment (backup segments too) to one; otherwise the
+        // header is invalid. A reencrypt keyslot's digest (verification of
+        // the reencryption metadata) is checked by the reencryption state.
+        if let Some((&k, _)) = self
+            .keyslots
+            .iter()
+            .find(|(k, ks)| ks.kind == Luks2Keyslot::TYPE && !ks_owner.contains_key(k))
+        {
             return Err(ValidateError::Invalid {
                 section: Section::Keyslots,
                 id: Some(k),
@@ -198,7 +214,7 @@ impl Metadata {
             });
         }
         for (&id, k) in &self.keyslots {
-            if k.key_size == 0 {
+            if k.key_size == 0 && k.kind != ReencryptKeyslot::TYPE {
                 return Err(ValidateError::Invalid {
                     section: Section::Keyslots,
                     id: Some(id),
@@ -208,6 +224,126 @@ impl Metadata {
             }
         }
         Ok(())
+    }
+
+    /// cryptsetup: regular segments come first (ids 0..k), backup segments
+    /// after them, and there is at least one regular segment.
+    fn validate_segment_roles(&self) -> Result<(), ValidateError> {
+        let Some(first_backup) = self
+            .segments
+            .iter()
+            .find(|(_, s)| s.is_backup())
+            .map(|(&id, _)| id)
+        else {
+            return Ok(());
+        };
+        if first_backup == 0 {
+            return Err(ValidateError::Invalid {
+                section: Section::Segments,
+                id: Some(0),
+                field: "flags".into(),
+                reason: "segment 0 is a backup segment: no regular segment".into(),
+            });
+        }
+        if let Some((&id, _)) = self
+            .segments
+            .range(first_backup..)
+            .find(|(_, s)| !s.is_backup())
+        {
+            return Err(ValidateError::Invalid {
+                section: Section::Segments,
+                id: Some(id),
+                field: "flags".into(),
+                reason: format!("regular segment after backup segment {first_backup}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// cryptsetup: while the reencryption requirement is set, backup
+    /// segments `backup-previous` and `backup-final` exist, and each regular
+    /// segment has the layout (type; cipher and sector size for crypt) of
+    /// one of them (of the final one if flagged `in-reencryption`).
+    fn validate_reencrypt_segments(&self) -> Result<(), ValidateError> {
+        if self.config.reencrypt_requirement().is_none() {
+            return Ok(());
+        }
+        let (mut previous, mut fin) = (None, None);
+        for s in self.segments.values().filter(|s| s.is_backup()) {
+            if s.has_flag(FLAG_BACKUP_FINAL) {
+                fin = Some(s);
+            } else if s.has_flag(FLAG_BACKUP_PREVIOUS) {
+                previous = Some(s);
+            }
+        }
+        let (Some(previous), Some(fin)) = (previous, fin) else {
+            return Err(ValidateError::Invalid {
+                section: Section::Segments,
+                id: None,
+                field: "flags".into(),
+                reason: format!(
+                    "reencryption needs a {FLAG_BACKUP_PREVIOUS} and a {FLAG_BACKUP_FINAL} segment"
+                ),
+            });
+        };
+        for (&id, s) in self.segments.iter().filter(|(_, s)| !s.is_backup()) {
+            if s.has_flag(FLAG_IN_REENCRYPTION) {
+                if !s.same_layout(fin) {
+                    return Err(ValidateError::Invalid {
+                        section: Section::Segments,
+                        id: Some(id),
+                        field: "flags".into(),
+                        reason: format!(
+                            "{FLAG_IN_REENCRYPTION} segment does not have the {FLAG_BACKUP_FINAL} layout"
+                        ),
+                    });
+                }
+            } else if !s.same_layout(fin) && !s.same_layout(previous) {
+                return Err(ValidateError::Invalid {
+                    section: Section::Segments,
+                    id: Some(id),
+                    field: "type".into(),
+                    reason: format!(
+                        "segment has neither the {FLAG_BACKUP_PREVIOUS} nor the {FLAG_BACKUP_FINAL} layout"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// cryptsetup's checks of reencrypt keyslots across the header: at most
+    /// one, present exactly when the reencryption requirement is.
+    fn validate_reencrypt_keyslots(&self) -> Result<(), ValidateError> {
+        let mut reenc = self
+            .keyslots
+            .iter()
+            .filter(|(_, k)| k.kind == ReencryptKeyslot::TYPE)
+            .map(|(&id, _)| id);
+        let first = reenc.next();
+        if let Some(second) = reenc.next() {
+            return Err(ValidateError::Invalid {
+                section: Section::Keyslots,
+                id: Some(second),
+                field: "type".into(),
+                reason: format!("a second reencrypt keyslot (keyslot {first:?} is one)"),
+            });
+        }
+        match (first, self.config.reencrypt_requirement()) {
+            (Some(id), None) => Err(ValidateError::Invalid {
+                section: Section::Keyslots,
+                id: Some(id),
+                field: "type".into(),
+                reason: "reencrypt keyslot without the online-reencrypt requirement".into(),
+            }),
+            (None, Some((r, _))) => Err(ValidateError::Invalid {
+                section: Section::Config,
+                id: None,
+                field: "requirements".into(),
+                reason: format!("requirement {r} without a reencrypt keyslot"),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Checks the on-disk layout for a header of `hdr_size`: config sizes,
@@ -250,9 +386,17 @@ impl Metadata {
             }
             areas.push((off, size, Area::Keyslot(id)));
         }
-        let mut prev_end: Option<(u64, u32)> = None;
-        let n = self.segments.len();
-        for (i, (&id, s)) in self.segments.iter().enumerate() {
+        // cryptsetup: the regular segments are the data layout; backup
+        // segments describe layouts for the reencryption and are exempt.
+        let regular: Vec<(u32, &Segment)> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| !s.is_backup())
+            .map(|(&id, s)| (id, s))
+            .collect();
+        let n = regular.len();
+        let mut spans: Vec<(u64, u64, u32)> = Vec::with_capacity(n);
+        for (i, &(id, s)) in regular.iter().enumerate() {
             let size = match s.size {
                 SegmentSize::Fixed(v) => v,
                 SegmentSize::Dynamic if i + 1 == n => u64::MAX - s.offset,
@@ -261,7 +405,7 @@ impl Metadata {
                         section: Section::Segments,
                         id: Some(id),
                         field: "size".into(),
-                        reason: "only the last segment may be dynamic".into(),
+                        reason: "only the last regular segment may be dynamic".into(),
                     })
                 }
             };
@@ -274,14 +418,6 @@ impl Metadata {
                     size,
                 });
             }
-            if let Some((pe, pid)) = prev_end {
-                if s.offset < pe {
-                    return Err(ValidateError::Overlap {
-                        a: Area::Segment(pid),
-                        b: Area::Segment(id),
-                    });
-                }
-            }
             let end = s
                 .offset
                 .checked_add(size)
@@ -290,8 +426,8 @@ impl Metadata {
                     offset: s.offset,
                     size,
                 })?;
-            prev_end = Some((end, id));
-            if attached && size > 0 {
+            spans.push((s.offset, end, id));
+            if attached {
                 if s.offset < ks_start {
                     return Err(ValidateError::Overlap {
                         a: Area::Metadata,
@@ -299,6 +435,17 @@ impl Metadata {
                     });
                 }
                 areas.push((s.offset, size, Area::Segment(id)));
+            }
+        }
+        // Regular segments need not be in offset order (a backward
+        // reencryption numbers them from the end), but must not overlap.
+        spans.sort_by_key(|&(off, _, id)| (off, id));
+        for w in spans.windows(2) {
+            if w[1].0 < w[0].1 {
+                return Err(ValidateError::Overlap {
+                    a: Area::Segment(w[0].2),
+                    b: Area::Segment(w[1].2),
+                });
             }
         }
         areas.sort_by_key(|a| a.0);

@@ -2,11 +2,13 @@
 
 pub mod binary;
 pub mod config;
+pub mod copy;
 pub mod digest;
 pub mod error;
 mod jsonutil;
 pub mod keyslot;
 pub mod metadata;
+pub mod reencrypt;
 pub mod segment;
 pub mod token;
 
@@ -14,8 +16,12 @@ pub use binary::{BinaryHeader, Copy, BIN_HDR_SIZE, METADATA_SIZES};
 pub use config::Config;
 pub use digest::Digest;
 pub use error::{Area, BinaryError, CopyError, ParseError, Section, ValidateError};
-pub use keyslot::{AfParams, Keyslot, KeyslotArea, KeyslotKdf, KEYSLOTS_MAX};
+pub use keyslot::{
+    AfParams, Keyslot, KeyslotArea, KeyslotHandler, KeyslotKdf, Luks2Keyslot, ReencryptDirection,
+    ReencryptKeyslot, ReencryptMode, Resilience, KEYSLOTS_MAX,
+};
 pub use metadata::Metadata;
+pub use reencrypt::ReencryptInfo;
 pub use segment::{Segment, SegmentSize};
 pub use token::{Token, TOKENS_MAX};
 

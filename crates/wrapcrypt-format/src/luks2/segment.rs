@@ -8,6 +8,19 @@ use super::jsonutil::{u64s, Obj};
 /// Maximum segment id + 1.
 pub const SEGMENTS_MAX: u32 = 32;
 
+/// Flag of the segment that holds the old key's (or plain) layout during
+/// a reencryption.
+pub const FLAG_BACKUP_PREVIOUS: &str = "backup-previous";
+/// Flag of the segment that holds the new key's (or plain) layout.
+pub const FLAG_BACKUP_FINAL: &str = "backup-final";
+/// Flag of the segment that describes data moved by a data shift.
+pub const FLAG_BACKUP_MOVED: &str = "backup-moved-segment";
+/// Flag of a regular segment being rewritten (the hotzone).
+pub const FLAG_IN_REENCRYPTION: &str = "in-reencryption";
+/// Prefix that makes a segment a backup segment: a description kept for
+/// the reencryption, outside the data layout.
+pub const BACKUP_PREFIX: &str = "backup-";
+
 /// Size of a data segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentSize {
@@ -65,6 +78,9 @@ impl Segment {
             return Err(o.err("offset", "not aligned to 512 bytes"));
         }
         if let SegmentSize::Fixed(s) = size {
+            if s == 0 {
+                return Err(o.err("size", "must not be zero"));
+            }
             if !s.is_multiple_of(sector_size as u64) {
                 return Err(o.err("size", "not a multiple of the sector size"));
             }
@@ -87,6 +103,37 @@ impl Segment {
             sector_size,
             flags,
         })
+    }
+
+    /// Whether the segment has flag `flag`.
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().flatten().any(|f| f == flag)
+    }
+
+    /// A backup segment (a flag starting with `backup-`) describes a layout
+    /// for the reencryption; it is not part of the data layout, so the
+    /// ordering and overlap rules do not apply to it.
+    pub fn is_backup(&self) -> bool {
+        self.flags
+            .iter()
+            .flatten()
+            .any(|f| f.starts_with(BACKUP_PREFIX))
+    }
+
+    /// Same layout as `other` (cryptsetup's segment comparison): same type
+    /// and, for crypt segments, same cipher and sector size.
+    pub fn same_layout(&self, other: &Segment) -> bool {
+        self.kind == other.kind
+            && (self.kind != "crypt"
+                || (self.encryption == other.encryption && self.sector_size == other.sector_size))
+    }
+
+    /// End offset in bytes; `None` for a dynamic segment.
+    pub fn end(&self) -> Option<u64> {
+        match self.size {
+            SegmentSize::Fixed(s) => self.offset.checked_add(s),
+            SegmentSize::Dynamic => None,
+        }
     }
 
     pub(crate) fn to_json(&self) -> Value {

@@ -2,8 +2,37 @@
 
 use serde_json::{Map, Value};
 
+mod luks2;
+mod reencrypt;
+
+pub use luks2::Luks2Keyslot;
+pub use reencrypt::{ReencryptDirection, ReencryptKeyslot, ReencryptMode, Resilience};
+
 use super::error::{Section, ValidateError};
 use super::jsonutil::{u64s, Obj};
+
+/// A keyslot type, looked up by the keyslot's JSON `"type"` (cryptsetup's
+/// keyslot handler table): it decodes and validates the members only that
+/// type has. Types without a handler are kept as they are, unvalidated, as
+/// cryptsetup does.
+pub trait KeyslotHandler: Sized {
+    /// The JSON `"type"` string.
+    const TYPE: &'static str;
+    /// Keyslot members decoded into [`Keyslot`]'s own fields for this type;
+    /// every other member stays in [`Keyslot::extra`].
+    const MEMBERS: &'static [&'static str];
+    /// The typed view of keyslot `id`, validated as cryptsetup's handler does.
+    fn from_keyslot(id: u32, ks: &Keyslot) -> Result<Self, ValidateError>;
+}
+
+/// The handler registry: validates `ks` with the handler of its type.
+fn check_by_type(id: u32, ks: &Keyslot) -> Result<(), ValidateError> {
+    match ks.kind.as_str() {
+        Luks2Keyslot::TYPE => Luks2Keyslot::from_keyslot(id, ks).map(drop),
+        ReencryptKeyslot::TYPE => ReencryptKeyslot::from_keyslot(id, ks).map(drop),
+        _ => Ok(()),
+    }
+}
 
 /// Maximum number of LUKS2 keyslots.
 pub const KEYSLOTS_MAX: u32 = 32;
@@ -124,32 +153,8 @@ impl Keyslot {
         if area.kind == "raw" && area.size == 0 {
             return Err(a.err("size", "must not be zero"));
         }
-        let (kdf, af) = if kind == "luks2" {
-            let k = Obj::of(Section::Keyslots, Some(id), o.req("kdf")?, "kdf")?;
-            let salt = k.req_b64("salt")?;
-            let kdf = match k.req_str("type")? {
-                "pbkdf2" => KeyslotKdf::Pbkdf2 {
-                    hash: k.req_str("hash")?.to_string(),
-                    iterations: k.req_u32("iterations")?,
-                    salt,
-                },
-                t @ ("argon2i" | "argon2id") => KeyslotKdf::Argon2 {
-                    id: t == "argon2id",
-                    time: k.req_u32("time")?,
-                    memory: k.req_u32("memory")?,
-                    cpus: k.req_u32("cpus")?,
-                    salt,
-                },
-                other => return Err(k.err("type", &format!("unknown KDF \"{other}\""))),
-            };
-            let f = Obj::of(Section::Keyslots, Some(id), o.req("af")?, "af")?;
-            if f.req_str("type")? != "luks1" {
-                return Err(f.err("af", "unknown AF type"));
-            }
-            let af = AfParams {
-                stripes: f.req_u32("stripes")?,
-                hash: f.req_str("hash")?.to_string(),
-            };
+        let (kdf, af) = if kind == Luks2Keyslot::TYPE {
+            let (kdf, af) = luks2::decode(&o)?;
             (Some(kdf), Some(af))
         } else {
             (None, None)
@@ -160,20 +165,31 @@ impl Keyslot {
                 return Err(o.err("priority", "must be 0, 1 or 2"));
             }
         }
-        let known: &[&str] = if kind == "luks2" {
-            &["type", "key_size", "area", "kdf", "af", "priority"]
-        } else {
-            &["type", "key_size", "area", "priority"]
-        };
-        Ok(Keyslot {
-            extra: o.rest(known),
+        let mut known = vec!["type", "key_size", "area", "priority"];
+        if kind == Luks2Keyslot::TYPE {
+            known.extend_from_slice(Luks2Keyslot::MEMBERS);
+        }
+        let ks = Keyslot {
+            extra: o.rest(&known),
             kind,
             key_size,
             area,
             kdf,
             af,
             priority,
-        })
+        };
+        check_by_type(id, &ks)?;
+        Ok(ks)
+    }
+
+    /// The typed view of a `luks2` keyslot (`None` for other types).
+    pub fn luks2(&self, id: u32) -> Option<Result<Luks2Keyslot, ValidateError>> {
+        (self.kind == Luks2Keyslot::TYPE).then(|| Luks2Keyslot::from_keyslot(id, self))
+    }
+
+    /// The typed view of a `reencrypt` keyslot (`None` for other types).
+    pub fn reencrypt(&self, id: u32) -> Option<Result<ReencryptKeyslot, ValidateError>> {
+        (self.kind == ReencryptKeyslot::TYPE).then(|| ReencryptKeyslot::from_keyslot(id, self))
     }
 
     pub(crate) fn to_json(&self) -> Value {
