@@ -8,8 +8,8 @@ use core::arch::x86_64::*;
 
 use wrapcrypt_secret::{SecretBox, Zeroable};
 
-use crate::block::BLOCK;
 use crate::locked::burn_stack;
+use crate::BLOCK;
 
 /// Expanded AES key: encryption round keys and the equivalent-inverse
 /// decryption round keys (FIPS-197 §5.3.5), as little-endian words.

@@ -5,9 +5,7 @@ use zeroize::Zeroize;
 
 use crate::locked::Locked;
 use crate::spec::{Cipher, SpecError};
-
-/// Cipher block size in bytes (all supported ciphers).
-pub(crate) const BLOCK: usize = 16;
+use crate::BLOCK;
 
 /// Which implementation to use for AES.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

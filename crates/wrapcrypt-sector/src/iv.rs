@@ -3,9 +3,10 @@
 use sha2::digest::{generic_array::GenericArray, Digest};
 use wrapcrypt_secret::SecretBytes;
 
-use crate::block::{Backend, BlockKey, BLOCK};
+use crate::block::{Backend, BlockKey};
 use crate::locked::{burn_stack, Locked};
 use crate::spec::{Cipher, EssivHash, IvMode, SpecError};
+use crate::BLOCK;
 
 /// A keyed IV generator for one cipher.
 pub(crate) enum IvGen {

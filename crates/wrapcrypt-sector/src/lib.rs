@@ -12,6 +12,10 @@ mod spec;
 #[cfg(target_arch = "x86_64")]
 mod aesni;
 
+/// Cipher block size in bytes (all supported ciphers). Kept at the root so
+/// that the cipher modules share it without depending on one another.
+pub(crate) const BLOCK: usize = 16;
+
 pub use bench::{benchmark, benchmark_with, BenchError};
 pub use block::Backend;
 pub use soft::{check_sector_size, new_soft_cipher, SoftCipher};

@@ -4,10 +4,11 @@ use zeroize::Zeroize;
 
 use wrapcrypt_secret::SecretBytes;
 
-use crate::block::{Backend, BlockKey, BLOCK};
+use crate::block::{Backend, BlockKey};
 use crate::iv::IvGen;
 use crate::lrw::LrwKey;
 use crate::spec::{Cipher, CipherSpec, Mode, SpecError};
+use crate::BLOCK;
 use crate::{SectorCipher, SectorError};
 
 /// Sectors whose IVs/tweaks are computed in one batch.
