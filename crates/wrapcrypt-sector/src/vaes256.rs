@@ -49,12 +49,13 @@ unsafe fn mul_xn(t: __m256i, n: __m256i, poly: __m256i) -> __m256i {
     _mm256_xor_si256(shifted, red)
 }
 
-/// Multiplies each lane by x^16, the distance between two steps.
+/// Multiplies each lane by x^(8 L), a byte shift plus the reduction of the
+/// L bytes shifted out (`R` = 16 - L).
 #[inline]
 #[target_feature(enable = "avx2,vaes,vpclmulqdq,aes,pclmulqdq")]
-unsafe fn mul_x16(t: __m256i, poly: __m256i) -> __m256i {
-    let red = _mm256_clmulepi64_epi128::<0x00>(_mm256_bsrli_epi128::<14>(t), poly);
-    _mm256_xor_si256(_mm256_bslli_epi128::<2>(t), red)
+unsafe fn mul_xbytes<const L: i32, const R: i32>(t: __m256i, poly: __m256i) -> __m256i {
+    let red = _mm256_clmulepi64_epi128::<0x00>(_mm256_bsrli_epi128::<R>(t), poly);
+    _mm256_xor_si256(_mm256_bslli_epi128::<L>(t), red)
 }
 
 #[inline]
@@ -125,14 +126,28 @@ unsafe fn xts<const DECRYPT: bool>(
     // SAFETY: `tweak` is 16 readable bytes.
     let t = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(tweak.as_ptr().cast()) });
     // Register j, lane l holds the tweak of block 2j + l: t * x^(2j + l).
-    let mut tw = [_mm256_setzero_si256(); LANES];
-    unroll8!(J => {
-        let n = 2 * J as i64;
-        tw[J] = mul_xn(t, _mm256_set_epi64x(n + 1, n + 1, n, n), poly);
-    });
+    // Variable shifts give registers 0-3, one byte shift (x^8) each of the
+    // others, all independent of one another.
+    let t0 = mul_xn(t, _mm256_set_epi64x(1, 1, 0, 0), poly);
+    let t1 = mul_xn(t, _mm256_set_epi64x(3, 3, 2, 2), poly);
+    let t2 = mul_xn(t, _mm256_set_epi64x(5, 5, 4, 4), poly);
+    let t3 = mul_xn(t, _mm256_set_epi64x(7, 7, 6, 6), poly);
+    let mut tw = [
+        t0,
+        t1,
+        t2,
+        t3,
+        mul_xbytes::<1, 15>(t0, poly),
+        mul_xbytes::<1, 15>(t1, poly),
+        mul_xbytes::<1, 15>(t2, poly),
+        mul_xbytes::<1, 15>(t3, poly),
+    ];
 
+    // The last step skips advancing the tweaks; the length is public.
+    let steps = data.len() / STEP;
+    let more_after_last = !data.len().is_multiple_of(STEP);
     let mut chunks = data.chunks_exact_mut(STEP);
-    for c in &mut chunks {
+    for (n, c) in (&mut chunks).enumerate() {
         let p = c.as_mut_ptr() as *mut __m256i;
         let k0 = round_key(&keys[0]);
         let mut b = [_mm256_setzero_si256(); LANES];
@@ -150,8 +165,10 @@ unsafe fn xts<const DECRYPT: bool>(
             let o = last_round::<DECRYPT>(b[I], _mm256_xor_si256(tw[I], kl));
             // SAFETY: as for the load.
             unsafe { _mm256_storeu_si256(p.add(I), o) };
-            tw[I] = mul_x16(tw[I], poly);
         });
+        if n + 1 < steps || more_after_last {
+            unroll8!(I => { tw[I] = mul_xbytes::<2, 14>(tw[I], poly); });
+        }
     }
 
     // Units that are not a multiple of 16 blocks (encrypt_unit): two blocks

@@ -51,13 +51,13 @@ unsafe fn mul_xn(t: __m512i, n: __m512i, poly: __m512i) -> __m512i {
     _mm512_xor_si512(shifted, red)
 }
 
-/// Multiplies each lane by x^32: the step from one pipeline step's tweaks to
-/// the next, a byte shift plus the reduction of the four bytes shifted out.
+/// Multiplies each lane by x^(8 L), a byte shift plus the reduction of the
+/// L bytes shifted out (`R` = 16 - L, which const generics cannot compute).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq")]
-unsafe fn mul_x32(t: __m512i, poly: __m512i) -> __m512i {
-    let red = _mm512_clmulepi64_epi128::<0x00>(_mm512_bsrli_epi128::<12>(t), poly);
-    _mm512_xor_si512(_mm512_bslli_epi128::<4>(t), red)
+unsafe fn mul_xbytes<const L: i32, const R: i32>(t: __m512i, poly: __m512i) -> __m512i {
+    let red = _mm512_clmulepi64_epi128::<0x00>(_mm512_bsrli_epi128::<R>(t), poly);
+    _mm512_xor_si512(_mm512_bslli_epi128::<L>(t), red)
 }
 
 #[inline]
@@ -129,15 +129,28 @@ unsafe fn xts<const DECRYPT: bool>(
     // SAFETY: `tweak` is 16 readable bytes.
     let t = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(tweak.as_ptr().cast()) });
     // Register j, lane l holds the tweak of block 4j + l: t * x^(4j + l).
-    let mut tw = [_mm512_setzero_si512(); LANES];
-    unroll8!(J => {
-        let n = 4 * J as i64;
-        let counts = _mm512_set_epi64(n + 3, n + 3, n + 2, n + 2, n + 1, n + 1, n, n);
-        tw[J] = mul_xn(t, counts, poly);
-    });
+    // Two variable shifts give registers 0 and 1; the others are byte
+    // shifts of those (x^8, x^16, x^24), all independent, so a sector's
+    // set-up takes few of the vector ports the AES rounds need.
+    let t0 = mul_xn(t, _mm512_set_epi64(3, 3, 2, 2, 1, 1, 0, 0), poly);
+    let t1 = mul_xn(t, _mm512_set_epi64(7, 7, 6, 6, 5, 5, 4, 4), poly);
+    let mut tw = [
+        t0,
+        t1,
+        mul_xbytes::<1, 15>(t0, poly),
+        mul_xbytes::<1, 15>(t1, poly),
+        mul_xbytes::<2, 14>(t0, poly),
+        mul_xbytes::<2, 14>(t1, poly),
+        mul_xbytes::<3, 13>(t0, poly),
+        mul_xbytes::<3, 13>(t1, poly),
+    ];
 
+    // The last step skips advancing the tweaks (a 512-byte sector is one
+    // step); the length is public, so this branch leaks nothing.
+    let steps = data.len() / STEP;
+    let more_after_last = !data.len().is_multiple_of(STEP);
     let mut chunks = data.chunks_exact_mut(STEP);
-    for c in &mut chunks {
+    for (n, c) in (&mut chunks).enumerate() {
         let p = c.as_mut_ptr() as *mut __m512i;
         let k0 = round_key(&keys[0]);
         let mut b = [_mm512_setzero_si512(); LANES];
@@ -156,8 +169,10 @@ unsafe fn xts<const DECRYPT: bool>(
             let o = last_round::<DECRYPT>(b[I], _mm512_xor_si512(tw[I], kl));
             // SAFETY: as for the load.
             unsafe { _mm512_storeu_si512(p.add(I), o) };
-            tw[I] = mul_x32(tw[I], poly);
         });
+        if n + 1 < steps || more_after_last {
+            unroll8!(I => { tw[I] = mul_xbytes::<4, 12>(tw[I], poly); });
+        }
     }
 
     // Units that are not a multiple of 32 blocks (encrypt_unit): up to four
