@@ -8,8 +8,9 @@ use core::arch::x86_64::*;
 
 use wrapcrypt_secret::{SecretBox, Zeroable};
 
-use crate::block::BLOCK;
 use crate::locked::burn_stack;
+use crate::path::XtsPath;
+use crate::BLOCK;
 
 /// Expanded AES key: encryption round keys and the equivalent-inverse
 /// decryption round keys (FIPS-197 §5.3.5), as little-endian words.
@@ -33,21 +34,22 @@ enum Isa {
 pub(crate) struct AesKey {
     sched: SecretBox<AesSchedule>,
     isa: Isa,
+    /// AesNi, Vaes256 or Vaes512, and never above what the CPU has.
+    xts: XtsPath,
 }
 
 /// Whether this CPU can run the AES-NI engine.
 pub(crate) fn available() -> bool {
-    std::arch::is_x86_feature_detected!("aes")
-        && std::arch::is_x86_feature_detected!("pclmulqdq")
-        && std::arch::is_x86_feature_detected!("sse4.1")
-        && std::arch::is_x86_feature_detected!("ssse3")
+    crate::path::aes_ni()
 }
 
 impl AesKey {
-    /// Expands `key` (16, 24 or 32 bytes) in place; `None` without AES-NI or
-    /// for another key length.
-    pub(crate) fn new(key: &[u8]) -> Option<AesKey> {
-        if !available() || !matches!(key.len(), 16 | 24 | 32) {
+    /// Expands `key` (16, 24 or 32 bytes) in place for XTS on `xts` (or the
+    /// fastest path below it that this CPU has); `None` without AES-NI, for
+    /// the portable path or for another key length.
+    pub(crate) fn new(key: &[u8], xts: XtsPath) -> Option<AesKey> {
+        let xts = crate::path::clamp(xts);
+        if xts < XtsPath::AesNi || !available() || !matches!(key.len(), 16 | 24 | 32) {
             return None;
         }
         let isa = if std::arch::is_x86_feature_detected!("avx") {
@@ -58,7 +60,12 @@ impl AesKey {
         // SAFETY: AES-NI and SSE2 were detected above.
         let sched = SecretBox::init_with_mut(|s: &mut AesSchedule| unsafe { expand(key, s) });
         burn_stack();
-        Some(AesKey { sched, isa })
+        Some(AesKey { sched, isa, xts })
+    }
+
+    /// The XTS implementation this key runs.
+    pub(crate) fn xts_path(&self) -> XtsPath {
+        self.xts
     }
 
     fn s(&self) -> &AesSchedule {
@@ -106,21 +113,28 @@ impl AesKey {
     }
 
     pub(crate) fn xts_encrypt(&self, tweak: &[u8; BLOCK], data: &mut [u8]) {
-        // SAFETY: as in ecb_encrypt.
+        let s = self.s();
+        // SAFETY: as in ecb_encrypt; `xts` was clamped to the CPU's best
+        // path in `new`, so a wide path runs only where its features exist.
         unsafe {
-            match self.isa {
-                Isa::Avx => avx::xts_encrypt(self.s(), tweak, data),
-                Isa::Sse => sse::xts_encrypt(self.s(), tweak, data),
+            match (self.xts, self.isa) {
+                (XtsPath::Vaes512, _) => crate::vaes512::xts_encrypt(&s.enc, s.rounds, tweak, data),
+                (XtsPath::Vaes256, _) => crate::vaes256::xts_encrypt(&s.enc, s.rounds, tweak, data),
+                (_, Isa::Avx) => avx::xts_encrypt(s, tweak, data),
+                (_, Isa::Sse) => sse::xts_encrypt(s, tweak, data),
             }
         }
     }
 
     pub(crate) fn xts_decrypt(&self, tweak: &[u8; BLOCK], data: &mut [u8]) {
-        // SAFETY: as in ecb_encrypt.
+        let s = self.s();
+        // SAFETY: as in xts_encrypt.
         unsafe {
-            match self.isa {
-                Isa::Avx => avx::xts_decrypt(self.s(), tweak, data),
-                Isa::Sse => sse::xts_decrypt(self.s(), tweak, data),
+            match (self.xts, self.isa) {
+                (XtsPath::Vaes512, _) => crate::vaes512::xts_decrypt(&s.dec, s.rounds, tweak, data),
+                (XtsPath::Vaes256, _) => crate::vaes256::xts_decrypt(&s.dec, s.rounds, tweak, data),
+                (_, Isa::Avx) => avx::xts_decrypt(s, tweak, data),
+                (_, Isa::Sse) => sse::xts_decrypt(s, tweak, data),
             }
         }
     }
@@ -452,7 +466,7 @@ mod tests {
             (24, "dda97ca4864cdfe06eaf70a0ec0d7191"),
             (32, "8ea2b7ca516745bfeafc49904b496089"),
         ] {
-            let k = AesKey::new(&key[..klen]).unwrap();
+            let k = AesKey::new(&key[..klen], XtsPath::AesNi).unwrap();
             let mut b = pt.clone();
             k.ecb_encrypt(&mut b);
             assert_eq!(hex::encode(&b), ct, "AES-{}", klen * 8);
@@ -470,7 +484,7 @@ mod tests {
         let mut seed = [0u8; 32 + 16 * 19];
         wrapcrypt_secret::fill_random(&mut seed).unwrap();
         for klen in [16, 24, 32] {
-            let k = AesKey::new(&seed[..klen]).unwrap();
+            let k = AesKey::new(&seed[..klen], XtsPath::AesNi).unwrap();
             let mut ours = seed[32..].to_vec();
             k.ecb_encrypt(&mut ours);
             for (i, blk) in seed[32..].chunks(16).enumerate() {

@@ -48,10 +48,10 @@ pub fn benchmark_with(
     sector_size: usize,
     per_direction: Duration,
 ) -> Result<(f64, f64), BenchError> {
-    if key_bits % 8 != 0 {
+    if !key_bits.is_multiple_of(8) {
         return Err(BenchError::KeyBits(key_bits));
     }
-    if buffer_size == 0 || buffer_size % sector_size.max(512) != 0 {
+    if buffer_size == 0 || !buffer_size.is_multiple_of(sector_size.max(512)) {
         return Err(BenchError::BufferSize(buffer_size));
     }
     let key = SecretBytes::random(key_bits / 8)?;

@@ -4,20 +4,30 @@ use aes::cipher::{generic_array::GenericArray, BlockDecrypt, BlockEncrypt, KeyIn
 use zeroize::Zeroize;
 
 use crate::locked::Locked;
+use crate::path::XtsPath;
 use crate::spec::{Cipher, SpecError};
-
-/// Cipher block size in bytes (all supported ciphers).
-pub(crate) const BLOCK: usize = 16;
+use crate::BLOCK;
 
 /// Which implementation to use for AES.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Backend {
-    /// The fastest available: AES-NI where the CPU has it.
+    /// The fastest available (VAES, then AES-NI, where the CPU has them),
+    /// lowered by `WRAPCRYPT_XTS_PATH` if that is set.
     #[default]
     Auto,
     /// The portable RustCrypto implementations only (reference and fallback).
     Portable,
+}
+
+impl Backend {
+    /// The XTS path this backend stands for.
+    pub(crate) fn xts_path(self) -> XtsPath {
+        match self {
+            Backend::Auto => crate::path::selected(),
+            Backend::Portable => XtsPath::Portable,
+        }
+    }
 }
 
 /// A keyed block cipher whose schedule lives in locked memory.
@@ -45,8 +55,9 @@ fn locked<T: KeyInit>(key: &[u8]) -> Result<Locked<T>, aes::cipher::InvalidLengt
 }
 
 impl BlockKey {
-    /// Keys `cipher` with `key` (one block-cipher key, already split by the mode).
-    pub(crate) fn new(cipher: Cipher, key: &[u8], backend: Backend) -> Result<BlockKey, SpecError> {
+    /// Keys `cipher` with `key` (one block-cipher key, already split by the
+    /// mode); AES runs XTS on `path` or the fastest path below it.
+    pub(crate) fn new(cipher: Cipher, key: &[u8], path: XtsPath) -> Result<BlockKey, SpecError> {
         let bad = || SpecError::InvalidKeySize {
             spec: cipher.to_string(),
             bits: key.len() * 8,
@@ -57,12 +68,10 @@ impl BlockKey {
         match cipher {
             Cipher::Aes => {
                 #[cfg(target_arch = "x86_64")]
-                if backend == Backend::Auto {
-                    if let Some(k) = crate::aesni::AesKey::new(key) {
-                        return Ok(BlockKey::AesNi(k));
-                    }
+                if let Some(k) = crate::aesni::AesKey::new(key, path) {
+                    return Ok(BlockKey::AesNi(k));
                 }
-                let _ = backend;
+                let _ = path;
                 Ok(match key.len() {
                     16 => BlockKey::Aes128(locked(key).map_err(|_| bad())?),
                     24 => BlockKey::Aes192(locked(key).map_err(|_| bad())?),
@@ -86,6 +95,16 @@ impl BlockKey {
             return true;
         }
         false
+    }
+
+    /// The XTS implementation this key runs (portable for every cipher but
+    /// accelerated AES).
+    pub(crate) fn xts_path(&self) -> XtsPath {
+        #[cfg(target_arch = "x86_64")]
+        if let BlockKey::AesNi(k) = self {
+            return k.xts_path();
+        }
+        XtsPath::Portable
     }
 
     /// ECB-encrypts whole blocks in place.

@@ -3,9 +3,11 @@
 use sha2::digest::{generic_array::GenericArray, Digest};
 use wrapcrypt_secret::SecretBytes;
 
-use crate::block::{Backend, BlockKey, BLOCK};
+use crate::block::BlockKey;
 use crate::locked::{burn_stack, Locked};
+use crate::path::XtsPath;
 use crate::spec::{Cipher, EssivHash, IvMode, SpecError};
+use crate::BLOCK;
 
 /// A keyed IV generator for one cipher.
 pub(crate) enum IvGen {
@@ -25,7 +27,7 @@ impl IvGen {
         iv: Option<IvMode>,
         cipher: Cipher,
         volume_key: &[u8],
-        backend: Backend,
+        path: XtsPath,
     ) -> Result<IvGen, SpecError> {
         Ok(match iv {
             None => IvGen::None,
@@ -44,7 +46,7 @@ impl IvGen {
                     });
                 }
                 let salt = essiv_salt(h, volume_key);
-                IvGen::Essiv(BlockKey::new(cipher, salt.expose_secret(), backend)?)
+                IvGen::Essiv(BlockKey::new(cipher, salt.expose_secret(), path)?)
             } // IvMode is non_exhaustive only for other crates.
         })
     }

@@ -1,19 +1,72 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+/// Repeats `$body` for `$i` = 0..8 as separate statements. The vector
+/// engines index their register arrays with it: with a literal index the
+/// compiler keeps every element in a register, where a loop over the array
+/// (not unrolled, since the body holds `asm!`) puts it on the stack.
+#[cfg(target_arch = "x86_64")]
+macro_rules! unroll8 {
+    ($i:ident => $body:block) => {{
+        {
+            const $i: usize = 0;
+            $body
+        }
+        {
+            const $i: usize = 1;
+            $body
+        }
+        {
+            const $i: usize = 2;
+            $body
+        }
+        {
+            const $i: usize = 3;
+            $body
+        }
+        {
+            const $i: usize = 4;
+            $body
+        }
+        {
+            const $i: usize = 5;
+            $body
+        }
+        {
+            const $i: usize = 6;
+            $body
+        }
+        {
+            const $i: usize = 7;
+            $body
+        }
+    }};
+}
+
 mod bench;
 mod block;
 mod iv;
 mod locked;
 mod lrw;
+mod path;
 mod soft;
 mod spec;
+mod wipe;
 
 #[cfg(target_arch = "x86_64")]
 mod aesni;
+#[cfg(target_arch = "x86_64")]
+mod vaes256;
+#[cfg(target_arch = "x86_64")]
+mod vaes512;
+
+/// Cipher block size in bytes (all supported ciphers). Kept at the root so
+/// that the cipher modules share it without depending on one another.
+pub(crate) const BLOCK: usize = 16;
 
 pub use bench::{benchmark, benchmark_with, BenchError};
 pub use block::Backend;
+pub use path::{XtsPath, XTS_PATH_ENV};
 pub use soft::{check_sector_size, new_soft_cipher, SoftCipher};
 pub use spec::{Cipher, CipherSpec, EssivHash, IvMode, Mode, SpecError};
 
@@ -69,4 +122,11 @@ pub fn aes_ni_available() -> bool {
     {
         false
     }
+}
+
+/// The name of the AES-XTS implementation that new engines use by default
+/// (`vaes512`, `vaes256`, `aesni` or `portable`): the fastest this CPU has,
+/// or a slower one named by `WRAPCRYPT_XTS_PATH`. Benchmarks print it.
+pub fn xts_path() -> &'static str {
+    path::selected().name()
 }

@@ -4,10 +4,12 @@ use zeroize::Zeroize;
 
 use wrapcrypt_secret::SecretBytes;
 
-use crate::block::{Backend, BlockKey, BLOCK};
+use crate::block::{Backend, BlockKey};
 use crate::iv::IvGen;
 use crate::lrw::LrwKey;
+use crate::path::XtsPath;
 use crate::spec::{Cipher, CipherSpec, Mode, SpecError};
+use crate::BLOCK;
 use crate::{SectorCipher, SectorError};
 
 /// Sectors whose IVs/tweaks are computed in one batch.
@@ -35,6 +37,7 @@ impl std::fmt::Debug for SoftCipher {
             .field("spec", &self.spec.to_string())
             .field("sector_size", &self.sector_size)
             .field("accelerated", &self.accelerated())
+            .field("xts_path", &self.xts_path().map(XtsPath::name))
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +77,18 @@ impl SoftCipher {
         sector_size: usize,
         backend: Backend,
     ) -> Result<SoftCipher, SpecError> {
+        SoftCipher::with_xts_path(spec, key, sector_size, backend.xts_path())
+    }
+
+    /// Keys the engine with AES-XTS on `path`, or on the fastest path below
+    /// it that this CPU has (tests and benchmarks compare the paths). AES in
+    /// the other modes runs on AES-NI unless `path` is portable.
+    pub fn with_xts_path(
+        spec: &CipherSpec,
+        key: &SecretBytes,
+        sector_size: usize,
+        path: XtsPath,
+    ) -> Result<SoftCipher, SpecError> {
         wrapcrypt_secret::protect_thread_stack();
         check_sector_size(sector_size)?;
         if spec.is_wrapped() {
@@ -88,19 +103,19 @@ impl SoftCipher {
             Engine::Null
         } else {
             match spec.mode() {
-                Mode::Ecb => Engine::Ecb(BlockKey::new(c, k, backend)?),
-                Mode::Cbc => Engine::Cbc(BlockKey::new(c, k, backend)?),
+                Mode::Ecb => Engine::Ecb(BlockKey::new(c, k, path)?),
+                Mode::Cbc => Engine::Cbc(BlockKey::new(c, k, path)?),
                 Mode::Xts => {
                     let (k1, k2) = k.split_at(k.len() / 2);
                     Engine::Xts {
-                        data: BlockKey::new(c, k1, backend)?,
-                        tweak: BlockKey::new(c, k2, backend)?,
+                        data: BlockKey::new(c, k1, path)?,
+                        tweak: BlockKey::new(c, k2, path)?,
                     }
                 }
                 Mode::Lrw => {
                     let (k1, k2) = k.split_at(k.len() - BLOCK);
                     Engine::Lrw {
-                        data: BlockKey::new(c, k1, backend)?,
+                        data: BlockKey::new(c, k1, path)?,
                         tweak: LrwKey::new(k2),
                     }
                 }
@@ -108,9 +123,9 @@ impl SoftCipher {
         };
         let iv = match (c, spec.mode()) {
             (Cipher::Null, _) | (_, Mode::Ecb) => IvGen::None,
-            _ => IvGen::new(spec.iv(), c, k, backend)?,
+            _ => IvGen::new(spec.iv(), c, k, path)?,
         };
-        wrapcrypt_secret::clear_vector_registers();
+        crate::wipe::clear_vector_registers();
         Ok(SoftCipher {
             spec: *spec,
             sector_size,
@@ -133,6 +148,15 @@ impl SoftCipher {
         }
     }
 
+    /// The AES-XTS implementation this engine runs; `None` for other
+    /// ciphers and modes.
+    pub fn xts_path(&self) -> Option<XtsPath> {
+        match &self.engine {
+            Engine::Xts { data, .. } if self.spec.cipher() == Cipher::Aes => Some(data.xts_path()),
+            _ => None,
+        }
+    }
+
     /// Encrypts `data` as one data unit of any whole number of cipher blocks,
     /// with the IV of `iv_sector` (for verification patterns: 32 bytes, tweak 0).
     pub fn encrypt_unit(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError> {
@@ -149,7 +173,7 @@ impl SoftCipher {
     }
 
     fn check_blocks(&self, data: &[u8]) -> Result<(), SectorError> {
-        if data.len() % BLOCK != 0 {
+        if !data.len().is_multiple_of(BLOCK) {
             return Err(SectorError::Misaligned {
                 len: data.len(),
                 sector_size: BLOCK,
@@ -159,7 +183,7 @@ impl SoftCipher {
     }
 
     fn check_sectors(&self, data: &[u8]) -> Result<(), SectorError> {
-        if data.len() % self.sector_size != 0 {
+        if !data.len().is_multiple_of(self.sector_size) {
             return Err(SectorError::Misaligned {
                 len: data.len(),
                 sector_size: self.sector_size,
@@ -175,10 +199,13 @@ impl SoftCipher {
         // that stack out of core dumps too.
         wrapcrypt_secret::protect_thread_stack();
         let step = (unit / 512).max(1) as u64;
-        let mut ivs = [[0u8; BLOCK]; BATCH];
+        let mut ivs = Ivs([[0u8; BLOCK]; BATCH]);
+        let mut used = 0;
         let mut sector = iv_sector;
         for group in data.chunks_mut(unit * BATCH) {
             let n = group.len().div_ceil(unit);
+            used = used.max(n);
+            let ivs = &mut ivs.0;
             self.iv.fill(sector, step, &mut ivs[..n]);
             sector = sector.wrapping_add(step * n as u64);
             match &self.engine {
@@ -191,7 +218,7 @@ impl SoftCipher {
                     }
                 }
                 Engine::Cbc(k) => {
-                    for (u, iv) in group.chunks_mut(unit).zip(&ivs) {
+                    for (u, iv) in group.chunks_mut(unit).zip(ivs.iter()) {
                         if encrypt {
                             k.cbc_encrypt(iv, u)
                         } else {
@@ -205,7 +232,7 @@ impl SoftCipher {
                 } => {
                     // All first tweaks of the batch in one pipelined call.
                     k2.encrypt_blocks(ivs[..n].as_flattened_mut());
-                    for (u, t) in group.chunks_mut(unit).zip(&ivs) {
+                    for (u, t) in group.chunks_mut(unit).zip(ivs.iter()) {
                         if encrypt {
                             k1.xts_encrypt(t, u)
                         } else {
@@ -214,7 +241,7 @@ impl SoftCipher {
                     }
                 }
                 Engine::Lrw { data: k1, tweak } => {
-                    for (u, iv) in group.chunks_mut(unit).zip(&ivs) {
+                    for (u, iv) in group.chunks_mut(unit).zip(ivs.iter()) {
                         let mut i = u128::from_be_bytes(*iv);
                         let mut t = tweak.first(i);
                         k1.xex(u, encrypt, || {
@@ -228,10 +255,28 @@ impl SoftCipher {
                 }
             }
         }
-        ivs.zeroize();
-        // Round keys stay in SIMD registers after AES-NI; a core dump would
-        // record them with the thread's register state.
-        wrapcrypt_secret::clear_vector_registers();
+        ivs.wipe(used);
+        // Round keys stay in SIMD registers after AES-NI and VAES; a core
+        // dump would record them with the thread's register state.
+        crate::wipe::clear_vector_registers();
+    }
+}
+
+/// The IVs (then first tweaks) of one batch. Aligned so that a block is
+/// wiped with one store: `zeroize` on bytes stores one byte at a time, which
+/// cost a single-sector call more than its tweak encryption.
+#[repr(C, align(16))]
+struct Ivs([[u8; BLOCK]; BATCH]);
+
+impl Ivs {
+    /// Zeroes the first `n` blocks (the only ones a call wrote).
+    fn wipe(&mut self, n: usize) {
+        for b in &mut self.0[..n] {
+            // SAFETY: every element starts at a multiple of 16 bytes from
+            // the 16-aligned start, so it is a valid, aligned u128.
+            unsafe { std::ptr::write_volatile(b.as_mut_ptr() as *mut u128, 0) };
+        }
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -472,7 +472,7 @@ impl CipherSpec {
             return true;
         }
         match self.mode {
-            Mode::Xts => bytes % 2 == 0 && self.cipher.accepts_key_len(bytes / 2),
+            Mode::Xts => bytes.is_multiple_of(2) && self.cipher.accepts_key_len(bytes / 2),
             Mode::Lrw => bytes > 16 && self.cipher.accepts_key_len(bytes - 16),
             Mode::Cbc | Mode::Ecb => self.cipher.accepts_key_len(bytes),
         }

@@ -8,7 +8,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use common::{cipher, random, random_u64};
+use common::{cipher, cipher_on, paths, random, random_u64};
 use wrapcrypt_sector::{Backend, SectorCipher};
 
 struct Case {
@@ -85,32 +85,76 @@ fn cases() -> Vec<Case> {
     v
 }
 
+/// AES-XTS cases for every path: both key sizes OpenSSL's XTS takes, every
+/// sector size, and batch lengths around the engine's 8-sector batches.
+fn xts_cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    for klen in [32, 64] {
+        for sector_size in [512usize, 1024, 2048, 4096] {
+            for sectors in [1usize, 2, 3, 7, 8, 9, 17] {
+                v.push(Case {
+                    spec: "aes-xts-plain64",
+                    key: random(klen),
+                    sector_size,
+                    iv_sector: random_u64() >> (random(1)[0] % 64),
+                    data: random(sectors * sector_size),
+                });
+            }
+        }
+    }
+    v
+}
+
+/// Checks `cases` against OpenSSL's answers on the engine `make` builds.
+fn check(
+    cases: &[Case],
+    expected: &[Vec<u8>],
+    what: &str,
+    make: impl Fn(&Case) -> wrapcrypt_sector::SoftCipher,
+) {
+    for (c, want) in cases.iter().zip(expected) {
+        let e = make(c);
+        let mut buf = c.data.clone();
+        e.encrypt(c.iv_sector, &mut buf).unwrap();
+        assert!(
+            buf == *want,
+            "{} key {} bits, {} sectors of {} at {}: encryption differs from OpenSSL ({what})",
+            c.spec,
+            c.key.len() * 8,
+            c.data.len() / c.sector_size,
+            c.sector_size,
+            c.iv_sector
+        );
+        // Decrypt what OpenSSL wrote.
+        let mut back = want.clone();
+        e.decrypt(c.iv_sector, &mut back).unwrap();
+        assert!(
+            back == c.data,
+            "{}: decryption of OpenSSL output differs ({what})",
+            c.spec
+        );
+    }
+}
+
 #[test]
 fn encrypt_and_decrypt_match_python_cryptography() {
     let cases = cases();
     let expected = oracle(&cases);
     for backend in [Backend::Auto, Backend::Portable] {
-        for (c, want) in cases.iter().zip(&expected) {
-            let e = cipher(c.spec, &c.key, c.sector_size, backend);
-            let mut buf = c.data.clone();
-            e.encrypt(c.iv_sector, &mut buf).unwrap();
-            assert!(
-                buf == *want,
-                "{} key {} bits, sector {} at {}: encryption differs from OpenSSL ({backend:?})",
-                c.spec,
-                c.key.len() * 8,
-                c.sector_size,
-                c.iv_sector
-            );
-            // Decrypt what OpenSSL wrote.
-            let mut back = want.clone();
-            e.decrypt(c.iv_sector, &mut back).unwrap();
-            assert!(
-                back == c.data,
-                "{}: decryption of OpenSSL output differs",
-                c.spec
-            );
-        }
+        check(&cases, &expected, &format!("{backend:?}"), |c| {
+            cipher(c.spec, &c.key, c.sector_size, backend)
+        });
+    }
+}
+
+#[test]
+fn every_xts_path_matches_python_cryptography() {
+    let cases = xts_cases();
+    let expected = oracle(&cases);
+    for path in paths() {
+        check(&cases, &expected, path.name(), |c| {
+            cipher_on(c.spec, &c.key, c.sector_size, path)
+        });
     }
 }
 
@@ -118,19 +162,21 @@ fn encrypt_and_decrypt_match_python_cryptography() {
 fn split_calls_equal_one_call() {
     // Encrypting sector by sector (advancing iv_sector by sector_size/512)
     // must equal one batched call: the batching is invisible on disk.
-    for (spec, klen) in [("aes-xts-plain64", 64), ("aes-cbc-essiv:sha256", 32)] {
-        for ss in [512usize, 1024, 2048, 4096] {
-            let key = random(klen);
-            let e = cipher(spec, &key, ss, Backend::Auto);
-            let data = random(ss * 19);
-            let start = random_u64() >> 8;
-            let mut whole = data.clone();
-            e.encrypt(start, &mut whole).unwrap();
-            let mut parts = data.clone();
-            for (i, s) in parts.chunks_mut(ss).enumerate() {
-                e.encrypt(start + (i * ss / 512) as u64, s).unwrap();
+    for path in paths() {
+        for (spec, klen) in [("aes-xts-plain64", 64), ("aes-cbc-essiv:sha256", 32)] {
+            for ss in [512usize, 1024, 2048, 4096] {
+                let key = random(klen);
+                let e = cipher_on(spec, &key, ss, path);
+                let data = random(ss * 19);
+                let start = random_u64() >> 8;
+                let mut whole = data.clone();
+                e.encrypt(start, &mut whole).unwrap();
+                let mut parts = data.clone();
+                for (i, s) in parts.chunks_mut(ss).enumerate() {
+                    e.encrypt(start + (i * ss / 512) as u64, s).unwrap();
+                }
+                assert_eq!(whole, parts, "{spec} sector size {ss} {path:?}");
             }
-            assert_eq!(whole, parts, "{spec} sector size {ss}");
         }
     }
 }

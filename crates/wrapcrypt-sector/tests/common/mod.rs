@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use wrapcrypt_secret::SecretBytes;
-use wrapcrypt_sector::{Backend, CipherSpec, SoftCipher};
+use wrapcrypt_sector::{Backend, CipherSpec, SoftCipher, XtsPath};
 
 /// Random bytes from the kernel (test data and test keys).
 pub fn random(n: usize) -> Vec<u8> {
@@ -26,4 +26,26 @@ pub fn cipher(spec: &str, key: &[u8], sector_size: usize, backend: Backend) -> S
 pub fn unhex(s: &str) -> Vec<u8> {
     let clean: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     hex::decode(clean).unwrap()
+}
+
+/// Builds a cipher whose AES-XTS runs on `path`, checking that it does.
+pub fn cipher_on(spec: &str, key: &[u8], sector_size: usize, path: XtsPath) -> SoftCipher {
+    let parsed = CipherSpec::parse(spec).unwrap();
+    let c = SoftCipher::with_xts_path(&parsed, &SecretBytes::copy_from(key), sector_size, path)
+        .unwrap();
+    if spec.starts_with("aes-xts") {
+        assert_eq!(
+            c.xts_path(),
+            Some(path),
+            "{spec} runs on the path asked for"
+        );
+    }
+    c
+}
+
+/// Every XTS path this CPU runs, slowest (portable) first.
+pub fn paths() -> Vec<XtsPath> {
+    let p = XtsPath::available_paths();
+    assert_eq!(p[0], XtsPath::Portable);
+    p
 }

@@ -43,6 +43,10 @@ fn cipher_row(name: &str, bits: usize) -> Result<String, CliError> {
 /// benchmark [--cipher C] [--key-size BITS] [--pbkdf P]
 pub fn run(a: &BenchArgs) -> Result<(), CliError> {
     println!("# Tests are approximate using memory only (no storage IO).");
+    // Which AES-XTS implementation ran matters for comparing figures across
+    // machines (and under WRAPCRYPT_XTS_PATH); a comment line keeps
+    // cryptsetup's layout for anything that parses the rows.
+    println!("# AES-XTS implementation: {}", wrapcrypt_sector::xts_path());
     if let Some(c) = a.cipher.as_deref() {
         let bits = a
             .key_size
