@@ -125,6 +125,18 @@ pub fn recorded_or(
     (name, locator)
 }
 
+/// The wrapping-key identity the `waes-provider` token records (written at
+/// format, convert and re-wrap; `validate` confirms it with the provider).
+pub fn recorded_wrapping_key(h: &Luks2Header) -> Option<String> {
+    h.meta
+        .tokens
+        .values()
+        .find(|t| t.kind == PROVIDER_TOKEN)
+        .and_then(|t| t.json.get("wrapping-key"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
 /// Records the blob's wrapping-key identity in the `waes-provider` token.
 pub fn note_wrapping_key(tokens: &mut [Token], wkb: &Wkb) {
     for t in tokens.iter_mut().filter(|t| t.kind == PROVIDER_TOKEN) {

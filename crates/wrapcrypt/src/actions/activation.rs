@@ -19,6 +19,13 @@ use crate::exit::CliError;
 
 /// open / luksOpen DEVICE NAME (or --test-passphrase DEVICE).
 pub fn open(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
+    if let Some(t) = a.kind.kind.as_deref() {
+        if !matches!(t, "luks" | "luks1" | "luks2") {
+            return Err(CliError::usage(format!(
+                "Device type {t} is not supported (wrapcrypt opens luks, luks1 and luks2)."
+            )));
+        }
+    }
     let vol = load(&a.on.dev, false)?;
     let dev = a.on.dev.device.as_str();
     let pin = read_pin(a.provider.pin.pin_file.as_deref())?;

@@ -3,20 +3,35 @@
 
 use std::path::Path;
 
-use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::cli::{Cli, GenerateArgs};
+use crate::cli::{command, GenerateArgs};
 use crate::exit::CliError;
 
-/// Writes DIR/man8/wrapcrypt.8, one page per action, and completions for
-/// bash, zsh and fish under DIR/completions.
+fn page(cmd: clap::Command, name: &str, dir: &Path) -> Result<(), CliError> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .title(name)
+        .section("8")
+        .manual("System Administration")
+        .render(&mut out)?;
+    std::fs::write(dir.join(format!("{name}.8")), out)?;
+    Ok(())
+}
+
+/// Writes DIR/man8/wrapcrypt.8 and wrapcrypt-ACTION.8 for each action
+/// (section 8, as cryptsetup's), and completions for bash, zsh and fish
+/// under DIR/completions.
 pub fn run(a: &GenerateArgs) -> Result<(), CliError> {
     let dir = Path::new(&a.dir);
     let man = dir.join("man8");
     std::fs::create_dir_all(&man)?;
-    let cmd = Cli::command();
-    clap_mangen::generate_to(cmd.clone(), &man)?;
+    let cmd = command();
+    page(cmd.clone(), "wrapcrypt", &man)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("wrapcrypt-{}", sub.get_name());
+        page(sub.clone().name(name.clone()), &name, &man)?;
+    }
     let comp = dir.join("completions");
     std::fs::create_dir_all(&comp)?;
     for sh in [Shell::Bash, Shell::Zsh, Shell::Fish] {

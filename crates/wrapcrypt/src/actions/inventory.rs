@@ -39,14 +39,7 @@ fn entry(device: &str) -> Result<Entry, CliError> {
         .crypt_segment_id()
         .and_then(|s| h.meta.segments[&s].encryption.clone())
         .unwrap_or_default();
-    let wrapping_key = h
-        .meta
-        .tokens
-        .values()
-        .find(|t| t.kind == providers::PROVIDER_TOKEN)
-        .and_then(|t| t.json.get("wrapping-key"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+    let wrapping_key = providers::recorded_wrapping_key(h);
     Ok(Entry {
         device: device.to_string(),
         uuid: h.uuid.clone(),

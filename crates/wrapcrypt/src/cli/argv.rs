@@ -7,13 +7,13 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 
-use super::Cli;
+use super::{command, Cli};
 
 /// Long and short names of every option that takes a value, in any action.
 fn valued() -> (HashSet<String>, HashSet<char>) {
-    let cmd = Cli::command();
+    let cmd = command();
     let mut long = HashSet::new();
     let mut short = HashSet::new();
     let mut add = |a: &clap::Arg| {
@@ -89,7 +89,7 @@ pub fn parse(args: &[String]) -> Parsed {
     let action = ordered.first().cloned().unwrap_or_default();
     let mut argv: Vec<OsString> = vec!["wrapcrypt".into()];
     argv.extend(ordered.into_iter().map(OsString::from));
-    let mut cmd = Cli::command();
+    let mut cmd = command();
     match cmd
         .try_get_matches_from_mut(argv)
         .and_then(|m| Cli::from_arg_matches(&m))
@@ -261,6 +261,16 @@ mod tests {
                 assert!(u.contains("did you mean") && u.contains("luksOpen"), "{u}")
             }
             _ => panic!("parsed"),
+        }
+    }
+
+    #[test]
+    fn the_declaration_has_no_conflicts() {
+        // clap's own consistency checks over every action (duplicate short
+        // or long names, positional order), which release builds skip.
+        crate::cli::command().debug_assert();
+        for sub in crate::cli::command().get_subcommands_mut() {
+            sub.clone().debug_assert();
         }
     }
 

@@ -40,6 +40,13 @@ pub struct Cli {
     version: Option<bool>,
 }
 
+/// The clap command as wrapcrypt uses it: no action gets clap's own `-h`
+/// (that is `--hash`, as in cryptsetup); the global `--help` serves them.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_subcommands(|s| s.disable_help_flag(true))
+}
+
 /// A device argument and its detached header.
 #[derive(Args, Debug, Clone)]
 pub struct Dev {
