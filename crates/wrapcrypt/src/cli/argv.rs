@@ -12,8 +12,7 @@ use clap::FromArgMatches;
 use super::{command, Cli};
 
 /// Long and short names of every option that takes a value, in any action.
-fn valued() -> (HashSet<String>, HashSet<char>) {
-    let cmd = command();
+fn valued(cmd: &clap::Command) -> (HashSet<String>, HashSet<char>) {
     let mut long = HashSet::new();
     let mut short = HashSet::new();
     let mut add = |a: &clap::Arg| {
@@ -38,9 +37,9 @@ fn valued() -> (HashSet<String>, HashSet<char>) {
 }
 
 /// Moves the action (the first argument that is neither an option nor an
-/// option's value) to the front.
-pub fn reorder(args: &[String]) -> Vec<String> {
-    let (long, short) = valued();
+/// option's value of `cmd`) to the front.
+pub fn reorder(cmd: &clap::Command, args: &[String]) -> Vec<String> {
+    let (long, short) = valued(cmd);
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
@@ -85,11 +84,12 @@ pub enum Parsed {
 
 /// Parses argv (without the program name).
 pub fn parse(args: &[String]) -> Parsed {
-    let ordered = reorder(args);
+    // One command tree for both steps: building it is most of startup.
+    let mut cmd = command();
+    let ordered = reorder(&cmd, args);
     let action = ordered.first().cloned().unwrap_or_default();
     let mut argv: Vec<OsString> = vec!["wrapcrypt".into()];
     argv.extend(ordered.into_iter().map(OsString::from));
-    let mut cmd = command();
     match cmd
         .try_get_matches_from_mut(argv)
         .and_then(|m| Cli::from_arg_matches(&m))
@@ -176,23 +176,18 @@ mod tests {
     #[test]
     fn options_before_the_action_move_after_it() {
         assert_eq!(
-            reorder(&s(&[
-                "-q",
-                "--key-file",
-                "k",
-                "-S3",
-                "luksOpen",
-                "dev",
-                "n"
-            ])),
+            reorder(
+                &command(),
+                &s(&["-q", "--key-file", "k", "-S3", "luksOpen", "dev", "n"])
+            ),
             s(&["luksOpen", "-q", "--key-file", "k", "-S3", "dev", "n"])
         );
         assert_eq!(
-            reorder(&s(&["-d", "-", "open", "dev"])),
+            reorder(&command(), &s(&["-d", "-", "open", "dev"])),
             s(&["open", "-d", "-", "dev"])
         );
         assert_eq!(
-            reorder(&s(&["--key-file=k", "-qd", "kf", "open", "x"])),
+            reorder(&command(), &s(&["--key-file=k", "-qd", "kf", "open", "x"])),
             s(&["open", "--key-file=k", "-qd", "kf", "x"])
         );
         let c = run(&["-q", "--key-file", "k", "-S3", "luksOpen", "dev", "n"]);

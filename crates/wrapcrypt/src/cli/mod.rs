@@ -40,11 +40,12 @@ pub struct Cli {
     version: Option<bool>,
 }
 
-/// The clap command as wrapcrypt uses it: no action gets clap's own `-h`
-/// (that is `--hash`, as in cryptsetup); the global `--help` serves them.
+/// The clap command. No action gets clap's own `-h` (that is `--hash`, as
+/// in cryptsetup; each action says `disable_help_flag`); the global
+/// `--help` serves them.
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
-    Cli::command().mut_subcommands(|s| s.disable_help_flag(true))
+    Cli::command()
 }
 
 /// A device argument and its detached header.
@@ -76,94 +77,94 @@ pub struct Keyed {
 #[derive(Subcommand, Debug)]
 pub enum Action {
     /// Formats a LUKS device.
-    #[command(name = "luksFormat")]
+    #[command(name = "luksFormat", disable_help_flag = true)]
     LuksFormat(FormatArgs),
     /// Opens a LUKS device as /dev/mapper/NAME (or tests a passphrase).
-    #[command(name = "open", alias = "luksOpen")]
+    #[command(name = "open", alias = "luksOpen", disable_help_flag = true)]
     Open(OpenArgs),
     /// Closes /dev/mapper/NAME.
-    #[command(name = "close", alias = "luksClose")]
+    #[command(name = "close", alias = "luksClose", disable_help_flag = true)]
     Close(NameArgs),
     /// Shows the state of /dev/mapper/NAME.
-    #[command(name = "status")]
+    #[command(name = "status", disable_help_flag = true)]
     Status(NameArgs),
     /// The server process of an open volume (internal).
-    #[command(name = "__serve", hide = true)]
+    #[command(name = "__serve", hide = true, disable_help_flag = true)]
     Serve,
     /// Writes man pages and shell completions into a directory (internal).
-    #[command(name = "__generate", hide = true)]
+    #[command(name = "__generate", hide = true, disable_help_flag = true)]
     Generate(GenerateArgs),
     /// Adds a passphrase (keyslot).
-    #[command(name = "luksAddKey")]
+    #[command(name = "luksAddKey", disable_help_flag = true)]
     AddKey(AddKeyArgs),
     /// Removes the keyslot of a passphrase.
-    #[command(name = "luksRemoveKey")]
+    #[command(name = "luksRemoveKey", disable_help_flag = true)]
     RemoveKey(RemoveKeyArgs),
     /// Changes a passphrase.
-    #[command(name = "luksChangeKey")]
+    #[command(name = "luksChangeKey", disable_help_flag = true)]
     ChangeKey(ChangeKeyArgs),
     /// Wipes a keyslot by number.
-    #[command(name = "luksKillSlot")]
+    #[command(name = "luksKillSlot", disable_help_flag = true)]
     KillSlot(KillSlotArgs),
     /// Re-derives a keyslot with new PBKDF parameters.
-    #[command(name = "luksConvertKey")]
+    #[command(name = "luksConvertKey", disable_help_flag = true)]
     ConvertKey(ConvertKeyArgs),
     /// Prints the header (cryptsetup's layout).
-    #[command(name = "luksDump")]
+    #[command(name = "luksDump", disable_help_flag = true)]
     Dump(DumpArgs),
     /// Exits 0 for a LUKS device.
-    #[command(name = "isLuks")]
+    #[command(name = "isLuks", disable_help_flag = true)]
     IsLuks(IsLuksArgs),
     /// Prints (or with --uuid sets) the UUID.
-    #[command(name = "luksUUID")]
+    #[command(name = "luksUUID", disable_help_flag = true)]
     Uuid(UuidArgs),
     /// Saves the header and keyslot areas to a file.
-    #[command(name = "luksHeaderBackup")]
+    #[command(name = "luksHeaderBackup", disable_help_flag = true)]
     HeaderBackup(BackupArgs),
     /// Restores the header and keyslot areas from a file.
-    #[command(name = "luksHeaderRestore")]
+    #[command(name = "luksHeaderRestore", disable_help_flag = true)]
     HeaderRestore(BackupArgs),
     /// Manages LUKS2 tokens: add, remove, import, export.
-    #[command(name = "token")]
+    #[command(name = "token", disable_help_flag = true)]
     Token(TokenArgs),
     /// Adds a keyslot a TPM2 or PKCS#11 token unlocks.
-    #[command(name = "enroll")]
+    #[command(name = "enroll", disable_help_flag = true)]
     Enroll(EnrollArgs),
     /// Sets LUKS2 label, subsystem, keyslot priority.
-    #[command(name = "config")]
+    #[command(name = "config", disable_help_flag = true)]
     Config(ConfigArgs),
     /// Converts LUKS1 <-> LUKS2, or aes-xts-plain64 -> waes-xts-plain64.
-    #[command(name = "convert")]
+    #[command(name = "convert", disable_help_flag = true)]
     Convert(ConvertArgs),
     /// Repairs a damaged header copy from the good one.
-    #[command(name = "repair")]
+    #[command(name = "repair", disable_help_flag = true)]
     Repair(RepairArgs),
     /// Removes every keyslot.
-    #[command(name = "erase", alias = "luksErase")]
+    #[command(name = "erase", alias = "luksErase", disable_help_flag = true)]
     Erase(EraseArgs),
     /// Measures PBKDF and cipher speed.
-    #[command(name = "benchmark")]
+    #[command(name = "benchmark", disable_help_flag = true)]
     Benchmark(BenchArgs),
     /// Master-key administration of the key custodian.
-    #[command(name = "custodian")]
+    #[command(name = "custodian", disable_help_flag = true)]
     Custodian(CustodianArgs),
     /// Checks a wrapped volume key and its verification pattern.
-    #[command(name = "validate")]
+    #[command(name = "validate", disable_help_flag = true)]
     Validate(ValidateArgs),
     /// Re-wraps a wrapped volume key under another master key.
-    #[command(name = "reencipher")]
+    #[command(name = "reencipher", disable_help_flag = true)]
     Reencipher(ReencipherArgs),
     /// Stores the verification pattern of a wrapped volume key.
-    #[command(name = "setvp")]
+    #[command(name = "setvp", disable_help_flag = true)]
     SetVp(SetVpArgs),
     /// Makes a wrapped-key blob the volume key.
-    #[command(name = "setkey")]
+    #[command(name = "setkey", disable_help_flag = true)]
     SetKey(SetKeyArgs),
     /// Lists master keys and the wrapped volumes using them.
-    #[command(name = "keys")]
+    #[command(name = "keys", disable_help_flag = true)]
     Keys(KeysArgs),
     /// Prints a volume's /etc/crypttab line.
-    #[command(name = "crypttab")]
+    #[command(name = "crypttab", disable_help_flag = true)]
     Crypttab(CrypttabArgs),
 }
 
