@@ -14,22 +14,10 @@ use wrapcrypt_format::dump::{
 };
 use wrapcrypt_secret::SecretBytes;
 
-const TESTDATA: &str = "/work/shared/testdata/cryptsetup";
-const PASS: &str = "testpass";
-const FAST: [&str; 4] = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];
+mod oracle;
+use oracle::{cryptsetup as run, FAST, PASS};
 
-fn run(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("cryptsetup")
-        .args(args)
-        .output()
-        .expect("cryptsetup runs");
-    assert!(
-        out.status.success(),
-        "cryptsetup {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
+const TESTDATA: &str = "/work/shared/testdata/cryptsetup";
 
 /// Tiny local LUKS2 reader: binary fields of the first copy and its JSON area.
 struct Raw {

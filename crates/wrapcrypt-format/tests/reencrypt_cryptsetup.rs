@@ -20,8 +20,9 @@ use wrapcrypt_format::luks2::{
     ReencryptMode, Section, ValidateError, MAX_METADATA_PREFIX,
 };
 
-const PASS: &str = "testpass";
-const FAST: [&str; 4] = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];
+mod oracle;
+use oracle::{cryptsetup as run, FAST, PASS};
+
 const OFFLINE: &str = "--force-offline-reencrypt";
 
 fn have_cryptsetup() -> bool {
@@ -33,19 +34,6 @@ fn have_cryptsetup() -> bool {
         eprintln!("SKIPPED: cryptsetup-bin is not installed (scripts/install-deps.sh installs it)");
     }
     ok
-}
-
-fn run(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("cryptsetup")
-        .args(args)
-        .output()
-        .expect("cryptsetup runs");
-    assert!(
-        out.status.success(),
-        "cryptsetup {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 struct Dir {

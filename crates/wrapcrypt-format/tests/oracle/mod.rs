@@ -1,5 +1,5 @@
-//! Shared by the KDF/AF test files: Python as an independent oracle and
-//! deterministic test bytes.
+//! Shared by the format test files: Python and cryptsetup as independent
+//! oracles, and deterministic test bytes.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -45,4 +45,23 @@ pub fn bytes(seed: u32, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// The passphrase of the images the cryptsetup tests make.
+pub const PASS: &str = "testpass";
+/// Fast keyslots for images made at test time.
+pub const FAST: [&str; 4] = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];
+
+/// Runs cryptsetup with `args`, asserts success, returns stdout.
+pub fn cryptsetup(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("cryptsetup")
+        .args(args)
+        .output()
+        .expect("cryptsetup runs");
+    assert!(
+        out.status.success(),
+        "cryptsetup {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
