@@ -37,7 +37,10 @@ pub(crate) enum BlockKey {
     Aes128(Locked<aes::Aes128>),
     Aes192(Locked<aes::Aes192>),
     Aes256(Locked<aes::Aes256>),
+    /// RustCrypto's Serpent: the reference (`XtsPath::Portable`).
     Serpent(Locked<serpent::Serpent>),
+    /// Bitsliced Serpent; eight blocks per AVX2 pass when the flag is set.
+    SerpentFast(Locked<crate::serpent::SerpentKey>, bool),
     Twofish(Locked<twofish::Twofish>),
 }
 
@@ -78,7 +81,13 @@ impl BlockKey {
                     _ => BlockKey::Aes256(locked(key).map_err(|_| bad())?),
                 })
             }
-            Cipher::Serpent => Ok(BlockKey::Serpent(locked(key).map_err(|_| bad())?)),
+            Cipher::Serpent if path == XtsPath::Portable => {
+                Ok(BlockKey::Serpent(locked(key).map_err(|_| bad())?))
+            }
+            Cipher::Serpent => Ok(BlockKey::SerpentFast(
+                Locked::new(|| crate::serpent::SerpentKey::new(key)),
+                path >= XtsPath::Vaes256 && wide_available(),
+            )),
             Cipher::Twofish => Ok(BlockKey::Twofish(locked(key).map_err(|_| bad())?)),
             Cipher::Null => Err(SpecError::Unsupported {
                 spec: cipher.to_string(),
@@ -107,6 +116,18 @@ impl BlockKey {
         XtsPath::Portable
     }
 
+    /// Which implementation runs this key, for benchmarks and tests.
+    pub(crate) fn engine_name(&self) -> &'static str {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            BlockKey::AesNi(k) => k.xts_path().name(),
+            BlockKey::Aes128(_) | BlockKey::Aes192(_) | BlockKey::Aes256(_) => "portable",
+            BlockKey::Serpent(_) | BlockKey::Twofish(_) => "portable",
+            BlockKey::SerpentFast(_, true) => "avx2",
+            BlockKey::SerpentFast(_, false) => "bitsliced",
+        }
+    }
+
     /// ECB-encrypts whole blocks in place.
     pub(crate) fn encrypt_blocks(&self, data: &mut [u8]) {
         match self {
@@ -116,6 +137,15 @@ impl BlockKey {
             BlockKey::Aes192(k) => k.get().encrypt_blocks(as_blocks(data)),
             BlockKey::Aes256(k) => k.get().encrypt_blocks(as_blocks(data)),
             BlockKey::Serpent(k) => k.get().encrypt_blocks(as_blocks(data)),
+            BlockKey::SerpentFast(k, wide) => {
+                let (head, tail) = split_wide(data, *wide);
+                #[cfg(target_arch = "x86_64")]
+                if !head.is_empty() {
+                    // SAFETY: `wide` is only set when the CPU has AVX2.
+                    unsafe { crate::serpent_avx2::encrypt8(k.get(), head) };
+                }
+                k.get().encrypt_blocks(tail);
+            }
             BlockKey::Twofish(k) => k.get().encrypt_blocks(as_blocks(data)),
         }
     }
@@ -129,6 +159,15 @@ impl BlockKey {
             BlockKey::Aes192(k) => k.get().decrypt_blocks(as_blocks(data)),
             BlockKey::Aes256(k) => k.get().decrypt_blocks(as_blocks(data)),
             BlockKey::Serpent(k) => k.get().decrypt_blocks(as_blocks(data)),
+            BlockKey::SerpentFast(k, wide) => {
+                let (head, tail) = split_wide(data, *wide);
+                #[cfg(target_arch = "x86_64")]
+                if !head.is_empty() {
+                    // SAFETY: `wide` is only set when the CPU has AVX2.
+                    unsafe { crate::serpent_avx2::decrypt8(k.get(), head) };
+                }
+                k.get().decrypt_blocks(tail);
+            }
             BlockKey::Twofish(k) => k.get().decrypt_blocks(as_blocks(data)),
         }
     }
@@ -222,6 +261,21 @@ impl BlockKey {
         }
         tw.zeroize();
     }
+}
+
+/// Whether the eight-block (AVX2) Serpent and Twofish paths can run.
+fn wide_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Splits `data` into whole groups of eight blocks for the wide path (none
+/// when `wide` is false) and the remaining blocks.
+fn split_wide(data: &mut [u8], wide: bool) -> (&mut [u8], &mut [u8]) {
+    let n = if wide { data.len() / 128 * 128 } else { 0 };
+    data.split_at_mut(n)
 }
 
 /// XTS multiplication by x (little-endian, reduction x^128 + x^7 + x^2 + x + 1).

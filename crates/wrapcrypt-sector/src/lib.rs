@@ -49,6 +49,9 @@ mod iv;
 mod locked;
 mod lrw;
 mod path;
+mod serpent;
+#[cfg(target_arch = "x86_64")]
+mod serpent_avx2;
 mod soft;
 mod spec;
 mod wipe;

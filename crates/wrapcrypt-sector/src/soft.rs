@@ -157,6 +157,17 @@ impl SoftCipher {
         }
     }
 
+    /// Which implementation runs the bulk cipher: an [`XtsPath`] name for
+    /// AES; for Serpent `portable` (RustCrypto), `bitsliced` or `avx2`;
+    /// `none` for cipher_null.
+    pub fn engine_name(&self) -> &'static str {
+        match &self.engine {
+            Engine::Null => "none",
+            Engine::Ecb(k) | Engine::Cbc(k) => k.engine_name(),
+            Engine::Xts { data, .. } | Engine::Lrw { data, .. } => data.engine_name(),
+        }
+    }
+
     /// Encrypts `data` as one data unit of any whole number of cipher blocks,
     /// with the IV of `iv_sector` (for verification patterns: 32 bytes, tweak 0).
     pub fn encrypt_unit(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError> {
