@@ -41,7 +41,10 @@ pub(crate) enum BlockKey {
     Serpent(Locked<serpent::Serpent>),
     /// Bitsliced Serpent; eight blocks per AVX2 pass when the flag is set.
     SerpentFast(Locked<crate::serpent::SerpentKey>, bool),
+    /// RustCrypto's Twofish: the reference (`XtsPath::Portable`).
     Twofish(Locked<twofish::Twofish>),
+    /// Twofish with full-key tables; eight blocks per AVX2 pass when set.
+    TwofishFast(Locked<crate::twofish::TwofishKey>, bool),
 }
 
 type Block = GenericArray<u8, aes::cipher::consts::U16>;
@@ -88,7 +91,13 @@ impl BlockKey {
                 Locked::new(|| crate::serpent::SerpentKey::new(key)),
                 path >= XtsPath::Vaes256 && wide_available(),
             )),
-            Cipher::Twofish => Ok(BlockKey::Twofish(locked(key).map_err(|_| bad())?)),
+            Cipher::Twofish if path == XtsPath::Portable => {
+                Ok(BlockKey::Twofish(locked(key).map_err(|_| bad())?))
+            }
+            Cipher::Twofish => Ok(BlockKey::TwofishFast(
+                Locked::new(|| crate::twofish::TwofishKey::new(key)),
+                false,
+            )),
             Cipher::Null => Err(SpecError::Unsupported {
                 spec: cipher.to_string(),
                 what: "cipher_null has no block cipher",
@@ -125,6 +134,8 @@ impl BlockKey {
             BlockKey::Serpent(_) | BlockKey::Twofish(_) => "portable",
             BlockKey::SerpentFast(_, true) => "avx2",
             BlockKey::SerpentFast(_, false) => "bitsliced",
+            BlockKey::TwofishFast(_, true) => "avx2",
+            BlockKey::TwofishFast(_, false) => "tables",
         }
     }
 
@@ -147,6 +158,7 @@ impl BlockKey {
                 k.get().encrypt_blocks(tail);
             }
             BlockKey::Twofish(k) => k.get().encrypt_blocks(as_blocks(data)),
+            BlockKey::TwofishFast(k, _) => k.get().encrypt_blocks(data),
         }
     }
 
@@ -169,6 +181,7 @@ impl BlockKey {
                 k.get().decrypt_blocks(tail);
             }
             BlockKey::Twofish(k) => k.get().decrypt_blocks(as_blocks(data)),
+            BlockKey::TwofishFast(k, _) => k.get().decrypt_blocks(data),
         }
     }
 

@@ -54,6 +54,7 @@ mod serpent;
 mod serpent_avx2;
 mod soft;
 mod spec;
+mod twofish;
 mod wipe;
 
 #[cfg(target_arch = "x86_64")]
