@@ -39,13 +39,47 @@ pub(crate) enum BlockKey {
     Aes256(Locked<aes::Aes256>),
     /// RustCrypto's Serpent: the reference (`XtsPath::Portable`).
     Serpent(Locked<serpent::Serpent>),
-    /// Bitsliced Serpent; eight blocks per AVX2 pass when the flag is set.
-    SerpentFast(Locked<crate::serpent::SerpentKey>, bool),
+    /// Bitsliced Serpent, sixteen blocks per vector pass where the CPU has one.
+    SerpentFast(Locked<crate::serpent::SerpentKey>, Wide),
     /// RustCrypto's Twofish: the reference (`XtsPath::Portable`).
     Twofish(Locked<twofish::Twofish>),
-    /// Twofish with full-key tables; eight blocks per AVX2 pass when set.
-    TwofishFast(Locked<crate::twofish::TwofishKey>, bool),
+    /// Twofish with full-key tables; eight blocks per AVX2 pass where set.
+    TwofishFast(Locked<crate::twofish::TwofishKey>, Wide),
 }
+
+/// The vector unit the Serpent and Twofish batches use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Wide {
+    /// Scalar code only.
+    None,
+    /// ymm registers (AVX2).
+    Avx2,
+    /// zmm registers (AVX-512F).
+    Avx512,
+}
+
+impl Wide {
+    /// The widest unit at or below `path` (vaes512 allows AVX-512, vaes256
+    /// AVX2) that this CPU has.
+    fn for_path(path: XtsPath) -> Wide {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if path >= XtsPath::Vaes512 && has!("avx512f") && has!("avx2") {
+                return Wide::Avx512;
+            }
+            if path >= XtsPath::Vaes256 && has!("avx2") {
+                return Wide::Avx2;
+            }
+        }
+        let _ = path;
+        Wide::None
+    }
+}
+
+/// Blocks per call into the block cipher in the generic CBC-decrypt and XEX
+/// loops: two full passes of the sixteen-block Serpent engines.
+const CHUNK: usize = 32;
 
 type Block = GenericArray<u8, aes::cipher::consts::U16>;
 
@@ -89,14 +123,14 @@ impl BlockKey {
             }
             Cipher::Serpent => Ok(BlockKey::SerpentFast(
                 Locked::new(|| crate::serpent::SerpentKey::new(key)),
-                path >= XtsPath::Vaes256 && wide_available(),
+                Wide::for_path(path),
             )),
             Cipher::Twofish if path == XtsPath::Portable => {
                 Ok(BlockKey::Twofish(locked(key).map_err(|_| bad())?))
             }
             Cipher::Twofish => Ok(BlockKey::TwofishFast(
                 Locked::new(|| crate::twofish::TwofishKey::new(key)),
-                false,
+                Wide::None,
             )),
             Cipher::Null => Err(SpecError::Unsupported {
                 spec: cipher.to_string(),
@@ -132,10 +166,11 @@ impl BlockKey {
             BlockKey::AesNi(k) => k.xts_path().name(),
             BlockKey::Aes128(_) | BlockKey::Aes192(_) | BlockKey::Aes256(_) => "portable",
             BlockKey::Serpent(_) | BlockKey::Twofish(_) => "portable",
-            BlockKey::SerpentFast(_, true) => "avx2",
-            BlockKey::SerpentFast(_, false) => "bitsliced",
-            BlockKey::TwofishFast(_, true) => "avx2",
-            BlockKey::TwofishFast(_, false) => "tables",
+            BlockKey::SerpentFast(_, Wide::Avx512) => "avx512",
+            BlockKey::SerpentFast(_, Wide::Avx2) => "avx2",
+            BlockKey::SerpentFast(_, Wide::None) => "bitsliced",
+            BlockKey::TwofishFast(_, Wide::None) => "tables",
+            BlockKey::TwofishFast(_, _) => "avx2",
         }
     }
 
@@ -148,15 +183,7 @@ impl BlockKey {
             BlockKey::Aes192(k) => k.get().encrypt_blocks(as_blocks(data)),
             BlockKey::Aes256(k) => k.get().encrypt_blocks(as_blocks(data)),
             BlockKey::Serpent(k) => k.get().encrypt_blocks(as_blocks(data)),
-            BlockKey::SerpentFast(k, wide) => {
-                let (head, tail) = split_wide(data, *wide);
-                #[cfg(target_arch = "x86_64")]
-                if !head.is_empty() {
-                    // SAFETY: `wide` is only set when the CPU has AVX2.
-                    unsafe { crate::serpent_avx2::encrypt8(k.get(), head) };
-                }
-                k.get().encrypt_blocks(tail);
-            }
+            BlockKey::SerpentFast(k, wide) => serpent_blocks(k.get(), *wide, data, true),
             BlockKey::Twofish(k) => k.get().encrypt_blocks(as_blocks(data)),
             BlockKey::TwofishFast(k, _) => k.get().encrypt_blocks(data),
         }
@@ -171,15 +198,7 @@ impl BlockKey {
             BlockKey::Aes192(k) => k.get().decrypt_blocks(as_blocks(data)),
             BlockKey::Aes256(k) => k.get().decrypt_blocks(as_blocks(data)),
             BlockKey::Serpent(k) => k.get().decrypt_blocks(as_blocks(data)),
-            BlockKey::SerpentFast(k, wide) => {
-                let (head, tail) = split_wide(data, *wide);
-                #[cfg(target_arch = "x86_64")]
-                if !head.is_empty() {
-                    // SAFETY: `wide` is only set when the CPU has AVX2.
-                    unsafe { crate::serpent_avx2::decrypt8(k.get(), head) };
-                }
-                k.get().decrypt_blocks(tail);
-            }
+            BlockKey::SerpentFast(k, wide) => serpent_blocks(k.get(), *wide, data, false),
             BlockKey::Twofish(k) => k.get().decrypt_blocks(as_blocks(data)),
             BlockKey::TwofishFast(k, _) => k.get().decrypt_blocks(data),
         }
@@ -208,8 +227,8 @@ impl BlockKey {
         // Batches keep the block cipher's parallelism; ciphertext is kept in
         // `ct` because decryption overwrites it.
         let mut prev = *iv;
-        let mut ct = [0u8; 8 * BLOCK];
-        for chunk in data.chunks_mut(8 * BLOCK) {
+        let mut ct = [0u8; CHUNK * BLOCK];
+        for chunk in data.chunks_mut(CHUNK * BLOCK) {
             let n = chunk.len();
             ct[..n].copy_from_slice(chunk);
             self.decrypt_blocks(chunk);
@@ -254,10 +273,10 @@ impl BlockKey {
         t.zeroize();
     }
 
-    /// C = E(P ^ T) ^ T with tweaks from `next`, in batches of 8 blocks.
+    /// C = E(P ^ T) ^ T with tweaks from `next`, in batches of [`CHUNK`] blocks.
     pub(crate) fn xex(&self, data: &mut [u8], encrypt: bool, mut next: impl FnMut() -> [u8; 16]) {
-        let mut tw = [[0u8; BLOCK]; 8];
-        for chunk in data.chunks_mut(8 * BLOCK) {
+        let mut tw = [[0u8; BLOCK]; CHUNK];
+        for chunk in data.chunks_mut(CHUNK * BLOCK) {
             let n = chunk.len() / BLOCK;
             for (i, b) in chunk.chunks_exact_mut(BLOCK).enumerate() {
                 tw[i] = next();
@@ -276,19 +295,43 @@ impl BlockKey {
     }
 }
 
-/// Whether the eight-block (AVX2) Serpent and Twofish paths can run.
-fn wide_available() -> bool {
+/// Serpent ECB on `data`: sixteen-block passes on zmm, then sixteen- and
+/// eight-block passes on ymm, then one block at a time.
+fn serpent_blocks(k: &crate::serpent::SerpentKey, wide: Wide, data: &mut [u8], encrypt: bool) {
+    #[allow(unused_mut)]
+    let mut rest = data;
     #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// Splits `data` into whole groups of eight blocks for the wide path (none
-/// when `wide` is false) and the remaining blocks.
-fn split_wide(data: &mut [u8], wide: bool) -> (&mut [u8], &mut [u8]) {
-    let n = if wide { data.len() / 128 * 128 } else { 0 };
-    data.split_at_mut(n)
+    {
+        if wide >= Wide::Avx512 {
+            let (head, tail) = rest.split_at_mut(rest.len() / 256 * 256);
+            // SAFETY: Wide::Avx512 is only chosen when the CPU has AVX-512F.
+            unsafe {
+                if encrypt {
+                    crate::serpent_avx512::encrypt16(k, head)
+                } else {
+                    crate::serpent_avx512::decrypt16(k, head)
+                }
+            }
+            rest = tail;
+        }
+        if wide >= Wide::Avx2 {
+            let (head, tail) = rest.split_at_mut(rest.len() / 128 * 128);
+            // SAFETY: Wide::Avx2 and above are only chosen with AVX2.
+            unsafe {
+                if encrypt {
+                    crate::serpent_avx2::encrypt8(k, head)
+                } else {
+                    crate::serpent_avx2::decrypt8(k, head)
+                }
+            }
+            rest = tail;
+        }
+    }
+    if encrypt {
+        k.encrypt_blocks(rest)
+    } else {
+        k.decrypt_blocks(rest)
+    }
 }
 
 /// XTS multiplication by x (little-endian, reduction x^128 + x^7 + x^2 + x + 1).

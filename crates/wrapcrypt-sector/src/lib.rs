@@ -52,6 +52,8 @@ mod path;
 mod serpent;
 #[cfg(target_arch = "x86_64")]
 mod serpent_avx2;
+#[cfg(target_arch = "x86_64")]
+mod serpent_avx512;
 mod soft;
 mod spec;
 mod twofish;

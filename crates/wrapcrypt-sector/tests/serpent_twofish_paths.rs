@@ -26,7 +26,10 @@ fn fast_paths(cipher: &str) -> Vec<(XtsPath, &'static str)> {
         return vec![(XtsPath::AesNi, "tables"), (XtsPath::Vaes512, "tables")];
     }
     if wide {
-        v.push((XtsPath::Vaes512, "avx2"));
+        v.push((XtsPath::Vaes256, "avx2"));
+    }
+    if wide && std::arch::is_x86_feature_detected!("avx512f") {
+        v.push((XtsPath::Vaes512, "avx512"));
     }
     v
 }
