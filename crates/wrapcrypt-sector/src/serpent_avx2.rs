@@ -52,38 +52,6 @@ impl Lane for Y {
     }
 }
 
-/// Two ymm registers: sixteen blocks in two independent halves, so the
-/// S-box and linear-transform chains of one half overlap the other's.
-#[derive(Clone, Copy)]
-struct Y2(Y, Y);
-
-impl Lane for Y2 {
-    #[inline(always)]
-    fn xor(self, o: Y2) -> Y2 {
-        Y2(self.0.xor(o.0), self.1.xor(o.1))
-    }
-    #[inline(always)]
-    fn and(self, o: Y2) -> Y2 {
-        Y2(self.0.and(o.0), self.1.and(o.1))
-    }
-    #[inline(always)]
-    fn not(self) -> Y2 {
-        Y2(self.0.not(), self.1.not())
-    }
-    #[inline(always)]
-    fn rotl(self, n: u32) -> Y2 {
-        Y2(self.0.rotl(n), self.1.rotl(n))
-    }
-    #[inline(always)]
-    fn shl(self, n: u32) -> Y2 {
-        Y2(self.0.shl(n), self.1.shl(n))
-    }
-    #[inline(always)]
-    fn xor_key(self, k: &u32) -> Y2 {
-        Y2(self.0.xor_key(k), self.1.xor_key(k))
-    }
-}
-
 /// 4×4 transpose of 32-bit words inside each 128-bit half: turns four
 /// registers of two blocks each into the bitsliced form, and back.
 #[inline(always)]
@@ -136,28 +104,13 @@ unsafe fn store8(p: *mut __m256i, y: Y4) {
 
 type Y4 = [Y; 4];
 
-/// Encrypts or decrypts `data` (a multiple of 128 bytes): sixteen blocks
-/// per pass, then a last pass of eight. No closure: the round code must
-/// inline into the AVX2 function.
+/// Encrypts or decrypts `data` (a multiple of 128 bytes), eight blocks per
+/// pass. No closure: the round code must inline into the AVX2 function.
+/// (Two interleaved sets of eight measured slower: the compiler then keeps
+/// the S-box temporaries on the stack.)
 #[inline(always)]
 fn groups(k: &SerpentKey, data: &mut [u8], encrypt: bool) {
-    let mut big = data.chunks_exact_mut(256);
-    for g in &mut big {
-        let p = g.as_mut_ptr() as *mut __m256i;
-        // SAFETY: g is 256 bytes; only reached from AVX2 functions.
-        unsafe {
-            let (a, b) = (load8(p), load8(p.add(4)));
-            let x = [0, 1, 2, 3].map(|j| Y2(a[j], b[j]));
-            let y = if encrypt {
-                k.encrypt_words(x)
-            } else {
-                k.decrypt_words(x)
-            };
-            store8(p, y.map(|v| v.0));
-            store8(p.add(4), y.map(|v| v.1));
-        }
-    }
-    for g in big.into_remainder().chunks_exact_mut(128) {
+    for g in data.chunks_exact_mut(128) {
         let p = g.as_mut_ptr() as *mut __m256i;
         // SAFETY: g is 128 bytes; only reached from AVX2 functions.
         unsafe {
