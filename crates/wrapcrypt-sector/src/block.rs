@@ -251,7 +251,7 @@ impl BlockKey {
         }
         let mut t = u128::from_le_bytes(*tweak);
         self.xex(data, true, || {
-            let cur = t.to_le_bytes();
+            let cur = t;
             t = xts_mul_x(t);
             cur
         });
@@ -266,21 +266,22 @@ impl BlockKey {
         }
         let mut t = u128::from_le_bytes(*tweak);
         self.xex(data, false, || {
-            let cur = t.to_le_bytes();
+            let cur = t;
             t = xts_mul_x(t);
             cur
         });
         t.zeroize();
     }
 
-    /// C = E(P ^ T) ^ T with tweaks from `next`, in batches of [`CHUNK`] blocks.
-    pub(crate) fn xex(&self, data: &mut [u8], encrypt: bool, mut next: impl FnMut() -> [u8; 16]) {
-        let mut tw = [[0u8; BLOCK]; CHUNK];
+    /// C = E(P ^ T) ^ T with tweaks from `next` (each the 16 tweak bytes
+    /// read as a little-endian number), in batches of [`CHUNK`] blocks.
+    pub(crate) fn xex(&self, data: &mut [u8], encrypt: bool, mut next: impl FnMut() -> u128) {
+        let mut tw = [0u128; CHUNK];
         for chunk in data.chunks_mut(CHUNK * BLOCK) {
             let n = chunk.len() / BLOCK;
-            for (i, b) in chunk.chunks_exact_mut(BLOCK).enumerate() {
-                tw[i] = next();
-                xor_into(b, &tw[i]);
+            for (b, t) in chunk.chunks_exact_mut(BLOCK).zip(tw.iter_mut()) {
+                *t = next();
+                xor_block(b, *t);
             }
             if encrypt {
                 self.encrypt_blocks(chunk);
@@ -288,10 +289,14 @@ impl BlockKey {
                 self.decrypt_blocks(chunk);
             }
             for (b, t) in chunk.chunks_exact_mut(BLOCK).zip(&tw[..n]) {
-                xor_into(b, t);
+                xor_block(b, *t);
             }
         }
-        tw.zeroize();
+        for t in tw.iter_mut() {
+            // SAFETY: t is a valid, aligned u128.
+            unsafe { std::ptr::write_volatile(t, 0) };
+        }
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -361,6 +366,13 @@ fn twofish_blocks(k: &crate::twofish::TwofishKey, wide: Wide, data: &mut [u8], e
 /// XTS multiplication by x (little-endian, reduction x^128 + x^7 + x^2 + x + 1).
 pub(crate) fn xts_mul_x(t: u128) -> u128 {
     (t << 1) ^ ((t >> 127).wrapping_neg() & 0x87)
+}
+
+/// XORs a 16-byte block with `t`'s little-endian bytes, as two words.
+#[inline(always)]
+fn xor_block(b: &mut [u8], t: u128) {
+    let v = u128::from_le_bytes(b[..BLOCK].try_into().expect("16 bytes")) ^ t;
+    b[..BLOCK].copy_from_slice(&v.to_le_bytes());
 }
 
 pub(crate) fn xor_into(dst: &mut [u8], src: &[u8]) {

@@ -256,7 +256,8 @@ impl SoftCipher {
                         let mut i = u128::from_be_bytes(*iv);
                         let mut t = tweak.first(i);
                         k1.xex(u, encrypt, || {
-                            let cur = t.to_be_bytes();
+                            // The kernel's lrw XORs T's big-endian bytes.
+                            let cur = u128::from_le_bytes(t.to_be_bytes());
                             t = tweak.next(t, i);
                             i = i.wrapping_add(1);
                             cur
