@@ -97,7 +97,36 @@ pub(crate) trait Lane: Copy {
     fn shl(self, n: u32) -> Self;
     /// XOR with a round-key word, read from the (locked) schedule.
     fn xor_key(self, k: &u32) -> Self;
+    /// S-box `s` (0..8; 8 + i for S_i^-1) on bitsliced words; the AND/XOR
+    /// circuit unless the lane has something better.
+    #[inline(always)]
+    fn sbox(s: usize, x: [Self; 4]) -> [Self; 4] {
+        sbox(s, x)
+    }
 }
+
+/// TERNARY[s][j] = (f0, f1): the truth tables of output bit j of S-box s
+/// with input bit 3 clear and set, as functions of (x2, x1, x0) in the bit
+/// order of `vpternlogd` (index x2·4 + x1·2 + x0).
+pub(crate) const TERNARY: [[[u8; 2]; 4]; 16] = {
+    let t = all_sboxes();
+    let mut r = [[[0u8; 2]; 4]; 16];
+    let mut s = 0;
+    while s < 16 {
+        let mut j = 0;
+        while j < 4 {
+            let mut v = 0;
+            while v < 8 {
+                r[s][j][0] |= ((t[s][v] >> j) & 1) << v;
+                r[s][j][1] |= ((t[s][v + 8] >> j) & 1) << v;
+                v += 1;
+            }
+            j += 1;
+        }
+        s += 1;
+    }
+    r
+};
 
 impl Lane for u32 {
     #[inline(always)]
@@ -309,7 +338,7 @@ impl SerpentKey {
         for r in 0..4 {
             eight!(S => {
                 let i = 8 * r + S;
-                x = sbox(S, add_key(x, self.round_key(i)));
+                x = W::sbox(S, add_key(x, self.round_key(i)));
                 x = if i == 31 { add_key(x, self.round_key(32)) } else { lt(x) };
             });
         }
@@ -324,7 +353,7 @@ impl SerpentKey {
                 const S: usize = 7 - T;
                 let i = 8 * r + S;
                 x = if i == 31 { add_key(x, self.round_key(32)) } else { lt_inv(x) };
-                x = add_key(sbox(8 + S, x), self.round_key(i));
+                x = add_key(W::sbox(8 + S, x), self.round_key(i));
             });
         }
         x

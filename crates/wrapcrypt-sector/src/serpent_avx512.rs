@@ -1,11 +1,68 @@
 //! Serpent on AVX-512: sixteen blocks per pass, bitsliced across four zmm
-//! registers, running the same round function as `serpent`. Three-way XORs
-//! and NOT are one `vpternlogd`, rotations one `vprold`, and 32 registers
-//! hold the whole state and every temporary without spilling.
+//! registers, running the same round function as `serpent`. Each S-box
+//! output bit is two three-input functions and a mux, three `vpternlogd`
+//! (twelve per S-box); three-way XORs are one `vpternlogd`, rotations one
+//! `vprold`, and 32 registers hold the state and every temporary.
 
 use core::arch::x86_64::*;
 
-use crate::serpent::{Lane, SerpentKey};
+use crate::serpent::{Lane, SerpentKey, TERNARY};
+
+/// `vpternlogd` with an immediate from `TERNARY` (or the mux 0xca).
+macro_rules! tern {
+    ($a:expr, $b:expr, $c:expr, $imm:expr) => {{
+        const IMM: i32 = $imm as i32;
+        // SAFETY: only reached from AVX-512F functions.
+        unsafe { _mm512_ternarylogic_epi32::<IMM>($a, $b, $c) }
+    }};
+}
+
+/// S-box `$s` in twelve `vpternlogd`: each output bit is x3 ? f1 : f0 with
+/// f0, f1 three-input functions of (x2, x1, x0), then one mux.
+macro_rules! sbox_fn {
+    ($name:ident, $s:literal) => {
+        #[inline(always)]
+        fn $name(x: [Z; 4]) -> [Z; 4] {
+            let (x0, x1, x2, x3) = (x[0].0, x[1].0, x[2].0, x[3].0);
+            let bit = |f0: __m512i, f1: __m512i| Z(tern!(x3, f1, f0, 0xca));
+            [
+                bit(
+                    tern!(x2, x1, x0, TERNARY[$s][0][0]),
+                    tern!(x2, x1, x0, TERNARY[$s][0][1]),
+                ),
+                bit(
+                    tern!(x2, x1, x0, TERNARY[$s][1][0]),
+                    tern!(x2, x1, x0, TERNARY[$s][1][1]),
+                ),
+                bit(
+                    tern!(x2, x1, x0, TERNARY[$s][2][0]),
+                    tern!(x2, x1, x0, TERNARY[$s][2][1]),
+                ),
+                bit(
+                    tern!(x2, x1, x0, TERNARY[$s][3][0]),
+                    tern!(x2, x1, x0, TERNARY[$s][3][1]),
+                ),
+            ]
+        }
+    };
+}
+
+sbox_fn!(s0, 0);
+sbox_fn!(s1, 1);
+sbox_fn!(s2, 2);
+sbox_fn!(s3, 3);
+sbox_fn!(s4, 4);
+sbox_fn!(s5, 5);
+sbox_fn!(s6, 6);
+sbox_fn!(s7, 7);
+sbox_fn!(i0, 8);
+sbox_fn!(i1, 9);
+sbox_fn!(i2, 10);
+sbox_fn!(i3, 11);
+sbox_fn!(i4, 12);
+sbox_fn!(i5, 13);
+sbox_fn!(i6, 14);
+sbox_fn!(i7, 15);
 
 /// One zmm register of sixteen 32-bit words.
 #[derive(Clone, Copy)]
@@ -44,6 +101,28 @@ impl Lane for Z {
     fn shl(self, n: u32) -> Z {
         // SAFETY: as in xor; counts of 0..32 are defined.
         Z(unsafe { _mm512_sll_epi32(self.0, _mm_cvtsi32_si128(n as i32)) })
+    }
+    #[inline(always)]
+    fn sbox(s: usize, x: [Z; 4]) -> [Z; 4] {
+        // `s` is a constant in every caller; the match folds away.
+        match s {
+            0 => s0(x),
+            1 => s1(x),
+            2 => s2(x),
+            3 => s3(x),
+            4 => s4(x),
+            5 => s5(x),
+            6 => s6(x),
+            7 => s7(x),
+            8 => i0(x),
+            9 => i1(x),
+            10 => i2(x),
+            11 => i3(x),
+            12 => i4(x),
+            13 => i5(x),
+            14 => i6(x),
+            _ => i7(x),
+        }
     }
     #[inline(always)]
     fn xor_key(self, k: &u32) -> Z {
