@@ -130,6 +130,9 @@ fn h(x: u32, m: &[u8], k: usize, offset: usize) -> u32 {
     (0..4).fold(0, |z, i| z ^ mds_column(y[i], i))
 }
 
+/// Blocks interleaved round by round in the scalar code.
+const WAYS: usize = 4;
+
 /// The expanded key: 40 subkeys and the four keyed S-box/MDS tables. Kept
 /// in locked memory ([`crate::locked::Locked`]).
 pub(crate) struct TwofishKey {
@@ -184,71 +187,82 @@ impl TwofishKey {
             ^ self.t[3][(x >> 24) as usize]
     }
 
-    /// Encrypts one block given as four little-endian words.
+    /// Encrypts `N` blocks given as little-endian words, round by round
+    /// across the blocks so their table loads overlap.
     #[inline(always)]
-    fn encrypt_words(&self, b: [u32; 4]) -> [u32; 4] {
+    fn encrypt_words<const N: usize>(&self, b: [[u32; 4]; N]) -> [[u32; 4]; N] {
         let k = &self.k;
-        let mut p = [b[0] ^ k[0], b[1] ^ k[1], b[2] ^ k[2], b[3] ^ k[3]];
+        let mut p = b.map(|b| [b[0] ^ k[0], b[1] ^ k[1], b[2] ^ k[2], b[3] ^ k[3]]);
         for r in 0..8 {
             let i = 4 * r + 8;
-            let t1 = self.g(p[1].rotate_left(8));
-            let t0 = self.g(p[0]).wrapping_add(t1);
-            p[2] = (p[2] ^ t0.wrapping_add(k[i])).rotate_right(1);
-            p[3] = p[3].rotate_left(1) ^ t1.wrapping_add(t0).wrapping_add(k[i + 1]);
-            let t1 = self.g(p[3].rotate_left(8));
-            let t0 = self.g(p[2]).wrapping_add(t1);
-            p[0] = (p[0] ^ t0.wrapping_add(k[i + 2])).rotate_right(1);
-            p[1] = p[1].rotate_left(1) ^ t1.wrapping_add(t0).wrapping_add(k[i + 3]);
+            for p in p.iter_mut() {
+                let t1 = self.g(p[1].rotate_left(8));
+                let t0 = self.g(p[0]).wrapping_add(t1);
+                p[2] = (p[2] ^ t0.wrapping_add(k[i])).rotate_right(1);
+                p[3] = p[3].rotate_left(1) ^ t1.wrapping_add(t0).wrapping_add(k[i + 1]);
+            }
+            for p in p.iter_mut() {
+                let t1 = self.g(p[3].rotate_left(8));
+                let t0 = self.g(p[2]).wrapping_add(t1);
+                p[0] = (p[0] ^ t0.wrapping_add(k[i + 2])).rotate_right(1);
+                p[1] = p[1].rotate_left(1) ^ t1.wrapping_add(t0).wrapping_add(k[i + 3]);
+            }
         }
-        [p[2] ^ k[4], p[3] ^ k[5], p[0] ^ k[6], p[1] ^ k[7]]
+        p.map(|p| [p[2] ^ k[4], p[3] ^ k[5], p[0] ^ k[6], p[1] ^ k[7]])
     }
 
-    /// Decrypts one block given as four little-endian words.
+    /// Decrypts `N` blocks given as little-endian words, interleaved.
     #[inline(always)]
-    fn decrypt_words(&self, b: [u32; 4]) -> [u32; 4] {
+    fn decrypt_words<const N: usize>(&self, b: [[u32; 4]; N]) -> [[u32; 4]; N] {
         let k = &self.k;
-        let mut c = [b[2] ^ k[6], b[3] ^ k[7], b[0] ^ k[4], b[1] ^ k[5]];
+        let mut c = b.map(|b| [b[2] ^ k[6], b[3] ^ k[7], b[0] ^ k[4], b[1] ^ k[5]]);
         for r in (0..8).rev() {
             let i = 4 * r + 8;
-            let t1 = self.g(c[3].rotate_left(8));
-            let t0 = self.g(c[2]).wrapping_add(t1);
-            c[0] = c[0].rotate_left(1) ^ t0.wrapping_add(k[i + 2]);
-            c[1] = (c[1] ^ t1.wrapping_add(t0).wrapping_add(k[i + 3])).rotate_right(1);
-            let t1 = self.g(c[1].rotate_left(8));
-            let t0 = self.g(c[0]).wrapping_add(t1);
-            c[2] = c[2].rotate_left(1) ^ t0.wrapping_add(k[i]);
-            c[3] = (c[3] ^ t1.wrapping_add(t0).wrapping_add(k[i + 1])).rotate_right(1);
+            for c in c.iter_mut() {
+                let t1 = self.g(c[3].rotate_left(8));
+                let t0 = self.g(c[2]).wrapping_add(t1);
+                c[0] = c[0].rotate_left(1) ^ t0.wrapping_add(k[i + 2]);
+                c[1] = (c[1] ^ t1.wrapping_add(t0).wrapping_add(k[i + 3])).rotate_right(1);
+            }
+            for c in c.iter_mut() {
+                let t1 = self.g(c[1].rotate_left(8));
+                let t0 = self.g(c[0]).wrapping_add(t1);
+                c[2] = c[2].rotate_left(1) ^ t0.wrapping_add(k[i]);
+                c[3] = (c[3] ^ t1.wrapping_add(t0).wrapping_add(k[i + 1])).rotate_right(1);
+            }
         }
-        [c[0] ^ k[0], c[1] ^ k[1], c[2] ^ k[2], c[3] ^ k[3]]
+        c.map(|c| [c[0] ^ k[0], c[1] ^ k[1], c[2] ^ k[2], c[3] ^ k[3]])
     }
 
-    /// ECB-encrypts whole 16-byte blocks, two interleaved at a time so the
-    /// table loads of one block overlap the other's.
+    /// ECB-encrypts whole 16-byte blocks, four interleaved at a time so the
+    /// table loads of one block overlap the others'.
     pub(crate) fn encrypt_blocks(&self, data: &mut [u8]) {
-        let mut pairs = data.chunks_exact_mut(32);
-        for p in &mut pairs {
-            let (a, b) = p.split_at_mut(16);
-            let (x, y) = (self.encrypt_words(load(a)), self.encrypt_words(load(b)));
-            store(a, x);
-            store(b, y);
+        let mut quads = data.chunks_exact_mut(16 * WAYS);
+        for p in &mut quads {
+            let x: [[u32; 4]; WAYS] = std::array::from_fn(|i| load(&p[16 * i..]));
+            let y = self.encrypt_words(x);
+            for (i, w) in y.into_iter().enumerate() {
+                store(&mut p[16 * i..], w);
+            }
         }
-        for b in pairs.into_remainder().chunks_exact_mut(16) {
-            let y = self.encrypt_words(load(b));
+        for b in quads.into_remainder().chunks_exact_mut(16) {
+            let [y] = self.encrypt_words([load(b)]);
             store(b, y);
         }
     }
 
-    /// ECB-decrypts whole 16-byte blocks, two interleaved at a time.
+    /// ECB-decrypts whole 16-byte blocks, four interleaved at a time.
     pub(crate) fn decrypt_blocks(&self, data: &mut [u8]) {
-        let mut pairs = data.chunks_exact_mut(32);
-        for p in &mut pairs {
-            let (a, b) = p.split_at_mut(16);
-            let (x, y) = (self.decrypt_words(load(a)), self.decrypt_words(load(b)));
-            store(a, x);
-            store(b, y);
+        let mut quads = data.chunks_exact_mut(16 * WAYS);
+        for p in &mut quads {
+            let x: [[u32; 4]; WAYS] = std::array::from_fn(|i| load(&p[16 * i..]));
+            let y = self.decrypt_words(x);
+            for (i, w) in y.into_iter().enumerate() {
+                store(&mut p[16 * i..], w);
+            }
         }
-        for b in pairs.into_remainder().chunks_exact_mut(16) {
-            let y = self.decrypt_words(load(b));
+        for b in quads.into_remainder().chunks_exact_mut(16) {
+            let [y] = self.decrypt_words([load(b)]);
             store(b, y);
         }
     }

@@ -172,39 +172,40 @@ unsafe fn store8(p: *mut V, y: [V; 4]) {
     }
 }
 
-/// ECB on `data`, a multiple of 128 bytes: sixteen blocks per pass, then
-/// a last pass of eight.
+/// ECB on `data` in passes of `N` sets of eight blocks; returns the rest.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn passes<'a, const N: usize>(tk: &TwofishKey, data: &'a mut [u8], encrypt: bool) -> &'a mut [u8] {
+    let mut it = data.chunks_exact_mut(128 * N);
+    for g in &mut it {
+        let p = g.as_mut_ptr() as *mut V;
+        // SAFETY: g is 128 * N bytes.
+        unsafe {
+            let mut x = [[_mm256_setzero_si256(); 4]; N];
+            for (i, s) in x.iter_mut().enumerate() {
+                *s = load8(p.add(4 * i));
+            }
+            let y = if encrypt {
+                encrypt_sets(tk, x)
+            } else {
+                decrypt_sets(tk, x)
+            };
+            for (i, s) in y.into_iter().enumerate() {
+                store8(p.add(4 * i), s);
+            }
+        }
+    }
+    it.into_remainder()
+}
+
+/// ECB on `data`, a multiple of 128 bytes: two sets of eight blocks per
+/// pass, then one. (Four sets measured no faster: on Zen 4 the gathers'
+/// throughput, not their latency, is the limit.)
 #[inline]
 #[target_feature(enable = "avx2")]
 fn run(tk: &TwofishKey, data: &mut [u8], encrypt: bool) {
-    let mut big = data.chunks_exact_mut(256);
-    for g in &mut big {
-        let p = g.as_mut_ptr() as *mut V;
-        // SAFETY: g is 256 bytes.
-        unsafe {
-            let x = [load8(p), load8(p.add(4))];
-            let y = if encrypt {
-                encrypt_sets(tk, x)
-            } else {
-                decrypt_sets(tk, x)
-            };
-            store8(p, y[0]);
-            store8(p.add(4), y[1]);
-        }
-    }
-    for g in big.into_remainder().chunks_exact_mut(128) {
-        let p = g.as_mut_ptr() as *mut V;
-        // SAFETY: g is 128 bytes.
-        unsafe {
-            let x = [load8(p)];
-            let y = if encrypt {
-                encrypt_sets(tk, x)
-            } else {
-                decrypt_sets(tk, x)
-            };
-            store8(p, y[0]);
-        }
-    }
+    let rest = passes::<2>(tk, data, encrypt);
+    passes::<1>(tk, rest, encrypt);
 }
 
 /// ECB-encrypts `data`, a multiple of 128 bytes (eight blocks).
