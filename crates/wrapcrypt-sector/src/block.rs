@@ -43,11 +43,11 @@ pub(crate) enum BlockKey {
     SerpentFast(Locked<crate::serpent::SerpentKey>, Wide),
     /// RustCrypto's Twofish: the reference (`XtsPath::Portable`).
     Twofish(Locked<twofish::Twofish>),
-    /// Twofish with full-key tables; eight blocks per AVX2 pass where set.
-    TwofishFast(Locked<crate::twofish::TwofishKey>, Wide),
+    /// Twofish with full-key tables, four blocks interleaved.
+    TwofishFast(Locked<crate::twofish::TwofishKey>),
 }
 
-/// The vector unit the Serpent and Twofish batches use.
+/// The vector unit the Serpent batches use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Wide {
     /// Scalar code only.
@@ -128,10 +128,9 @@ impl BlockKey {
             Cipher::Twofish if path == XtsPath::Portable => {
                 Ok(BlockKey::Twofish(locked(key).map_err(|_| bad())?))
             }
-            Cipher::Twofish => Ok(BlockKey::TwofishFast(
-                Locked::new(|| crate::twofish::TwofishKey::new(key)),
-                Wide::for_path(path).min(Wide::Avx2),
-            )),
+            Cipher::Twofish => Ok(BlockKey::TwofishFast(Locked::new(|| {
+                crate::twofish::TwofishKey::new(key)
+            }))),
             Cipher::Null => Err(SpecError::Unsupported {
                 spec: cipher.to_string(),
                 what: "cipher_null has no block cipher",
@@ -169,8 +168,7 @@ impl BlockKey {
             BlockKey::SerpentFast(_, Wide::Avx512) => "avx512",
             BlockKey::SerpentFast(_, Wide::Avx2) => "avx2",
             BlockKey::SerpentFast(_, Wide::None) => "bitsliced",
-            BlockKey::TwofishFast(_, Wide::None) => "tables",
-            BlockKey::TwofishFast(_, _) => "avx2",
+            BlockKey::TwofishFast(_) => "tables",
         }
     }
 
@@ -185,7 +183,7 @@ impl BlockKey {
             BlockKey::Serpent(k) => k.get().encrypt_blocks(as_blocks(data)),
             BlockKey::SerpentFast(k, wide) => serpent_blocks(k.get(), *wide, data, true),
             BlockKey::Twofish(k) => k.get().encrypt_blocks(as_blocks(data)),
-            BlockKey::TwofishFast(k, wide) => twofish_blocks(k.get(), *wide, data, true),
+            BlockKey::TwofishFast(k) => k.get().encrypt_blocks(data),
         }
     }
 
@@ -200,7 +198,7 @@ impl BlockKey {
             BlockKey::Serpent(k) => k.get().decrypt_blocks(as_blocks(data)),
             BlockKey::SerpentFast(k, wide) => serpent_blocks(k.get(), *wide, data, false),
             BlockKey::Twofish(k) => k.get().decrypt_blocks(as_blocks(data)),
-            BlockKey::TwofishFast(k, wide) => twofish_blocks(k.get(), *wide, data, false),
+            BlockKey::TwofishFast(k) => k.get().decrypt_blocks(data),
         }
     }
 
@@ -331,30 +329,6 @@ fn serpent_blocks(k: &crate::serpent::SerpentKey, wide: Wide, data: &mut [u8], e
             }
             rest = tail;
         }
-    }
-    if encrypt {
-        k.encrypt_blocks(rest)
-    } else {
-        k.decrypt_blocks(rest)
-    }
-}
-
-/// Twofish ECB on `data`: eight-block passes on ymm, then the scalar code.
-fn twofish_blocks(k: &crate::twofish::TwofishKey, wide: Wide, data: &mut [u8], encrypt: bool) {
-    #[allow(unused_mut)]
-    let mut rest = data;
-    #[cfg(target_arch = "x86_64")]
-    if wide >= Wide::Avx2 {
-        let (head, tail) = rest.split_at_mut(rest.len() / 128 * 128);
-        // SAFETY: Wide::Avx2 and above are only chosen with AVX2.
-        unsafe {
-            if encrypt {
-                crate::twofish_x8::encrypt8(k, head)
-            } else {
-                crate::twofish_x8::decrypt8(k, head)
-            }
-        }
-        rest = tail;
     }
     if encrypt {
         k.encrypt_blocks(rest)

@@ -57,8 +57,6 @@ mod serpent_avx512;
 mod soft;
 mod spec;
 mod twofish;
-#[cfg(target_arch = "x86_64")]
-mod twofish_x8;
 mod wipe;
 
 #[cfg(target_arch = "x86_64")]

@@ -55,7 +55,7 @@ impl Lane for Y {
 /// 4×4 transpose of 32-bit words inside each 128-bit half: turns four
 /// registers of two blocks each into the bitsliced form, and back.
 #[inline(always)]
-pub(crate) fn transpose(r: [__m256i; 4]) -> [__m256i; 4] {
+fn transpose(r: [__m256i; 4]) -> [__m256i; 4] {
     // SAFETY: only reached from AVX2 functions.
     unsafe {
         let t0 = _mm256_unpacklo_epi32(r[0], r[1]);

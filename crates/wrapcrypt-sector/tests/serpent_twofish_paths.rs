@@ -23,11 +23,7 @@ fn fast_paths(cipher: &str) -> Vec<(XtsPath, &'static str)> {
     let wide = std::arch::is_x86_feature_detected!("avx2");
     let mut v = vec![(XtsPath::AesNi, "bitsliced")];
     if cipher == "twofish" {
-        let mut v = vec![(XtsPath::AesNi, "tables")];
-        if wide {
-            v.push((XtsPath::Vaes512, "avx2"));
-        }
-        return v;
+        return vec![(XtsPath::AesNi, "tables"), (XtsPath::Vaes512, "tables")];
     }
     if wide {
         v.push((XtsPath::Vaes256, "avx2"));
