@@ -2,6 +2,7 @@
 //! registers (register j holds word j of all eight blocks, one per 32-bit
 //! lane), running the same round function as the scalar code in `serpent`.
 
+use core::arch::asm;
 use core::arch::x86_64::*;
 
 use crate::serpent::{Lane, SerpentKey};
@@ -45,11 +46,35 @@ impl Lane for Y {
     }
     #[inline(always)]
     fn xor_key(self, k: &u32) -> Y {
-        // The key word is broadcast from the locked schedule where it is
-        // used (vpbroadcastd from memory), not kept in a stack copy.
-        // SAFETY: as in xor; k is a valid, aligned u32.
-        Y(unsafe { _mm256_xor_si256(self.0, _mm256_set1_epi32(*k as i32)) })
+        // The key word is broadcast from the locked schedule on every use:
+        // an `asm!` load (not `pure`) the compiler cannot hoist out of the
+        // loop, so no round key lands in a spill slot on the stack.
+        // SAFETY: only reached from AVX2 functions.
+        let r = unsafe { broadcast(k) };
+        // SAFETY: as in xor.
+        Y(unsafe { _mm256_xor_si256(self.0, r) })
     }
+}
+
+/// `k` in all eight lanes, loaded from memory through `asm!` (not `pure`:
+/// every use loads again).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn broadcast(k: &u32) -> __m256i {
+    let r: __m256i;
+    // SAFETY: k is a valid 4-byte read; the caller has AVX2.
+    unsafe {
+        asm!(
+            "vpbroadcastd {r}, dword ptr [{p}]",
+            r = out(ymm_reg) r,
+            p = in(reg) k,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    r
 }
 
 /// 4×4 transpose of 32-bit words inside each 128-bit half: turns four

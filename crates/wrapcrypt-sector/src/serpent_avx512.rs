@@ -4,6 +4,7 @@
 //! (twelve per S-box); three-way XORs are one `vpternlogd`, rotations one
 //! `vprold`, and 32 registers hold the state and every temporary.
 
+use core::arch::asm;
 use core::arch::x86_64::*;
 
 use crate::serpent::{Lane, SerpentKey, TERNARY};
@@ -126,10 +127,33 @@ impl Lane for Z {
     }
     #[inline(always)]
     fn xor_key(self, k: &u32) -> Z {
-        // Broadcast from the locked schedule where it is used.
-        // SAFETY: as in xor; k is a valid, aligned u32.
-        Z(unsafe { _mm512_xor_si512(self.0, _mm512_set1_epi32(*k as i32)) })
+        // XOR with the key word broadcast from the locked schedule on every
+        // use (an `asm!` load, not `pure`, so it is never hoisted or spilled).
+        // SAFETY: only reached from AVX-512F functions.
+        Z(unsafe { xor_broadcast(self.0, k) })
     }
+}
+
+/// `x` XOR `k` in all sixteen lanes, `k` read from memory through `asm!`
+/// (not `pure`: every use loads again).
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn xor_broadcast(x: __m512i, k: &u32) -> __m512i {
+    let r: __m512i;
+    // SAFETY: k is a valid 4-byte read; the caller has AVX-512F.
+    unsafe {
+        asm!(
+            "vpxord {r}, {x}, dword ptr [{p}]{{1to16}}",
+            r = lateout(zmm_reg) r,
+            x = in(zmm_reg) x,
+            p = in(reg) k,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    r
 }
 
 /// 4×4 transpose of 32-bit words inside each 128-bit quarter: four
