@@ -1,5 +1,5 @@
-//! Serpent on AVX-512: sixteen blocks per pass, bitsliced across four zmm
-//! registers, running the same round function as `serpent`. Each S-box
+//! Serpent on AVX-512: 32 blocks per pass as two independent sets of 16,
+//! each bitsliced across four zmm registers, running the same round function as `serpent`. Each S-box
 //! output bit is two three-input functions and a mux, three `vpternlogd`
 //! (twelve per S-box); three-way XORs are one `vpternlogd`, rotations one
 //! `vprold`, and 32 registers hold the state and every temporary.
@@ -134,6 +134,52 @@ impl Lane for Z {
     }
 }
 
+/// Two zmm sets: thirty-two blocks per pass, two independent chains.
+#[derive(Clone, Copy)]
+struct Z2(Z, Z);
+
+impl Lane for Z2 {
+    #[inline(always)]
+    fn xor(self, o: Z2) -> Z2 {
+        Z2(self.0.xor(o.0), self.1.xor(o.1))
+    }
+    #[inline(always)]
+    fn xor3(self, a: Z2, b: Z2) -> Z2 {
+        Z2(self.0.xor3(a.0, b.0), self.1.xor3(a.1, b.1))
+    }
+    #[inline(always)]
+    fn and(self, o: Z2) -> Z2 {
+        Z2(self.0.and(o.0), self.1.and(o.1))
+    }
+    #[inline(always)]
+    fn not(self) -> Z2 {
+        Z2(self.0.not(), self.1.not())
+    }
+    #[inline(always)]
+    fn rotl(self, n: u32) -> Z2 {
+        Z2(self.0.rotl(n), self.1.rotl(n))
+    }
+    #[inline(always)]
+    fn shl(self, n: u32) -> Z2 {
+        Z2(self.0.shl(n), self.1.shl(n))
+    }
+    #[inline(always)]
+    fn xor_key(self, k: &u32) -> Z2 {
+        Z2(self.0.xor_key(k), self.1.xor_key(k))
+    }
+    #[inline(always)]
+    fn sbox(s: usize, x: [Z2; 4]) -> [Z2; 4] {
+        let a = Z::sbox(s, x.map(|v| v.0));
+        let b = Z::sbox(s, x.map(|v| v.1));
+        [
+            Z2(a[0], b[0]),
+            Z2(a[1], b[1]),
+            Z2(a[2], b[2]),
+            Z2(a[3], b[3]),
+        ]
+    }
+}
+
 /// `x` XOR `k` in all sixteen lanes, `k` read from memory through `asm!`
 /// (not `pure`: every use loads again).
 ///
@@ -175,30 +221,73 @@ fn transpose(r: [__m512i; 4]) -> [__m512i; 4] {
     }
 }
 
-/// Encrypts or decrypts `data`, a multiple of 256 bytes (sixteen blocks).
+/// Loads sixteen blocks at `p` in bitsliced form.
+///
+/// # Safety
+/// `p` must point to 256 readable bytes; AVX-512F functions only.
+#[inline(always)]
+unsafe fn load16(p: *const __m512i) -> [Z; 4] {
+    // SAFETY: per the contract.
+    let r = unsafe {
+        transpose([
+            _mm512_loadu_si512(p),
+            _mm512_loadu_si512(p.add(1)),
+            _mm512_loadu_si512(p.add(2)),
+            _mm512_loadu_si512(p.add(3)),
+        ])
+    };
+    [Z(r[0]), Z(r[1]), Z(r[2]), Z(r[3])]
+}
+
+/// Stores sixteen bitsliced blocks at `p`.
+///
+/// # Safety
+/// `p` must point to 256 writable bytes; AVX-512F functions only.
+#[inline(always)]
+unsafe fn store16(p: *mut __m512i, y: [Z; 4]) {
+    let o = transpose([y[0].0, y[1].0, y[2].0, y[3].0]);
+    for (i, v) in o.into_iter().enumerate() {
+        // SAFETY: per the contract.
+        unsafe { _mm512_storeu_si512(p.add(i), v) };
+    }
+}
+
+/// Encrypts or decrypts `data`, a multiple of 256 bytes: thirty-two blocks
+/// per pass, then sixteen.
 #[inline(always)]
 fn groups(k: &SerpentKey, data: &mut [u8], encrypt: bool) {
-    for g in data.chunks_exact_mut(256) {
+    let mut big = data.chunks_exact_mut(512);
+    for g in &mut big {
         let p = g.as_mut_ptr() as *mut __m512i;
-        // SAFETY: g is 256 bytes, four unaligned 64-byte loads and stores;
-        // only reached from AVX-512F functions.
+        // SAFETY: g is 512 bytes; only reached from AVX-512F functions.
         unsafe {
-            let r = transpose([
-                _mm512_loadu_si512(p),
-                _mm512_loadu_si512(p.add(1)),
-                _mm512_loadu_si512(p.add(2)),
-                _mm512_loadu_si512(p.add(3)),
-            ]);
-            let x = [Z(r[0]), Z(r[1]), Z(r[2]), Z(r[3])];
+            let (a, b) = (load16(p), load16(p.add(4)));
+            let x = [
+                Z2(a[0], b[0]),
+                Z2(a[1], b[1]),
+                Z2(a[2], b[2]),
+                Z2(a[3], b[3]),
+            ];
             let y = if encrypt {
                 k.encrypt_words(x)
             } else {
                 k.decrypt_words(x)
             };
-            let o = transpose([y[0].0, y[1].0, y[2].0, y[3].0]);
-            for (i, v) in o.into_iter().enumerate() {
-                _mm512_storeu_si512(p.add(i), v);
-            }
+            store16(p, y.map(|v| v.0));
+            store16(p.add(4), y.map(|v| v.1));
+        }
+    }
+    for g in big.into_remainder().chunks_exact_mut(256) {
+        let p = g.as_mut_ptr() as *mut __m512i;
+        // SAFETY: g is 256 bytes; only reached from AVX-512F functions.
+        unsafe {
+            let x = load16(p);
+            let y = if encrypt {
+                k.encrypt_words(x)
+            } else {
+                k.decrypt_words(x)
+            };
+            store16(p, y);
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Every Serpent and Twofish implementation against the portable RustCrypto
 //! one, on random keys and data: 128/192/256-bit block-cipher keys (XTS 256
 //! and 512 bits), XTS, CBC, ECB and LRW, batches of 1, 2, 7, 8, 9 and 17
-//! blocks (remainders of the eight- and sixteen-block passes) and 512- to
-//! 4096-byte sectors.
+//! blocks, and units of 25 and 49 (remainders of the 8-, 16- and 32-block
+//! passes) and 512- to 4096-byte sectors.
 
 mod common;
 
@@ -82,7 +82,16 @@ fn fast_serpent_and_twofish_equal_rustcrypto() {
                         let fast = cipher_on(&spec, &key, ss, path);
                         assert_eq!(fast.engine_name(), name, "{spec}");
                         let what = format!("{spec} {}-bit on {name}", klen * 8);
-                        for (sectors, blocks) in [(1, 1), (2, 2), (3, 7), (1, 8), (5, 9), (9, 17)] {
+                        for (sectors, blocks) in [
+                            (1, 1),
+                            (2, 2),
+                            (3, 7),
+                            (1, 8),
+                            (5, 9),
+                            (9, 17),
+                            (2, 25),
+                            (1, 49),
+                        ] {
                             same(&what, &fast, &slow, ss, sectors, blocks);
                         }
                     }
