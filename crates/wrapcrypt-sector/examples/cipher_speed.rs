@@ -7,7 +7,7 @@
 //! the best of `--rounds N` (default 3) alternating runs of `--seconds S`
 //! (default 0.5) each, so all share the machine's load.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::{CipherSpec, SectorCipher, SoftCipher, XtsPath};
@@ -60,10 +60,11 @@ fn main() {
         }
     }
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let aes_engine = rows[0].1.engine_name();
     for ((name, c), (e, d)) in rows.iter().zip(&best) {
         let (ae, ad) = best[0];
         let mut line = format!(
-            "{{\"cipher\":\"{name}\",\"key_bits\":512,\"sector_size\":{SECTOR},\"batch_sectors\":{BATCH},\"engine\":\"{}\",\"best_of\":{rounds},\"encrypt_mb_s\":{e:.1},\"decrypt_mb_s\":{d:.1},\"encrypt_vs_aes\":{:.4},\"decrypt_vs_aes\":{:.4}",
+            "{{\"cipher\":\"{name}\",\"key_bits\":512,\"sector_size\":{SECTOR},\"batch_sectors\":{BATCH},\"engine\":\"{}\",\"aes_engine\":\"{aes_engine}\",\"best_of\":{rounds},\"encrypt_mb_s\":{e:.1},\"decrypt_mb_s\":{d:.1},\"aes_encrypt_mb_s\":{ae:.1},\"aes_decrypt_mb_s\":{ad:.1},\"encrypt_vs_aes\":{:.4},\"decrypt_vs_aes\":{:.4}",
             c.engine_name(),
             e / ae,
             d / ad
@@ -75,7 +76,7 @@ fn main() {
             if !name.ends_with(']') {
                 let (re, rd) = best[r];
                 line += &format!(
-                    ",\"encrypt_vs_reference\":{:.1},\"decrypt_vs_reference\":{:.1}",
+                    ",\"reference_encrypt_mb_s\":{re:.1},\"reference_decrypt_mb_s\":{rd:.1},\"encrypt_vs_reference\":{:.1},\"decrypt_vs_reference\":{:.1}",
                     e / re,
                     d / rd
                 );
@@ -98,7 +99,6 @@ fn thread_cpu() -> Duration {
 
 /// MB/s per CPU second; at least one call even for the slow references.
 fn measure(budget: Duration, buf: &mut [u8], mut f: impl FnMut(u64, &mut [u8])) -> f64 {
-    let _ = Instant::now();
     let cpu = thread_cpu();
     let mut bytes = 0usize;
     let mut sector = 0u64;
