@@ -1,8 +1,9 @@
 //! Serpent on AVX-512: 32 blocks per pass as two independent sets of 16,
-//! each bitsliced across four zmm registers, running the same round function as `serpent`. Each S-box
-//! output bit is two three-input functions and a mux, three `vpternlogd`
-//! (twelve per S-box); three-way XORs are one `vpternlogd`, rotations one
-//! `vprold`, and 32 registers hold the state and every temporary.
+//! each bitsliced across four zmm registers, running the same round
+//! function as `serpent`. Each S-box output bit is two three-input
+//! functions and a mux, three `vpternlogd` (twelve per S-box); three-way
+//! XORs are one `vpternlogd`, rotations one `vprold`, and the 32 registers
+//! hold the state and every temporary.
 
 use core::arch::asm;
 use core::arch::x86_64::*;
