@@ -39,7 +39,7 @@ pub(crate) enum BlockKey {
     Aes256(Locked<aes::Aes256>),
     /// RustCrypto's Serpent: the reference (`XtsPath::Portable`).
     Serpent(Locked<serpent::Serpent>),
-    /// Bitsliced Serpent, sixteen blocks per vector pass where the CPU has one.
+    /// Bitsliced Serpent, up to 32 blocks per vector pass where the CPU has one.
     SerpentFast(Locked<crate::serpent::SerpentKey>, Wide),
     /// RustCrypto's Twofish: the reference (`XtsPath::Portable`).
     Twofish(Locked<twofish::Twofish>),
@@ -299,8 +299,9 @@ impl BlockKey {
     }
 }
 
-/// Serpent ECB on `data`: sixteen-block passes on zmm, then sixteen- and
-/// eight-block passes on ymm, then one block at a time.
+/// Serpent ECB on `data`: 32- and 16-block passes on zmm (AVX-512), then
+/// 16- and 8-block passes on ymm (AVX2) for what is left, then one block at
+/// a time.
 fn serpent_blocks(k: &crate::serpent::SerpentKey, wide: Wide, data: &mut [u8], encrypt: bool) {
     #[allow(unused_mut)]
     let mut rest = data;
