@@ -57,6 +57,8 @@ mod serpent_avx512;
 mod soft;
 mod spec;
 mod twofish;
+#[cfg(target_arch = "x86_64")]
+mod twofish_avx512;
 mod wipe;
 
 #[cfg(target_arch = "x86_64")]

@@ -47,11 +47,11 @@ const RS: [[u8; 8]; 4] = [
 ];
 
 /// x^8 + x^6 + x^5 + x^3 + 1 (MDS) and x^8 + x^6 + x^3 + x^2 + 1 (RS), low bytes.
-const MDS_POLY: u8 = 0x69;
+pub(crate) const MDS_POLY: u8 = 0x69;
 const RS_POLY: u8 = 0x4d;
 
 /// GF(2^8) product without branches on either operand.
-fn gf_mul(a: u8, mut b: u8, poly: u8) -> u8 {
+pub(crate) fn gf_mul(a: u8, mut b: u8, poly: u8) -> u8 {
     let mut r = 0u8;
     for i in 0..8 {
         r ^= b & ((a >> i) & 1).wrapping_neg();
@@ -138,6 +138,9 @@ const WAYS: usize = 4;
 pub(crate) struct TwofishKey {
     pub(crate) t: [[u32; 256]; 4],
     pub(crate) k: [u32; 40],
+    /// The keyed S-boxes before the MDS matrix: `t[y][x]` is MDS column `y`
+    /// times `sb[y][x]` (the AVX-512 engine looks these up in registers).
+    pub(crate) sb: [[u8; 256]; 4],
 }
 
 impl TwofishKey {
@@ -146,6 +149,7 @@ impl TwofishKey {
         let k = key.len() / 8;
         let mut out = TwofishKey {
             t: [[0; 256]; 4],
+            sb: [[0; 256]; 4],
             k: [0; 40],
         };
         let rho = 0x0101_0101u32;
@@ -164,13 +168,14 @@ impl TwofishKey {
             }
         }
         let start = 4 - k;
-        for (y, table) in out.t.iter_mut().enumerate() {
-            for (x, e) in table.iter_mut().enumerate() {
+        for (y, (table, sb)) in out.t.iter_mut().zip(out.sb.iter_mut()).enumerate() {
+            for (x, (e, b)) in table.iter_mut().zip(sb.iter_mut()).enumerate() {
                 let mut g = q(QORD[y][start], x as u8);
                 for z in start + 1..5 {
                     g ^= s[4 * (z - start - 1) + y];
                     g = q(QORD[y][z], g);
                 }
+                *b = g;
                 *e = mds_column(g, y);
             }
         }
@@ -272,6 +277,7 @@ impl Drop for TwofishKey {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(self.t.as_flattened_mut());
         zeroize::Zeroize::zeroize(&mut self.k);
+        zeroize::Zeroize::zeroize(self.sb.as_flattened_mut());
     }
 }
 

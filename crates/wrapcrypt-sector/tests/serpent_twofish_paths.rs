@@ -23,7 +23,13 @@ fn fast_paths(cipher: &str) -> Vec<(XtsPath, &'static str)> {
     let wide = std::arch::is_x86_feature_detected!("avx2");
     let mut v = vec![(XtsPath::AesNi, "bitsliced")];
     if cipher == "twofish" {
-        return vec![(XtsPath::AesNi, "tables"), (XtsPath::Vaes512, "tables")];
+        use std::arch::is_x86_feature_detected as has;
+        let vbmi = has!("avx512f") && has!("avx512bw") && has!("avx512vbmi") && has!("gfni");
+        return vec![
+            (XtsPath::AesNi, "tables"),
+            (XtsPath::Vaes256, "tables"),
+            (XtsPath::Vaes512, if vbmi { "avx512" } else { "tables" }),
+        ];
     }
     if wide {
         v.push((XtsPath::Vaes256, "avx2"));
