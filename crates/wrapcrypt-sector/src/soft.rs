@@ -158,8 +158,9 @@ impl SoftCipher {
     }
 
     /// Which implementation runs the bulk cipher: an [`XtsPath`] name for
-    /// AES; for Serpent `portable` (RustCrypto), `bitsliced` or `avx2`;
-    /// `none` for cipher_null.
+    /// AES; `portable` (RustCrypto), `bitsliced`, `avx2` or `avx512` for
+    /// Serpent; `portable`, `tables` or `avx512` for Twofish; `none` for
+    /// cipher_null.
     pub fn engine_name(&self) -> &'static str {
         match &self.engine {
             Engine::Null => "none",

@@ -9,9 +9,9 @@
 //! round, which is why it runs at 2–3 MiB/s.
 //!
 //! The tables are secret (they are a function of the key) and the encryption
-//! indexes them with secret bytes, so Twofish here is **not** constant time
+//! indexes them with secret bytes, so this engine is **not** constant time
 //! against an attacker who can observe the cache (the same holds for the
-//! kernel's generic and AVX2 Twofish). The key schedule itself is branch-free
+//! kernel's generic and AVX2 Twofish); `twofish_avx512` is. The key schedule itself is branch-free
 //! and reads its small tables by scanning every entry.
 
 /// The q0 and q1 permutations as four nibble tables each (the Twofish paper).
