@@ -120,20 +120,20 @@ impl BlockKey {
                     _ => BlockKey::Aes256(locked(key).map_err(|_| bad())?),
                 })
             }
-            Cipher::Serpent if path == XtsPath::Portable => {
-                Ok(BlockKey::Serpent(locked(key).map_err(|_| bad())?))
-            }
-            Cipher::Serpent => Ok(BlockKey::SerpentFast(
-                Locked::new(|| crate::serpent::SerpentKey::new(key)),
-                Wide::for_path(path),
-            )),
-            Cipher::Twofish if path == XtsPath::Portable => {
-                Ok(BlockKey::Twofish(locked(key).map_err(|_| bad())?))
-            }
-            Cipher::Twofish => Ok(BlockKey::TwofishFast(
-                Locked::new(|| crate::twofish::TwofishKey::new(key)),
-                twofish_wide(path),
-            )),
+            Cipher::Serpent => Ok(match engine_limit(path) {
+                None => BlockKey::Serpent(locked(key).map_err(|_| bad())?),
+                Some(limit) => BlockKey::SerpentFast(
+                    Locked::new(|| crate::serpent::SerpentKey::new(key)),
+                    Wide::for_path(limit),
+                ),
+            }),
+            Cipher::Twofish => Ok(match engine_limit(path) {
+                None => BlockKey::Twofish(locked(key).map_err(|_| bad())?),
+                Some(limit) => BlockKey::TwofishFast(
+                    Locked::new(|| crate::twofish::TwofishKey::new(key)),
+                    twofish_wide(limit),
+                ),
+            }),
             Cipher::Null => Err(SpecError::Unsupported {
                 spec: cipher.to_string(),
                 what: "cipher_null has no block cipher",
@@ -339,6 +339,23 @@ fn serpent_blocks(k: &crate::serpent::SerpentKey, wide: Wide, data: &mut [u8], e
         k.encrypt_blocks(rest)
     } else {
         k.decrypt_blocks(rest)
+    }
+}
+
+/// How far `path` lets Serpent and Twofish go: `None` for the RustCrypto
+/// reference (`portable` on a CPU that has more); the AES path at the top
+/// of what this CPU has sets no limit, since the AES choice says nothing
+/// about AVX2 or AVX-512 (a CPU with AVX2 but no VAES still runs the AVX2
+/// Serpent); a lower one (forced for tests and benchmarks) limits the
+/// vector unit: `aesni` scalar, `vaes256` AVX2, `vaes512` AVX-512.
+fn engine_limit(path: XtsPath) -> Option<XtsPath> {
+    let top = crate::path::best();
+    if path == XtsPath::Portable && top != XtsPath::Portable {
+        None
+    } else if path >= top {
+        Some(XtsPath::Vaes512)
+    } else {
+        Some(path)
     }
 }
 
