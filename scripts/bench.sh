@@ -49,6 +49,37 @@ for line in sys.argv[1].splitlines():
 PY
 )
 
+echo "== serpent-xts and twofish-xts vs aes-xts, and vs the RustCrypto reference"
+# One invocation measures aes-xts, serpent-xts and twofish-xts on their
+# default engines and serpent/twofish on the portable RustCrypto code they
+# replaced (512-bit keys, 4 KiB sectors × 256 per call, one thread, best of 5
+# alternating rounds), so every ratio of one invocation shares the same load.
+# --sector-size 512 is the shape `wrapcrypt benchmark` measures (512-byte
+# sectors, 1 MiB per call).
+for ss in 4096 512; do
+cmd="cargo run -q --release -p wrapcrypt-sector --example cipher_speed -- --rounds 5 --sector-size $ss"
+load0=$(cut -d' ' -f1 /proc/loadavg)
+out=$($cmd)
+load1=$(cut -d' ' -f1 /proc/loadavg)
+while IFS='|' read -r n r d; do row "$n" "$r" "$d; load average $load0 → $load1" "$cmd"; done < <(
+  python3 - "$out" <<'PY'
+import json, sys
+for line in sys.argv[1].splitlines():
+    d = json.loads(line)
+    if d["cipher"].startswith("aes") or d["cipher"].endswith("]"):
+        continue
+    c, e, a = d["cipher"], d["engine"], d["aes_engine"]
+    ss = d["sector_size"]
+    big = f"{ss // 1024} KiB sectors" if ss >= 1024 else f"{ss}-byte sectors"
+    big += f" × {d['batch_sectors']} per call"
+    for op in ("encrypt", "decrypt"):
+        print(f"engine {c} 512-bit [{e}] ÷ aes-xts-plain64 [{a}], {big}, {op}|{d[op + '_vs_aes']}|{d[op + '_mb_s']} vs {d['aes_' + op + '_mb_s']} MB/s")
+    for op in ("encrypt", "decrypt"):
+        print(f"engine {c} 512-bit [{e}] ÷ RustCrypto reference [portable], {big}, {op}|{d[op + '_vs_reference']}|{d[op + '_mb_s']} vs {d['reference_' + op + '_mb_s']} MB/s")
+PY
+)
+done
+
 echo "== passphrase unlock vs cryptsetup open --test-passphrase"
 img="$work/kdf.img"; truncate -s 32M "$img"
 printf 'benchpass' > "$work/pass"

@@ -49,8 +49,16 @@ mod iv;
 mod locked;
 mod lrw;
 mod path;
+mod serpent;
+#[cfg(target_arch = "x86_64")]
+mod serpent_avx2;
+#[cfg(target_arch = "x86_64")]
+mod serpent_avx512;
 mod soft;
 mod spec;
+mod twofish;
+#[cfg(target_arch = "x86_64")]
+mod twofish_avx512;
 mod wipe;
 
 #[cfg(target_arch = "x86_64")]

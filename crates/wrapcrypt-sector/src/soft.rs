@@ -157,6 +157,18 @@ impl SoftCipher {
         }
     }
 
+    /// Which implementation runs the bulk cipher: an [`XtsPath`] name for
+    /// AES; `portable` (RustCrypto), `bitsliced`, `avx2` or `avx512` for
+    /// Serpent; `portable`, `tables` or `avx512` for Twofish; `none` for
+    /// cipher_null.
+    pub fn engine_name(&self) -> &'static str {
+        match &self.engine {
+            Engine::Null => "none",
+            Engine::Ecb(k) | Engine::Cbc(k) => k.engine_name(),
+            Engine::Xts { data, .. } | Engine::Lrw { data, .. } => data.engine_name(),
+        }
+    }
+
     /// Encrypts `data` as one data unit of any whole number of cipher blocks,
     /// with the IV of `iv_sector` (for verification patterns: 32 bytes, tweak 0).
     pub fn encrypt_unit(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError> {
@@ -245,7 +257,8 @@ impl SoftCipher {
                         let mut i = u128::from_be_bytes(*iv);
                         let mut t = tweak.first(i);
                         k1.xex(u, encrypt, || {
-                            let cur = t.to_be_bytes();
+                            // The kernel's lrw XORs T's big-endian bytes.
+                            let cur = u128::from_le_bytes(t.to_be_bytes());
                             t = tweak.next(t, i);
                             i = i.wrapping_add(1);
                             cur
