@@ -1,0 +1,251 @@
+//! Offline `reencrypt` (key change) against cryptsetup 2.6.1, the oracle:
+//! each tool finishes what the other started, the header afterwards is a
+//! plain LUKS2 header that both open with the passphrase, and the data
+//! decrypts (Python `cryptography`, i.e. OpenSSL's AES-XTS, under the key
+//! `cryptsetup luksDump --dump-volume-key` prints) to the plaintext written
+//! before the reencryption.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Data offset of cryptsetup's default LUKS2 layout.
+pub const DATA_OFFSET: u64 = 16 << 20;
+
+/// AES-XTS over whole sectors, tweak = byte offset / 512 (dm-crypt's
+/// plain64 for LUKS2). `enc IMG OFF SS PLAINFILE` writes the plaintext
+/// encrypted; `dec IMG OFF SS` prints the SHA-256 of the decrypted data to
+/// the end of the image. The key (hex) comes on stdin, never in argv.
+const XTS_PY: &str = r#"
+import sys, hashlib
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+op, img, off, ss = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+key = bytes.fromhex(sys.stdin.readline().strip())
+def run(data, enc):
+    out = bytearray()
+    for i in range(0, len(data), ss):
+        c = Cipher(algorithms.AES(key), modes.XTS((i // 512).to_bytes(16, 'little')))
+        x = c.encryptor() if enc else c.decryptor()
+        out += x.update(data[i:i + ss]) + x.finalize()
+    return bytes(out)
+if op == 'enc':
+    data = open(sys.argv[5], 'rb').read()
+    with open(img, 'r+b') as f:
+        f.seek(off); f.write(run(data, True))
+else:
+    with open(img, 'rb') as f:
+        f.seek(off); data = f.read()
+    print(hashlib.sha256(run(data, False)).hexdigest())
+"#;
+
+fn xts(args: &[&str], key_hex: &str) -> String {
+    let mut c = Command::new("python3");
+    c.arg("-c").arg(XTS_PY).args(args);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("python3 runs");
+    {
+        use std::io::Write;
+        let mut si = child.stdin.take().expect("stdin");
+        writeln!(si, "{key_hex}").expect("key to python");
+    }
+    let o = child.wait_with_output().expect("python3");
+    assert!(
+        o.status.success(),
+        "python3 xts {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn sha256_file(path: &str) -> String {
+    let o = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&o.stdout)[..64].to_string()
+}
+
+/// A cryptsetup-formatted image of `mib` MiB (data from 16 MiB on) whose
+/// data area holds random plaintext encrypted under its volume key.
+/// Returns (image, key file, SHA-256 of the plaintext).
+fn seeded(s: &Scratch, name: &str, mib: u64, sector: &str) -> (String, String, String) {
+    let kf = s.key("pw", b"reencrypt test passphrase");
+    let img = s.image(name, mib);
+    let mut o = FAST.to_vec();
+    o.extend(["--sector-size", sector]);
+    format(CS, &img, &kf, &o);
+    let plain = s.p("plain.bin");
+    let st = Command::new("head")
+        .args([
+            "-c",
+            &((mib << 20) - DATA_OFFSET).to_string(),
+            "/dev/urandom",
+        ])
+        .stdout(std::fs::File::create(&plain).expect("plain"))
+        .status()
+        .expect("head");
+    assert!(st.success());
+    let key = volume_key(CS, &img, &kf, &[]);
+    xts(
+        &["enc", &img, &DATA_OFFSET.to_string(), sector, &plain],
+        &key,
+    );
+    let h = sha256_file(&plain);
+    assert_eq!(data_hash(&img, &kf, sector), h, "seeded data decrypts");
+    (img, kf, h)
+}
+
+/// SHA-256 of the data decrypted under the key cryptsetup dumps.
+fn data_hash(img: &str, kf: &str, sector: &str) -> String {
+    let key = volume_key(CS, img, kf, &[]);
+    xts(&["dec", img, &DATA_OFFSET.to_string(), sector], &key)
+}
+
+fn json(img: &str) -> serde_json::Value {
+    let o = CS.ok(&["luksDump", "--dump-json-metadata", img]);
+    serde_json::from_str(&o.stdout).expect("JSON")
+}
+
+/// The header is a plain LUKS2 header again: one segment, no reencrypt
+/// keyslot, no requirement; both tools open it; the key changed.
+fn assert_finished(img: &str, kf: &str, old_key: &str) {
+    let j = json(img);
+    assert_eq!(j["segments"].as_object().unwrap().len(), 1, "{j}");
+    assert!(j["config"].get("requirements").is_none(), "{j}");
+    for (_, k) in j["keyslots"].as_object().unwrap() {
+        assert_eq!(k["type"], "luks2", "{j}");
+    }
+    assert_eq!(test_pass(CS, img, kf, &[]), 0, "cryptsetup opens");
+    assert_eq!(test_pass(WC, img, kf, &[]), 0, "wrapcrypt opens");
+    assert_ne!(volume_key(CS, img, kf, &[]), old_key, "key changed");
+    assert_eq!(
+        volume_key(WC, img, kf, &[]),
+        volume_key(CS, img, kf, &[]),
+        "both tools see the same new key"
+    );
+}
+
+fn seqid(img: &str) -> u64 {
+    let mut b = [0u8; 24];
+    std::fs::File::open(img)
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("read header");
+    u64::from_be_bytes(b[16..24].try_into().unwrap())
+}
+
+/// Runs cryptsetup ARGS and stops it with SIGINT once it has written
+/// `steps` more headers (it finishes the hotzone, records it and exits).
+fn interrupt(args: &[&str], img: &str, steps: u64) {
+    let start = seqid(img);
+    let mut child = Command::new("cryptsetup")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cryptsetup runs");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seqid(img) < start + steps {
+        assert!(child.try_wait().expect("wait").is_none(), "ended too early");
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        !out.status.success(),
+        "cryptsetup was not interrupted: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn cs_init(img: &str, kf: &str, extra: &[&str]) {
+    let mut a = vec![
+        "reencrypt",
+        "-q",
+        "--force-offline-reencrypt",
+        "--init-only",
+        "-d",
+        kf,
+    ];
+    a.extend_from_slice(FAST);
+    a.extend_from_slice(extra);
+    a.push(img);
+    CS.ok(&a);
+}
+
+fn wc_resume(img: &str, kf: &str, extra: &[&str]) -> Out {
+    let mut a = vec!["reencrypt", "--resume-only", "-d", kf];
+    a.extend_from_slice(extra);
+    a.push(img);
+    WC.run(&a)
+}
+
+#[test]
+fn cryptsetup_init_finished_by_wrapcrypt() {
+    let s = Scratch::new();
+    let (img, kf, h) = seeded(&s, "a.img", 24, "4096");
+    let old = volume_key(CS, &img, &kf, &[]);
+    cs_init(&img, &kf, &[]);
+    let o = wc_resume(&img, &kf, &["--hotzone-size", "1M"]);
+    assert_eq!(o.code, 0, "{o}");
+    assert_finished(&img, &kf, &old);
+    assert_eq!(data_hash(&img, &kf, "4096"), h, "data unchanged");
+}
+
+#[test]
+fn cryptsetup_interrupted_finished_by_wrapcrypt() {
+    let s = Scratch::new();
+    let (img, kf, h) = seeded(&s, "a.img", 48, "512");
+    let old = volume_key(CS, &img, &kf, &[]);
+    let mut a = vec![
+        "reencrypt",
+        "-q",
+        "--force-offline-reencrypt",
+        "--hotzone-size",
+        "512k",
+        "-d",
+        &kf,
+    ];
+    a.extend_from_slice(FAST);
+    a.push(&img);
+    // init: 2 header writes (keyslot, metadata); then 2 per hotzone.
+    interrupt(&a, &img, 2 + 2 * 5);
+    let mid = json(&img);
+    assert!(mid["segments"].as_object().unwrap().len() >= 4, "{mid}");
+    let o = wc_resume(&img, &kf, &[]);
+    assert_eq!(o.code, 0, "{o}");
+    assert_finished(&img, &kf, &old);
+    assert_eq!(data_hash(&img, &kf, "512"), h, "data unchanged");
+}
+
+/// From the same init state, cryptsetup's and wrapcrypt's completion leave
+/// the same header but for salts and digests.
+#[test]
+fn final_header_as_cryptsetup_writes_it() {
+    let s = Scratch::new();
+    let (img, kf, _) = seeded(&s, "a.img", 20, "4096");
+    cs_init(&img, &kf, &[]);
+    let other = s.copy(&img, "b.img");
+    let o = wc_resume(&img, &kf, &[]);
+    assert_eq!(o.code, 0, "{o}");
+    CS.ok(&[
+        "reencrypt",
+        "-q",
+        "--force-offline-reencrypt",
+        "--resume-only",
+        "-d",
+        &kf,
+        &other,
+    ]);
+    assert_eq!(mask_random(&raw_json(&img)), mask_random(&raw_json(&other)));
+}
