@@ -249,3 +249,141 @@ fn final_header_as_cryptsetup_writes_it() {
     ]);
     assert_eq!(mask_random(&raw_json(&img)), mask_random(&raw_json(&other)));
 }
+
+/// Parsed JSON metadata with the random members (salts, digests) masked.
+fn masked_json(img: &str) -> serde_json::Value {
+    let mut j = json(img);
+    for d in j["digests"].as_object_mut().unwrap().values_mut() {
+        d["salt"] = "*".into();
+        d["digest"] = "*".into();
+    }
+    for k in j["keyslots"].as_object_mut().unwrap().values_mut() {
+        if k.get("kdf").is_some() {
+            k["kdf"]["salt"] = "*".into();
+        }
+    }
+    j
+}
+
+/// luksDump text without UUID, salts and digests.
+fn masked_dump(img: &str) -> String {
+    let o = CS.ok(&["luksDump", img]);
+    let mut out = String::new();
+    let mut skip_hex = false;
+    for line in o.stdout.lines() {
+        let t = line.trim_start();
+        let hex_cont = !t.is_empty()
+            && t.split_whitespace()
+                .all(|w| w.len() == 2 && w.bytes().all(|b| b.is_ascii_hexdigit()));
+        if skip_hex && hex_cont {
+            continue;
+        }
+        skip_hex = false;
+        if let Some(k) = ["UUID:", "Salt:", "Digest:"]
+            .iter()
+            .find(|k| t.starts_with(**k))
+        {
+            out.push_str(&format!("{k} *\n"));
+            skip_hex = true;
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn wc_init(img: &str, kf: &str, extra: &[&str]) -> Out {
+    let mut a = vec!["reencrypt", "--init-only", "-d", kf];
+    a.extend_from_slice(FAST);
+    a.extend_from_slice(extra);
+    a.push(img);
+    WC.run(&a)
+}
+
+/// wrapcrypt's init header is cryptsetup's (luksDump and JSON, but for the
+/// random members), for a plain key change and cipher parameter changes.
+#[test]
+fn wrapcrypt_init_header_as_cryptsetup_writes_it() {
+    let s = Scratch::new();
+    let (img, kf, _) = seeded(&s, "base.img", 20, "4096");
+    let variants: &[&[&str]] = &[
+        &[],
+        &["--sector-size", "512"],
+        &["--key-size", "256"],
+        &["--resilience", "journal"],
+        &["--resilience", "none"],
+        &["--resilience-hash", "sha512"],
+        &[
+            "--cipher",
+            "aes-xts-plain64",
+            "--key-size",
+            "256",
+            "--sector-size",
+            "1024",
+        ],
+    ];
+    for (i, v) in variants.iter().enumerate() {
+        let w = s.copy(&img, &format!("w{i}.img"));
+        let c = s.copy(&img, &format!("c{i}.img"));
+        let o = wc_init(&w, &kf, v);
+        assert_eq!(o.code, 0, "{v:?}: {o}");
+        cs_init(&c, &kf, v);
+        assert_eq!(masked_dump(&w), masked_dump(&c), "luksDump, {v:?}");
+        assert_eq!(masked_json(&w), masked_json(&c), "JSON, {v:?}");
+    }
+}
+
+/// cryptsetup finishes a reencryption wrapcrypt initialized (it accepts
+/// wrapcrypt's verification digest), with and without a sector size change.
+#[test]
+fn wrapcrypt_init_finished_by_cryptsetup() {
+    for (sector, extra) in [("4096", &[][..]), ("512", &["--sector-size", "512"][..])] {
+        let s = Scratch::new();
+        let (img, kf, h) = seeded(&s, "a.img", 20, "4096");
+        let old = volume_key(CS, &img, &kf, &[]);
+        let o = wc_init(&img, &kf, extra);
+        assert_eq!(o.code, 0, "{o}");
+        CS.ok(&[
+            "reencrypt",
+            "-q",
+            "--force-offline-reencrypt",
+            "--resume-only",
+            "-d",
+            &kf,
+            &img,
+        ]);
+        assert_finished(&img, &kf, &old);
+        assert_eq!(data_hash(&img, &kf, sector), h, "data unchanged, {extra:?}");
+    }
+}
+
+/// `wrapcrypt reencrypt DEVICE` from start to end, in each resilience mode
+/// and with cipher parameter changes.
+#[test]
+fn wrapcrypt_full_reencryption() {
+    let cases: &[(&str, &[&str])] = &[
+        ("4096", &["--hotzone-size", "1M"]),
+        ("4096", &["--resilience", "journal", "--hotzone-size", "1M"]),
+        ("4096", &["--resilience", "none"]),
+        (
+            "4096",
+            &["--force-offline-reencrypt", "--batch-mode", "-S", "0"],
+        ),
+        ("512", &["--sector-size", "512", "--hotzone-size", "256k"]),
+        ("4096", &["--key-size", "256", "--resilience-hash", "sha1"]),
+    ];
+    for (sector, extra) in cases {
+        let s = Scratch::new();
+        let (img, kf, h) = seeded(&s, "a.img", 20, "4096");
+        let old = volume_key(CS, &img, &kf, &[]);
+        let mut a = vec!["reencrypt", "-d", &kf];
+        a.extend_from_slice(FAST);
+        a.extend_from_slice(extra);
+        a.push(&img);
+        let o = WC.run(&a);
+        assert_eq!(o.code, 0, "{extra:?}: {o}");
+        assert_finished(&img, &kf, &old);
+        assert_eq!(data_hash(&img, &kf, sector), h, "data unchanged, {extra:?}");
+    }
+}

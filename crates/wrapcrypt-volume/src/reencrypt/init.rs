@@ -21,7 +21,8 @@ use wrapcrypt_format::luks2::{
 use wrapcrypt_secret::SecretBytes;
 
 use super::{verify, ReencryptError, ReencryptKeys};
-use crate::{DigestChoice, PbkdfOptions, Volume, VolumeError};
+use crate::luks2ops::seal_keyslot;
+use crate::{PbkdfOptions, Volume, VolumeError};
 
 /// The requirement cryptsetup 2.6 writes for this metadata.
 pub const REQUIREMENT: &str = "online-reencrypt-v2";
@@ -105,7 +106,7 @@ pub fn init(vol: &mut Volume, opts: &InitOptions) -> Result<ReencryptKeys, Reenc
         .meta
         .digest_of_segment(seg_id)
         .ok_or_else(|| ReencryptError::Invalid("the segment has no digest".into()))?;
-    let (_, old_key) = vol.luks2_unlock(&h, opts.passphrase, opts.keyslot, true)?;
+    let (opened, old_key) = vol.luks2_unlock(&h, opts.passphrase, opts.keyslot, true)?;
     let key_len = opts.key_size.unwrap_or(old_key.len());
     let cipher = opts
         .cipher
@@ -147,21 +148,49 @@ pub fn init(vol: &mut Volume, opts: &InitOptions) -> Result<ReencryptKeys, Reenc
     let new_key = SecretBytes::random(key_len)
         .map_err(|e| VolumeError::Param(format!("random volume key: {e}")))?;
 
-    // Write 1: the new keyslot, unbound.
-    let hash = HashAlg::Sha256;
-    let new_slot = vol.luks2_add_keyslot(
+    // Write 1: the new keyslot, unbound, under the area cipher of the
+    // keyslot that opened (as cryptsetup does, whatever the new key size).
+    let from = &h.meta.keyslots[&opened];
+    let (area_cipher, area_key_size) = match (&from.area.encryption, from.area.key_size) {
+        (Some(c), Some(k)) if !c.starts_with("cipher_null") => (c.clone(), k),
+        _ => ("aes-xts-plain64".to_string(), 64),
+    };
+    let af_hash = opts.pbkdf.hash.clone().unwrap_or_else(|| "sha256".into());
+    let kdf = opts.pbkdf.resolve(area_key_size as usize)?;
+    let (ks, material) = seal_keyslot(
+        &h,
+        &[],
         &new_key,
         opts.passphrase,
-        None,
-        &opts.pbkdf,
-        DigestChoice::NewUnbound { hash },
+        kdf,
+        &area_cipher,
+        area_key_size,
+        &af_hash,
         None,
     )?;
+    let new_slot = (0..KEYSLOTS_MAX)
+        .find(|i| !h.meta.keyslots.contains_key(i))
+        .ok_or(VolumeError::NoFreeKeyslot)?;
+    let new_digest = (0..8)
+        .find(|i| !h.meta.digests.contains_key(i))
+        .ok_or(VolumeError::NoFreeKeyslot)?;
+    let mut n = h.clone();
+    let area_offset = ks.area.offset;
+    n.meta.keyslots.insert(new_slot, ks);
+    n.meta.digests.insert(
+        new_digest,
+        crate::make_digest(
+            &new_key,
+            HashAlg::Sha256,
+            vec![new_slot],
+            vec![],
+            opts.pbkdf.force_iterations,
+        )?,
+    );
+    n.validate(!vol.is_detached())?;
+    vol.write_area(area_offset, &material)?;
+    vol.luks2_write(n)?;
     let h = vol.luks2_header()?.clone();
-    let new_digest = h
-        .meta
-        .digest_of_keyslot(new_slot)
-        .ok_or_else(|| ReencryptError::Invalid("the new keyslot has no digest".into()))?;
 
     // Write 2: the reencryption metadata.
     let mut n = h.clone();
