@@ -6,7 +6,8 @@
 //!    themselves) into the reencrypt keyslot area, made durable;
 //! 3. write the header with the hotzone flagged `in-reencryption`;
 //! 4. decrypt with the old key, encrypt with the new, write, make durable;
-//! 5. write the header with the hotzone in the new layout.
+//! 5. write the header with the hotzone in the new layout (after the last
+//!    hotzone: the final plain header instead, see `Run::step`).
 //!
 //! A crash before 3 leaves the previous state (the area holds data no
 //! header refers to); between 3 and 5 the hotzone is recovered on resume:
@@ -158,7 +159,12 @@ impl Run<'_> {
         }
         self.transform(off, &mut buf)?;
         self.write(off, &buf, guarded)?;
-        if guarded {
+        // After the last hotzone the final header comes next, without the
+        // post state cryptsetup writes first: that state (the whole device
+        // in one segment of the new layout, backups beside it) reads to
+        // cryptsetup 2.6.1 as "nothing done", and its resume after a crash
+        // there would reencrypt new data again.
+        if guarded && off + len < self.l.data_size {
             self.vol
                 .luks2_write(layout::post_header(&h, &self.info, &self.l, off + len))?;
         }
@@ -230,9 +236,11 @@ impl Run<'_> {
                 ))
             }
         }
-        let h = self.header()?;
-        self.vol
-            .luks2_write(layout::post_header(&h, &self.info, &self.l, off + len))?;
+        if off + len < self.l.data_size {
+            let h = self.header()?;
+            self.vol
+                .luks2_write(layout::post_header(&h, &self.info, &self.l, off + len))?;
+        }
         Ok(())
     }
 }
@@ -373,11 +381,6 @@ pub fn resume(
         if let Some(p) = opts.progress.as_mut() {
             p(done, data_size);
         }
-    }
-    if matches!(run.guard, Guard::None) && steps > 0 {
-        let h = run.header()?;
-        run.vol
-            .luks2_write(layout::post_header(&h, &run.info, &run.l, data_size))?;
     }
     // One header write ends the reencryption; areas are wiped only after
     // it, so a crash never leaves a header that refers to wiped keys.
