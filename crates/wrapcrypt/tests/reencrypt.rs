@@ -157,3 +157,66 @@ fn wrapcrypt_full_reencryption() {
         assert_eq!(data_hash(&img, &kf, sector), h, "data unchanged, {extra:?}");
     }
 }
+
+/// Runs wrapcrypt reencrypt with `args` and asserts: exit `code`, one
+/// stderr line containing `msg`, and not one byte of the image changed.
+fn refused(img: &str, args: &[&str], code: i32, msg: &str) {
+    let before = std::fs::read(img).unwrap();
+    let mut a = vec!["reencrypt"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(FAST);
+    a.push(img);
+    let o = WC.run(&a);
+    assert_eq!(o.code, code, "{args:?}: {o}");
+    assert_eq!(o.stderr.lines().count(), 1, "{args:?}: one line: {o}");
+    assert!(o.stderr.contains(msg), "{args:?}: {o}");
+    assert!(
+        std::fs::read(img).unwrap() == before,
+        "{args:?} changed the image"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_without_change() {
+    let s = Scratch::new();
+    let (img, kf, h) = seeded(&s, "a.img", 20, "4096");
+    let wrong = s.key("wrong", b"not the passphrase");
+    let nope = "No key available with this passphrase.";
+    refused(&img, &["-d", &wrong], 2, nope);
+    refused(
+        &img,
+        &["-d", &kf, "--resilience", "foo"],
+        1,
+        "Unsupported resilience mode foo",
+    );
+    let none = "Device reencryption not in progress.";
+    refused(&img, &["-d", &kf, "--resume-only"], 1, none);
+    refused(&img, &["-d", &kf, "--encrypt"], 1, "not supported yet");
+    refused(
+        &img,
+        &["-d", &kf, "--init-only", "--resume-only"],
+        1,
+        "cannot be combined",
+    );
+    refused(
+        &img,
+        &["-d", &kf, "--cipher", "aes-nope-plain64"],
+        1,
+        "aes-nope-plain64",
+    );
+    // The same passphrase check while a reencryption is in progress.
+    cs_init(&img, &kf, &[]);
+    refused(&img, &["-d", &wrong, "--resume-only"], 2, nope);
+    refused(&img, &["-d", &kf, "--init-only"], 1, "already initialized");
+    // And it still finishes.
+    assert_eq!(wc_resume(&img, &kf, &[]).code, 0);
+    assert_eq!(data_hash(&img, &kf, "4096"), h);
+
+    // LUKS1: nothing to resume (cryptsetup's line), and no LUKS1 reencryption.
+    let l1 = s.image("l1.img", 8);
+    let mut o = FAST.to_vec();
+    o.extend(["--type", "luks1"]);
+    format(CS, &l1, &kf, &o);
+    refused(&l1, &["-d", &kf, "--resume-only"], 1, none);
+    refused(&l1, &["-d", &kf], 1, "LUKS1");
+}
