@@ -19,16 +19,34 @@ use common::*;
 use reencrypt_common::*;
 
 #[test]
-fn killed_at_every_write_then_resumed() {
+fn killed_at_every_write_then_resumed_checksum() {
+    killed_at_every_write("checksum");
+}
+
+#[test]
+fn killed_at_every_write_then_resumed_journal() {
+    killed_at_every_write("journal");
+}
+
+fn killed_at_every_write(resilience: &str) {
     let s = Scratch::new();
     // 4 MiB of data, 1 MiB hotzones: 4 steps.
     let (base, kf, h) = seeded(&s, "base.img", 20, "4096");
     let old = volume_key(CS, &base, &kf, &[]);
     let args = |img: &str| {
-        let mut a: Vec<String> = ["reencrypt", "-q", "--hotzone-size", "1M", "-d", &kf]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
+        let mut a: Vec<String> = [
+            "reencrypt",
+            "-q",
+            "--resilience",
+            resilience,
+            "--hotzone-size",
+            "1M",
+            "-d",
+            &kf,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
         a.extend(FAST.iter().map(|x| x.to_string()));
         a.push(img.to_string());
         a
@@ -100,7 +118,7 @@ fn killed_at_every_write_then_resumed() {
         std::fs::remove_file(&img).unwrap();
     }
     println!(
-        "reencrypt crash test: {writes} kill points exercised; resumed by wrapcrypt {resumed_wc}, by cryptsetup {resumed_cs} ({repaired_cs} after its hotzone repair); plain LUKS2 (before or after) {plain}"
+        "reencrypt crash test ({resilience}): {writes} kill points exercised; resumed by wrapcrypt {resumed_wc}, by cryptsetup {resumed_cs} ({repaired_cs} after its hotzone repair); plain LUKS2 (before or after) {plain}"
     );
     assert_eq!(resumed_wc + resumed_cs + plain, writes);
     assert!(resumed_wc > 0 && resumed_cs > 0);
