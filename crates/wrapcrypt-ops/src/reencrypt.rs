@@ -4,6 +4,7 @@
 //! and `--key-slot`. Every option is checked before anything is written.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use wrapcrypt_unlock::Prompter;
 use wrapcrypt_volume::reencrypt::{
@@ -83,11 +84,12 @@ fn resilience(opts: &ReencryptOptions) -> Result<InitResilience, OpsError> {
 
 /// `reencrypt`: init (unless `--resume-only`), then run (unless
 /// `--init-only`).
-pub fn reencrypt(
+pub fn reencrypt<'a>(
     vol: &mut Volume,
     opts: &ReencryptOptions,
     prompter: &mut dyn Prompter,
-    progress: Option<&mut dyn FnMut(u64, u64)>,
+    progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    stop: Option<&'a AtomicBool>,
 ) -> Result<ReencryptOutcome, OpsError> {
     if let Some(m) = opts.mode_change {
         return Err(OpsError::usage(format!(
@@ -166,6 +168,7 @@ pub fn reencrypt(
         ResumeOptions {
             hotzone_size: opts.hotzone_size,
             progress,
+            stop,
         },
     )
     .map_err(map)?;

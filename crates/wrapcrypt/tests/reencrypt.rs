@@ -308,3 +308,56 @@ fn cryptsetup_killed_mid_hotzone_recovered_by_wrapcrypt() {
         assert_eq!(data_hash(&img, &kf, "4096"), h, "{res}: data unchanged");
     }
 }
+
+/// SIGINT stops wrapcrypt after the hotzone in flight, as it stops
+/// cryptsetup: "Reencryption interrupted.", exit 1, no hotzone left cut off,
+/// and cryptsetup's --resume-only (no repair needed) finishes.
+#[test]
+fn wrapcrypt_interrupted_finished_by_cryptsetup() {
+    let s = Scratch::new();
+    let (img, kf, h) = seeded(&s, "a.img", 48, "4096");
+    let old = volume_key(CS, &img, &kf, &[]);
+    let start = seqid(&img);
+    let mut a = vec!["reencrypt", "--hotzone-size", "256k", "-d", &kf];
+    a.extend_from_slice(FAST);
+    a.push(&img);
+    let mut child = WC
+        .cmd(&a)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wrapcrypt runs");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // init (2 header writes) and a few hotzones (2 each).
+    while seqid(&img) < start + 2 + 2 * 4 {
+        assert!(child.try_wait().expect("wait").is_none(), "ended too early");
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Reencryption interrupted."), "{err}");
+    assert!(!hot_on_disk(&img), "a hotzone was left cut off");
+    let j = json(&img);
+    assert!(
+        j["config"].get("requirements").is_some(),
+        "still in progress: {j}"
+    );
+    CS.ok(&[
+        "reencrypt",
+        "-q",
+        "--force-offline-reencrypt",
+        "--resume-only",
+        "-d",
+        &kf,
+        &img,
+    ]);
+    assert_finished(&img, &kf, &old);
+    assert_eq!(data_hash(&img, &kf, "4096"), h);
+}

@@ -9,7 +9,8 @@
 //! * otherwise the volume is a plain LUKS2 volume, before or after the
 //!   reencryption as a whole;
 //!
-//! and in every case both tools open it and the data decrypts to the
+//! and in every case both tools print the same luksDump of the state the
+//! kill left, both open the finished volume and the data decrypts to the
 //! plaintext written before the run.
 
 mod common;
@@ -73,6 +74,14 @@ fn killed_at_every_write(resilience: &str) {
         c.env("WRAPCRYPT_FAULT_AT", k.to_string());
         let o = run_cmd(&mut c, None, WC);
         assert_eq!(o.signal, Some(libc::SIGKILL), "kill point {k}: {o}");
+        // Whatever state the kill left, both tools print the same luksDump.
+        let wd = WC.run(&["luksDump", &img]);
+        let cd = CS.run(&["luksDump", &img]);
+        assert_eq!(
+            (wd.code, &wd.stdout),
+            (cd.code, &cd.stdout),
+            "luksDump after kill point {k}"
+        );
         let j = json(&img);
         let in_progress = j["config"].get("requirements").is_some();
         if in_progress {

@@ -14,6 +14,8 @@
 //! blocks whose hash still matches the stored checksum are old and are
 //! rewritten, the others are already new.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use wrapcrypt_format::hash::HashAlg;
 use wrapcrypt_format::luks2::{
     Luks2Header, ReencryptDirection, ReencryptInfo, ReencryptMode, Resilience, Segment, SegmentSize,
@@ -36,6 +38,9 @@ pub struct ResumeOptions<'a> {
     pub hotzone_size: Option<u64>,
     /// Called after each hotzone with (bytes done, bytes total).
     pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    /// Set (by a signal handler) to stop after the hotzone in flight, with
+    /// the header recording the progress, as cryptsetup does on SIGINT.
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// A finished reencryption.
@@ -380,6 +385,18 @@ pub fn resume(
         steps += 1;
         if let Some(p) = opts.progress.as_mut() {
             p(done, data_size);
+        }
+        if done < data_size && opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            if matches!(run.guard, Guard::None) {
+                // No per-hotzone commits without resilience: record now.
+                let h = run.header()?;
+                run.vol
+                    .luks2_write(layout::post_header(&h, &run.info, &run.l, done))?;
+            }
+            return Err(ReencryptError::Interrupted {
+                done,
+                total: data_size,
+            });
         }
     }
     // One header write ends the reencryption; areas are wiped only after

@@ -46,6 +46,15 @@ pub enum ReencryptError {
     /// A reencryption this engine does not do (yet).
     #[error("Unsupported reencryption: {0}.")]
     Unsupported(String),
+    /// Stopped on request after a whole hotzone; the header records the
+    /// progress and `--resume-only` goes on.
+    #[error("Reencryption interrupted.")]
+    Interrupted {
+        /// Bytes in the new layout.
+        done: u64,
+        /// Data bytes in all.
+        total: u64,
+    },
     /// A segment cipher cannot be built.
     #[error("Cipher {cipher}: {reason}")]
     Cipher {

@@ -1,6 +1,7 @@
 //! reencrypt: the command-line side of `wrapcrypt_ops::reencrypt`.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use wrapcrypt_ops::reencrypt::{self, ReencryptOptions, ReencryptOutcome};
@@ -9,6 +10,26 @@ use super::common::{key_source, load, paths, pbkdf, prompter};
 use crate::cli::opts::Global;
 use crate::cli::ReencryptArgs;
 use crate::exit::CliError;
+
+/// Set by SIGINT / SIGTERM: the engine stops after the hotzone in flight.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT and SIGTERM finish the hotzone in flight, record it and end the
+/// run ("Reencryption interrupted.", exit 1), as in cryptsetup.
+fn on_interrupt() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+}
 
 /// reencrypt DEVICE
 pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
@@ -72,7 +93,8 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
             let _ = writeln!(e);
         }
     };
-    let out = reencrypt::reencrypt(&mut vol, &opts, &mut p, Some(&mut bar))?;
+    on_interrupt();
+    let out = reencrypt::reencrypt(&mut vol, &opts, &mut p, Some(&mut bar), Some(&STOP))?;
     if g.verbose {
         match out {
             ReencryptOutcome::Initialized => eprintln!("Reencryption initialized."),
