@@ -38,6 +38,8 @@ pub struct ReencryptOptions<'a> {
     pub sector_size: Option<u32>,
     /// KDF of the new keyslot.
     pub pbkdf: PbkdfOptions,
+    /// The passphrase comes from a key file (not a prompt).
+    pub key_file: bool,
     /// `--encrypt` / `--decrypt` asked for (not supported yet).
     pub mode_change: Option<&'static str>,
 }
@@ -138,6 +140,22 @@ pub fn reencrypt<'a>(
             .join(", ");
         if !unknown.is_empty() {
             return Err(OpsError::Volume(VolumeError::Requirements(unknown)));
+        }
+        // As cryptsetup: the new key gets the passphrase of one keyslot;
+        // with several, the one to keep must be named.
+        let h = vol.luks2_header()?;
+        let bound = h
+            .meta
+            .keyslots
+            .iter()
+            .filter(|(id, k)| k.kind == "luks2" && h.meta.keyslot_is_bound(**id))
+            .count();
+        if bound > 1 && opts.key_slot.is_none() {
+            return Err(OpsError::usage(if opts.key_file {
+                "Key file can be used only with --key-slot or with exactly one key slot active."
+            } else {
+                "Several keyslots are active: name the one to keep with --key-slot (the others are removed when the reencryption ends)."
+            }));
         }
         let pass = prompter.passphrase(&prompt)?;
         let cipher = opts.cipher.map(str::to_string);

@@ -216,6 +216,29 @@ fn bad_input_is_refused_without_change() {
     assert_eq!(wc_resume(&img, &kf, &[]).code, 0);
     assert_eq!(data_hash(&img, &kf, "4096"), h);
 
+    // Two keyslots and a key file: name the keyslot (cryptsetup's rule);
+    // with -S, only it survives, under the new key.
+    let two = s.copy(&img, "two.img");
+    let kf2 = s.key("pw2", b"second passphrase");
+    assert_eq!(add_key(CS, &two, &kf, &kf2, Some(0)).code, 0);
+    refused(
+        &two,
+        &["-d", &kf2],
+        1,
+        "Key file can be used only with --key-slot",
+    );
+    let mut a = vec!["reencrypt", "-S", "0", "-d", &kf2];
+    a.extend_from_slice(FAST);
+    a.push(&two);
+    WC.ok(&a);
+    assert_eq!(test_pass(CS, &two, &kf2, &[]), 0);
+    assert_eq!(
+        test_pass(CS, &two, &kf, &[]),
+        2,
+        "the other keyslot is gone"
+    );
+    assert_eq!(data_hash(&two, &kf2, "4096"), h);
+
     // LUKS1: nothing to resume (cryptsetup's line), and no LUKS1 reencryption.
     let l1 = s.image("l1.img", 8);
     let mut o = FAST.to_vec();

@@ -56,6 +56,7 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
         key_bits: a.key_size,
         sector_size: a.sector_size,
         pbkdf: pbkdf(&a.pbkdf),
+        key_file: a.on.key.key_file.is_some(),
         mode_change: if a.encrypt {
             Some("--encrypt")
         } else if a.decrypt {
