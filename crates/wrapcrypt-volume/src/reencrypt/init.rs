@@ -86,11 +86,11 @@ fn largest_gap(h: &Luks2Header) -> Option<(u64, u64)> {
 /// the engine then needs.
 pub fn init(vol: &mut Volume, opts: &InitOptions) -> Result<ReencryptKeys, ReencryptError> {
     vol.require_writable()?;
-    vol.check_requirements()?;
     let h = vol.luks2_header()?.clone();
-    if h.meta.reencrypt_state()?.is_some() {
+    if h.meta.config.reencrypt_requirement().is_some() || h.meta.reencrypt_state()?.is_some() {
         return Err(ReencryptError::InReencryption);
     }
+    vol.check_requirements()?;
     if h.meta.segments.len() != 1 {
         return Err(ReencryptError::Unsupported(
             "a volume with more than one segment".into(),
