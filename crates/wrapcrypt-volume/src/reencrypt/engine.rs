@@ -74,6 +74,7 @@ struct Run<'v> {
     guard: Guard,
     area_offset: u64,
     area_size: u64,
+    buf: Vec<u8>,
 }
 
 fn cipher(seg: &Segment, key: &SecretBytes) -> Result<Box<dyn SectorCipher>, ReencryptError> {
@@ -129,13 +130,29 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// One hash per `block` bytes, in order; large hotzones are hashed on
+    /// two threads (hashing is most of the CPU time of a checksum run).
     fn checksums(hash: HashAlg, block: u64, buf: &[u8]) -> Vec<u8> {
-        let mut h = hash.hasher();
         let n = hash.digest_len();
-        let mut out = vec![0u8; buf.len() / block as usize * n];
-        for (chunk, dst) in buf.chunks(block as usize).zip(out.chunks_mut(n)) {
-            h.update(chunk);
-            h.finalize_into_reset(dst);
+        let blocks = buf.len() / block as usize;
+        let mut out = vec![0u8; blocks * n];
+        let run = |data: &[u8], dst: &mut [u8]| {
+            let mut h = hash.hasher();
+            for (chunk, d) in data.chunks(block as usize).zip(dst.chunks_mut(n)) {
+                h.update(chunk);
+                h.finalize_into_reset(d);
+            }
+        };
+        if blocks >= 64 {
+            let half = blocks / 2;
+            let (a, b) = buf.split_at(half * block as usize);
+            let (oa, ob) = out.split_at_mut(half * n);
+            std::thread::scope(|sc| {
+                sc.spawn(|| run(b, ob));
+                run(a, oa);
+            });
+        } else {
+            run(buf, &mut out);
         }
         out
     }
@@ -147,14 +164,26 @@ impl Run<'_> {
 
     /// One hotzone, `[off, off + len)`.
     fn step(&mut self, off: u64, len: u64) -> Result<(), ReencryptError> {
-        let mut buf = self.read(off, len)?;
+        // One buffer for the whole run: no fresh 32 MiB to fault in and
+        // zero per hotzone.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(len as usize, 0);
+        self.data
+            .read_exact_at(self.l.data_offset + off, &mut buf)
+            .map_err(|e| io("reading data", &self.data, e))?;
+        let r = self.step_with(off, len, &mut buf);
+        self.buf = buf;
+        r
+    }
+
+    fn step_with(&mut self, off: u64, len: u64, buf: &mut [u8]) -> Result<(), ReencryptError> {
         let guarded = !matches!(self.guard, Guard::None);
         match self.guard {
             Guard::Checksum { hash, block } => {
-                let sums = Self::checksums(hash, block, &buf);
+                let sums = Self::checksums(hash, block, buf);
                 self.write_area(&sums)?;
             }
-            Guard::Journal => self.write_area(&buf)?,
+            Guard::Journal => self.write_area(buf)?,
             Guard::None => {}
         }
         let h = self.header()?;
@@ -162,8 +191,8 @@ impl Run<'_> {
             self.vol
                 .luks2_write(layout::hot_header(&h, &self.info, &self.l, off, len))?;
         }
-        self.transform(off, &mut buf)?;
-        self.write(off, &buf, guarded)?;
+        self.transform(off, buf)?;
+        self.write(off, buf, guarded)?;
         // After the last hotzone the final header comes next, without the
         // post state cryptsetup writes first: that state (the whole device
         // in one segment of the new layout, backups beside it) reads to
@@ -359,6 +388,7 @@ pub fn resume(
         guard,
         area_offset,
         area_size,
+        buf: Vec::new(),
     };
     let mut recovered = false;
     if let Some(hid) = run.info.hotzone {
