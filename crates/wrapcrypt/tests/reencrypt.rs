@@ -384,3 +384,57 @@ fn wrapcrypt_interrupted_finished_by_cryptsetup() {
     assert_finished(&img, &kf, &old);
     assert_eq!(data_hash(&img, &kf, "4096"), h);
 }
+
+/// A detached header (data from offset 0 of its own device): cryptsetup's
+/// init finished by wrapcrypt, and a whole wrapcrypt run; the later
+/// segments of the reencryption then start inside what would be the
+/// keyslots area of an attached header.
+#[test]
+fn detached_header() {
+    for cs_first in [true, false] {
+        let s = Scratch::new();
+        let kf = s.key("pw", b"detached passphrase");
+        let hdr = s.image("hdr.img", 16);
+        let dev = s.image("dev.img", 4);
+        let mut o = FAST.to_vec();
+        o.extend(["--header", &hdr]);
+        format(CS, &dev, &kf, &o);
+        let plain = s.p("plain.bin");
+        std::fs::write(
+            &plain,
+            (0..4u32 << 20)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        let key = volume_key(CS, &dev, &kf, &["--header", &hdr]);
+        xts(&["enc", &dev, "0", "4096", &plain], &key);
+        let want = sha256_file(&plain);
+        if cs_first {
+            cs_init(&dev, &kf, &["--header", &hdr]);
+            let o = wc_resume(&dev, &kf, &["--header", &hdr, "--hotzone-size", "1M"]);
+            assert_eq!(o.code, 0, "{o}");
+        } else {
+            let mut a = vec![
+                "reencrypt",
+                "--header",
+                &hdr,
+                "--hotzone-size",
+                "1M",
+                "-d",
+                &kf,
+            ];
+            a.extend_from_slice(FAST);
+            a.push(&dev);
+            WC.ok(&a);
+        }
+        assert_eq!(test_pass(CS, &dev, &kf, &["--header", &hdr]), 0);
+        let new = volume_key(CS, &dev, &kf, &["--header", &hdr]);
+        assert_ne!(new, key);
+        assert_eq!(
+            xts(&["dec", &dev, "0", "4096"], &new),
+            want,
+            "cs_first {cs_first}"
+        );
+    }
+}
