@@ -132,3 +132,55 @@ fn killed_at_every_write(resilience: &str) {
     assert_eq!(resumed_wc + resumed_cs + plain, writes);
     assert!(resumed_wc > 0 && resumed_cs > 0);
 }
+
+/// A resume killed at each of its own write points (starting from a run
+/// cut off mid-hotzone, so the first writes are the recovery's) is resumed
+/// again: recovery of a recovery.
+#[test]
+fn resume_killed_at_every_write_then_resumed_again() {
+    let s = Scratch::new();
+    let (base, kf, h) = seeded(&s, "base.img", 20, "4096");
+    let old = volume_key(CS, &base, &kf, &[]);
+    let mut a = vec!["reencrypt", "-q", "--hotzone-size", "1M", "-d", &kf];
+    a.extend_from_slice(FAST);
+    a.push(&base);
+    // Write 9: the first hotzone's data, after its hot header.
+    let mut c = WC.cmd(&a);
+    c.env("WRAPCRYPT_FAULT_AT", "9");
+    assert_eq!(run_cmd(&mut c, None, WC).signal, Some(libc::SIGKILL));
+    let resume = |img: &str| -> Vec<String> {
+        [
+            "reencrypt",
+            "--resume-only",
+            "--hotzone-size",
+            "1M",
+            "-d",
+            &kf,
+            img,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let count = s.p("count");
+    let probe = s.copy(&base, "probe.img");
+    let mut c = WC.cmd(&resume(&probe));
+    c.env("WRAPCRYPT_FAULT_COUNT", &count);
+    assert_eq!(run_cmd(&mut c, None, WC).code, 0);
+    let writes = std::fs::read_to_string(&count).unwrap().lines().count();
+    assert!(writes >= 10, "{writes}");
+    for k in 1..=writes {
+        let img = s.copy(&base, &format!("r{k}.img"));
+        let mut c = WC.cmd(&resume(&img));
+        c.env("WRAPCRYPT_FAULT_AT", k.to_string());
+        assert_eq!(run_cmd(&mut c, None, WC).signal, Some(libc::SIGKILL), "{k}");
+        if json(&img)["config"].get("requirements").is_some() {
+            let o = wc_resume(&img, &kf, &[]);
+            assert_eq!(o.code, 0, "second resume after kill point {k}: {o}");
+        }
+        assert_finished(&img, &kf, &old);
+        assert_eq!(data_hash(&img, &kf, "4096"), h, "data after kill point {k}");
+        std::fs::remove_file(&img).unwrap();
+    }
+    println!("reencrypt resume crash test: {writes} kill points of a recovering resume exercised");
+}

@@ -237,15 +237,28 @@ impl Run<'_> {
                 let mut buf = self.read(off, len)?;
                 let now = Self::checksums(hash, block, &buf);
                 let n = hash.digest_len();
-                for (i, (a, b)) in now.chunks(n).zip(stored.chunks(n)).enumerate() {
-                    if a == b {
-                        // Still the old ciphertext: not rewritten yet.
-                        let s = i * block as usize;
-                        let b_off = off + s as u64;
-                        let blk = &mut buf[s..s + block as usize];
-                        self.transform(b_off, blk)?;
-                        self.write(b_off, blk, false)?;
+                // Blocks whose hash still matches are old ciphertext, not yet
+                // rewritten; each run of them is moved with one write.
+                let old: Vec<bool> = now
+                    .chunks(n)
+                    .zip(stored.chunks(n))
+                    .map(|(a, b)| a == b)
+                    .collect();
+                let bs = block as usize;
+                let mut i = 0;
+                while i < old.len() {
+                    if !old[i] {
+                        i += 1;
+                        continue;
                     }
+                    let start = i;
+                    while i < old.len() && old[i] {
+                        i += 1;
+                    }
+                    let run = &mut buf[start * bs..i * bs];
+                    let r_off = off + (start * bs) as u64;
+                    self.transform(r_off, run)?;
+                    self.write(r_off, run, false)?;
                 }
                 self.data
                     .sync()
