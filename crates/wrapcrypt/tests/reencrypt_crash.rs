@@ -184,3 +184,66 @@ fn resume_killed_at_every_write_then_resumed_again() {
     }
     println!("reencrypt resume crash test: {writes} kill points of a recovering resume exercised");
 }
+
+/// Data that ends in a part of a checksum block (4 MiB + 512 bytes of
+/// 512-byte sectors): the last, partial hotzone is protected too, and a
+/// kill before or after its data write is recovered.
+#[test]
+fn partial_last_hotzone_recovered() {
+    let s = Scratch::new();
+    let kf = s.key("pw", b"partial hotzone");
+    let base = s.p("base.img");
+    std::fs::File::create(&base)
+        .and_then(|f| f.set_len((20 << 20) + 512))
+        .unwrap();
+    let mut o = FAST.to_vec();
+    o.extend(["--sector-size", "512"]);
+    format(CS, &base, &kf, &o);
+    let plain = s.p("plain.bin");
+    std::fs::write(
+        &plain,
+        (0..(4u32 << 20) + 512)
+            .map(|i| (i % 253) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let key = volume_key(CS, &base, &kf, &[]);
+    xts(
+        &["enc", &base, &DATA_OFFSET.to_string(), "512", &plain],
+        &key,
+    );
+    let h = sha256_file(&plain);
+    let args = |img: &str| -> Vec<String> {
+        let mut a: Vec<String> = ["reencrypt", "-q", "--hotzone-size", "1M", "-d", &kf]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        a.extend(FAST.iter().map(|x| x.to_string()));
+        a.push(img.to_string());
+        a
+    };
+    let count = s.p("count");
+    let probe = s.copy(&base, "probe.img");
+    let mut c = WC.cmd(&args(&probe));
+    c.env("WRAPCRYPT_FAULT_COUNT", &count);
+    assert_eq!(run_cmd(&mut c, None, WC).code, 0);
+    assert_eq!(data_hash(&probe, &kf, "512"), h);
+    let n = std::fs::read_to_string(&count).unwrap().lines().count();
+    // ... last hotzone: area, hot header x2, data (n-4); then the final
+    // header x2 and 2 wipes. Kill before and after the data write.
+    for k in [n - 4, n - 3] {
+        let img = s.copy(&base, &format!("k{k}.img"));
+        let mut c = WC.cmd(&args(&img));
+        c.env("WRAPCRYPT_FAULT_AT", k.to_string());
+        assert_eq!(run_cmd(&mut c, None, WC).signal, Some(libc::SIGKILL));
+        let j = json(&img);
+        assert!(
+            j["segments"].to_string().contains("in-reencryption"),
+            "kill point {k} cut a hotzone: {j}"
+        );
+        let o = wc_resume(&img, &kf, &[]);
+        assert_eq!(o.code, 0, "{o}");
+        assert_finished(&img, &kf, &key);
+        assert_eq!(data_hash(&img, &kf, "512"), h, "data after kill point {k}");
+    }
+}

@@ -134,7 +134,9 @@ impl Run<'_> {
     /// two threads (hashing is most of the CPU time of a checksum run).
     fn checksums(hash: HashAlg, block: u64, buf: &[u8]) -> Vec<u8> {
         let n = hash.digest_len();
-        let blocks = buf.len() / block as usize;
+        // A last hotzone shorter than a block (data sizes need only be
+        // whole sectors) gets a checksum of its partial block too.
+        let blocks = buf.len().div_ceil(block as usize);
         let mut out = vec![0u8; blocks * n];
         let run = |data: &[u8], dst: &mut [u8]| {
             let mut h = hash.hasher();
@@ -143,7 +145,7 @@ impl Run<'_> {
                 h.finalize_into_reset(d);
             }
         };
-        if blocks >= 64 {
+        if blocks >= 64 && buf.len().is_multiple_of(block as usize) {
             let half = blocks / 2;
             let (a, b) = buf.split_at(half * block as usize);
             let (oa, ob) = out.split_at_mut(half * n);
@@ -223,14 +225,13 @@ impl Run<'_> {
         }
         match self.guard {
             Guard::Checksum { hash, block } => {
-                if !len.is_multiple_of(block)
-                    || len / block * hash.digest_len() as u64 > self.area_size
-                {
+                let sums = len.div_ceil(block) * hash.digest_len() as u64;
+                if sums > self.area_size {
                     return Err(ReencryptError::Invalid(
                         "hotzone does not fit the checksum area".into(),
                     ));
                 }
-                let mut stored = vec![0u8; (len / block) as usize * hash.digest_len()];
+                let mut stored = vec![0u8; sums as usize];
                 let meta = self.vol.meta_device();
                 meta.read_exact_at(self.area_offset, &mut stored)
                     .map_err(|e| io("reading reencrypt area", meta, e))?;
@@ -255,7 +256,7 @@ impl Run<'_> {
                     while i < old.len() && old[i] {
                         i += 1;
                     }
-                    let run = &mut buf[start * bs..i * bs];
+                    let run = &mut buf[start * bs..(i * bs).min(len as usize)];
                     let r_off = off + (start * bs) as u64;
                     self.transform(r_off, run)?;
                     self.write(r_off, run, false)?;
