@@ -103,8 +103,12 @@ pub fn reencrypt<'a>(
             "Options --init-only and --resume-only cannot be combined.",
         ));
     }
-    if opts.hotzone_size == Some(0) {
-        return Err(OpsError::usage("Invalid --hotzone-size value."));
+    // The engine rounds a hotzone down to its alignment (4096 bytes for
+    // checksums); less than that is refused before anything is written.
+    if opts.hotzone_size.is_some_and(|h| h < 4096) {
+        return Err(OpsError::usage(
+            "Invalid --hotzone-size value: at least 4096 bytes.",
+        ));
     }
     // Options first: nothing is written if one is wrong.
     let res = resilience(opts)?;

@@ -208,6 +208,12 @@ fn bad_input_is_refused_without_change() {
         1,
         "aes-nope-plain64",
     );
+    refused(
+        &img,
+        &["-d", &kf, "--hotzone-size", "1000"],
+        1,
+        "--hotzone-size",
+    );
     // The same passphrase check while a reencryption is in progress.
     cs_init(&img, &kf, &[]);
     refused(&img, &["-d", &wrong, "--resume-only"], 2, nope);
