@@ -153,18 +153,27 @@ fn is_backup_segment(seg: &Value) -> bool {
         .any(|f| f.starts_with("backup-"))
 }
 
-/// A keyslot is bound when its digest serves a segment that is not a
-/// reencryption backup segment.
+/// A keyslot is bound when its digest is *the* digest of a segment that is
+/// not a reencryption backup segment, where a segment's digest is the first
+/// (lowest id) listing it, as cryptsetup looks it up. The hotzone of a
+/// reencryption is listed by both digests and so counts for the old one:
+/// cryptsetup 2.6.1 shows the new key's keyslot "(unbound)" while the only
+/// regular segment holding new data is a hotzone.
 fn keyslot_is_bound(json: &Value, keyslot: u64) -> bool {
-    let Some((_, digest)) = digest_of_keyslot(json, keyslot) else {
+    let Some((did, _)) = digest_of_keyslot(json, keyslot) else {
         return false;
     };
-    let segments = obj(json, "segments");
-    str_array(digest.get("segments")).iter().any(|s| {
-        segments
-            .and_then(|m| m.get(s))
-            .is_some_and(|seg| !is_backup_segment(seg))
-    })
+    let digests = by_id(obj(json, "digests"));
+    by_id(obj(json, "segments"))
+        .into_iter()
+        .filter(|(_, seg)| !is_backup_segment(seg))
+        .any(|(sid, _)| {
+            let sid = sid.to_string();
+            digests
+                .iter()
+                .find(|(_, d)| str_array(d.get("segments")).contains(&sid))
+                .is_some_and(|(id, _)| *id == did)
+        })
 }
 
 /// The `cryptsetup luksDump` text of a LUKS2 header.

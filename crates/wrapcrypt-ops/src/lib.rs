@@ -8,6 +8,7 @@ pub mod keyslots;
 pub mod open;
 pub mod providers;
 pub mod reencipher;
+pub mod reencrypt;
 pub mod setkey;
 pub mod tokens;
 pub mod validate;

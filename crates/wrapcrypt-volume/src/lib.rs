@@ -10,6 +10,7 @@ mod luks1format;
 mod luks1ops;
 mod luks2ops;
 pub mod pbkdf;
+pub mod reencrypt;
 pub mod rewrap;
 mod uuid;
 pub mod wrap_convert;

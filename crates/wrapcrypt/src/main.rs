@@ -9,7 +9,7 @@ mod exit;
 mod prompt;
 
 use actions::{
-    activation, bench, custodian, generate, header, inventory, keyslots, tokens, wrapped,
+    activation, bench, custodian, generate, header, inventory, keyslots, reencrypt, tokens, wrapped,
 };
 use cli::argv::{self, Parsed};
 use cli::{Action, Cli};
@@ -42,6 +42,7 @@ fn run(c: &Cli) -> Result<(), CliError> {
         Action::Convert(a) => header::convert(g, a),
         Action::Repair(a) => header::repair(g, a),
         Action::Erase(a) => keyslots::erase(g, a),
+        Action::Reencrypt(a) => reencrypt::run(g, a),
         Action::Benchmark(a) => bench::run(a),
         Action::Custodian(a) => custodian::run(a),
         Action::Validate(a) => wrapped::validate(g, a),

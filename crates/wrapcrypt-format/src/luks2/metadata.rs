@@ -395,6 +395,7 @@ impl Metadata {
             .map(|(&id, s)| (id, s))
             .collect();
         let n = regular.len();
+        let data_start = regular.iter().map(|(_, s)| s.offset).min().unwrap_or(0);
         let mut spans: Vec<(u64, u64, u32)> = Vec::with_capacity(n);
         for (i, &(id, s)) in regular.iter().enumerate() {
             let size = match s.size {
@@ -411,7 +412,10 @@ impl Metadata {
             };
             // cryptsetup: data starts at 0 (detached header) or after the
             // keyslots area, never inside the metadata or keyslots area.
-            if s.offset != 0 && s.offset < ks_end {
+            // Only the start of the data counts: the later segments of a
+            // reencryption on a detached header's device (data from 0)
+            // start wherever the hotzone has got to.
+            if s.offset != 0 && s.offset < ks_end && s.offset == data_start {
                 return Err(ValidateError::OutOfBounds {
                     area: Area::Segment(id),
                     offset: s.offset,

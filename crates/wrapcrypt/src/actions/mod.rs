@@ -9,5 +9,6 @@ pub mod generate;
 pub mod header;
 pub mod inventory;
 pub mod keyslots;
+pub mod reencrypt;
 pub mod tokens;
 pub mod wrapped;

@@ -10,6 +10,7 @@ pub mod units;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use opts::*;
+use units::parse_size;
 
 /// wrapcrypt: cryptsetup's commands for LUKS volumes, plus wrapped keys.
 #[derive(Parser, Debug)]
@@ -139,6 +140,9 @@ pub enum Action {
     /// Repairs a damaged header copy from the good one.
     #[command(name = "repair", disable_help_flag = true)]
     Repair(RepairArgs),
+    /// Reencrypts the data under a new key (offline, cryptsetup-compatible).
+    #[command(name = "reencrypt")]
+    Reencrypt(ReencryptArgs),
     /// Removes every keyslot.
     #[command(name = "erase", alias = "luksErase", disable_help_flag = true)]
     Erase(EraseArgs),
@@ -444,6 +448,51 @@ pub struct ConvertArgs {
 pub struct RepairArgs {
     #[command(flatten)]
     pub dev: Dev,
+}
+
+/// reencrypt DEVICE
+#[derive(Args, Debug)]
+pub struct ReencryptArgs {
+    #[command(flatten)]
+    pub on: Keyed,
+    /// Write the reencryption metadata and stop (no data is moved).
+    #[arg(long)]
+    pub init_only: bool,
+    /// Only finish a reencryption the header already records.
+    #[arg(long)]
+    pub resume_only: bool,
+    /// Run offline on an image file or unused device (the only mode here).
+    #[arg(long)]
+    pub force_offline_reencrypt: bool,
+    /// Largest hotzone moved at once, in bytes (K, M, G suffixes).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub hotzone_size: Option<u64>,
+    /// Hotzone protection: checksum (default), journal, none.
+    #[arg(long, value_name = "MODE")]
+    pub resilience: Option<String>,
+    /// Hash of the checksum resilience (default sha256).
+    #[arg(long, value_name = "NAME")]
+    pub resilience_hash: Option<String>,
+    /// The new cipher.
+    #[arg(short = 'c', long, value_name = "SPEC")]
+    pub cipher: Option<String>,
+    /// The new key size in bits.
+    #[arg(short = 's', long, value_name = "BITS")]
+    pub key_size: Option<usize>,
+    /// The new encryption sector size in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub sector_size: Option<u32>,
+    /// Encrypt a plain device (not supported yet).
+    #[arg(long, visible_alias = "new", short = 'N')]
+    pub encrypt: bool,
+    /// Decrypt the device (not supported yet).
+    #[arg(long)]
+    pub decrypt: bool,
+    /// Reencrypt an active device by its mapping name (online; not supported yet).
+    #[arg(long, value_name = "NAME")]
+    pub active_name: Option<String>,
+    #[command(flatten)]
+    pub pbkdf: PbkdfOpts,
 }
 
 /// erase DEVICE

@@ -1,0 +1,198 @@
+//! reencrypt: offline key change (and cipher / key size / sector size
+//! change) of a LUKS2 volume, cryptsetup's `reencrypt` with `--init-only`,
+//! `--resume-only`, `--resilience checksum|journal|none`, `--hotzone-size`
+//! and `--key-slot`. Every option is checked before anything is written.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use wrapcrypt_unlock::Prompter;
+use wrapcrypt_volume::reencrypt::{
+    self, Finished, InitOptions, InitResilience, ReencryptError, ResumeOptions,
+};
+use wrapcrypt_volume::{PbkdfOptions, Volume, VolumeError};
+
+use crate::error::OpsError;
+
+/// What `reencrypt` is asked to do.
+pub struct ReencryptOptions<'a> {
+    /// The device (for messages).
+    pub device: &'a Path,
+    /// `--init-only`: write the initial metadata and stop.
+    pub init_only: bool,
+    /// `--resume-only`: only finish a reencryption already in the header.
+    pub resume_only: bool,
+    /// `--key-slot`.
+    pub key_slot: Option<u32>,
+    /// `--hotzone-size` in bytes.
+    pub hotzone_size: Option<u64>,
+    /// `--resilience` (default checksum).
+    pub resilience: Option<&'a str>,
+    /// `--resilience-hash` (default sha256).
+    pub resilience_hash: Option<&'a str>,
+    /// `--cipher`.
+    pub cipher: Option<&'a str>,
+    /// `--key-size` in bits.
+    pub key_bits: Option<usize>,
+    /// `--sector-size`.
+    pub sector_size: Option<u32>,
+    /// KDF of the new keyslot.
+    pub pbkdf: PbkdfOptions,
+    /// The passphrase comes from a key file (not a prompt).
+    pub key_file: bool,
+    /// `--encrypt` / `--decrypt` asked for (not supported yet).
+    pub mode_change: Option<&'static str>,
+}
+
+/// How it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReencryptOutcome {
+    /// Metadata initialized, no data moved (`--init-only`).
+    Initialized,
+    /// The reencryption finished.
+    Finished(Finished),
+}
+
+fn map(e: ReencryptError) -> OpsError {
+    match e {
+        ReencryptError::Volume(v) => OpsError::Volume(v),
+        ReencryptError::NotInReencryption => {
+            OpsError::usage("Device reencryption not in progress.")
+        }
+        other => OpsError::usage(other.to_string()),
+    }
+}
+
+fn resilience(opts: &ReencryptOptions) -> Result<InitResilience, OpsError> {
+    let hash = opts.resilience_hash.unwrap_or("sha256");
+    match opts.resilience.unwrap_or("checksum") {
+        "checksum" => {
+            wrapcrypt_format::hash::HashAlg::from_name(hash).map_err(|_| {
+                OpsError::usage(format!("Hash algorithm {hash} is not available."))
+            })?;
+            Ok(InitResilience::Checksum { hash: hash.into() })
+        }
+        "journal" => Ok(InitResilience::Journal),
+        "none" => Ok(InitResilience::None),
+        "datashift" | "datashift-checksum" | "datashift-journal" => Err(OpsError::usage(
+            format!(
+                "Resilience mode {} needs --encrypt or --decrypt with a data shift, which wrapcrypt does not do yet.",
+                opts.resilience.unwrap_or_default()
+            ),
+        )),
+        other => Err(OpsError::usage(format!("Unsupported resilience mode {other}"))),
+    }
+}
+
+/// `reencrypt`: init (unless `--resume-only`), then run (unless
+/// `--init-only`).
+pub fn reencrypt<'a>(
+    vol: &mut Volume,
+    opts: &ReencryptOptions,
+    prompter: &mut dyn Prompter,
+    progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    stop: Option<&'a AtomicBool>,
+) -> Result<ReencryptOutcome, OpsError> {
+    if let Some(m) = opts.mode_change {
+        return Err(OpsError::usage(format!(
+            "reencrypt {m} is not supported yet; only key, cipher and sector size changes are."
+        )));
+    }
+    if opts.init_only && opts.resume_only {
+        return Err(OpsError::usage(
+            "Options --init-only and --resume-only cannot be combined.",
+        ));
+    }
+    // The engine rounds a hotzone down to its alignment (4096 bytes for
+    // checksums); less than that is refused before anything is written.
+    if opts.hotzone_size.is_some_and(|h| h < 4096) {
+        return Err(OpsError::usage(
+            "Invalid --hotzone-size value: at least 4096 bytes.",
+        ));
+    }
+    // Options first: nothing is written if one is wrong.
+    let res = resilience(opts)?;
+    if vol.version() == 1 {
+        if opts.resume_only {
+            return Err(OpsError::usage("Device reencryption not in progress."));
+        }
+        return Err(OpsError::usage(format!(
+            "Device {} is a LUKS1 device; wrapcrypt reencrypts LUKS2 only (convert it first: wrapcrypt convert --type luks2 {}).",
+            opts.device.display(),
+            opts.device.display()
+        )));
+    }
+    let in_progress = reencrypt::state(vol).map_err(map)?;
+    if opts.resume_only && in_progress.is_none() {
+        return Err(OpsError::usage("Device reencryption not in progress."));
+    }
+    if in_progress.is_some() && !opts.resume_only && opts.init_only {
+        return Err(OpsError::usage(
+            "LUKS2 reencryption already initialized in metadata.",
+        ));
+    }
+    let prompt = format!("Enter passphrase for {}: ", opts.device.display());
+    let keys = if in_progress.is_some() {
+        let pass = prompter.passphrase(&prompt)?;
+        reencrypt::unlock_keys(vol, pass.expose_secret(), opts.key_slot).map_err(map)?
+    } else {
+        let unknown = vol
+            .luks2_header()?
+            .meta
+            .config
+            .unknown_requirements()
+            .join(", ");
+        if !unknown.is_empty() {
+            return Err(OpsError::Volume(VolumeError::Requirements(unknown)));
+        }
+        // As cryptsetup: the new key gets the passphrase of one keyslot;
+        // with several, the one to keep must be named.
+        let h = vol.luks2_header()?;
+        let bound = h
+            .meta
+            .keyslots
+            .iter()
+            .filter(|(id, k)| k.kind == "luks2" && h.meta.keyslot_is_bound(**id))
+            .count();
+        if bound > 1 && opts.key_slot.is_none() {
+            return Err(OpsError::usage(if opts.key_file {
+                "Key file can be used only with --key-slot or with exactly one key slot active."
+            } else {
+                "Several keyslots are active: name the one to keep with --key-slot (the others are removed when the reencryption ends)."
+            }));
+        }
+        let pass = prompter.passphrase(&prompt)?;
+        let cipher = opts.cipher.map(str::to_string);
+        let key_size = opts.key_bits.map(|b| b / 8);
+        if let Some(b) = opts.key_bits {
+            if b == 0 || b % 8 != 0 {
+                return Err(OpsError::usage("Key size must be a multiple of 8 bits"));
+            }
+        }
+        let init = InitOptions {
+            passphrase: pass.expose_secret(),
+            keyslot: opts.key_slot,
+            cipher,
+            key_size,
+            sector_size: opts.sector_size,
+            resilience: res,
+            pbkdf: opts.pbkdf.clone(),
+        };
+        let keys = reencrypt::init(vol, &init).map_err(map)?;
+        if opts.init_only {
+            return Ok(ReencryptOutcome::Initialized);
+        }
+        keys
+    };
+    let done = reencrypt::resume(
+        vol,
+        &keys,
+        ResumeOptions {
+            hotzone_size: opts.hotzone_size,
+            progress,
+            stop,
+        },
+    )
+    .map_err(map)?;
+    Ok(ReencryptOutcome::Finished(done))
+}

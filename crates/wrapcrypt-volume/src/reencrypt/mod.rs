@@ -1,0 +1,159 @@
+//! Offline LUKS2 reencryption, interoperable with cryptsetup 2.6: the data
+//! moves hotzone by hotzone from the old segment's cipher and key to the
+//! new one's, and the header records every step the way cryptsetup does,
+//! so either tool finishes what the other started. Write order, state
+//! machine and compatibility notes: `docs/reencrypt.md`.
+//!
+//! * [`unlock_keys`] opens the old and the new volume key with one
+//!   passphrase (both keyslots of a key change share it).
+//! * [`init`] writes the initial reencryption header of a key change
+//!   (`reencrypt --init-only`).
+//! * [`resume`] verifies the metadata digest, recovers an interrupted
+//!   hotzone, runs the remaining hotzones and finalizes the header.
+
+mod engine;
+mod init;
+mod layout;
+mod verify;
+
+use wrapcrypt_format::luks2::{ReencryptInfo, ValidateError};
+use wrapcrypt_secret::SecretBytes;
+
+use crate::{Header, Volume, VolumeError};
+
+pub use engine::{resume, Finished, ResumeOptions};
+pub use init::{init, InitOptions, InitResilience};
+
+/// Why a reencryption could not start or go on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReencryptError {
+    /// Reading, writing or unlocking the volume failed.
+    #[error("{0}")]
+    Volume(#[from] VolumeError),
+    /// The header records no reencryption.
+    #[error("Device is not in reencryption.")]
+    NotInReencryption,
+    /// The header already records a reencryption (init refused).
+    #[error("Device is already in reencryption; use --resume-only to finish it.")]
+    InReencryption,
+    /// The header records a reencryption that cannot be resumed.
+    #[error("{0}")]
+    Metadata(#[from] ValidateError),
+    /// Metadata inconsistent with the keys or the device.
+    #[error("{0}")]
+    Invalid(String),
+    /// A reencryption this engine does not do (yet).
+    #[error("Unsupported reencryption: {0}.")]
+    Unsupported(String),
+    /// Stopped on request after a whole hotzone; the header records the
+    /// progress and `--resume-only` goes on.
+    #[error("Reencryption interrupted.")]
+    Interrupted {
+        /// Bytes in the new layout.
+        done: u64,
+        /// Data bytes in all.
+        total: u64,
+    },
+    /// A segment cipher cannot be built.
+    #[error("Cipher {cipher}: {reason}")]
+    Cipher {
+        /// The cipher spec.
+        cipher: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The old and new volume keys of a reencryption (either may be absent
+/// when its layout is plain).
+#[derive(Debug, Default)]
+pub struct ReencryptKeys {
+    /// Key of the backup-previous segment's digest.
+    pub old: Option<SecretBytes>,
+    /// Key of the backup-final segment's digest.
+    pub new: Option<SecretBytes>,
+}
+
+impl ReencryptKeys {
+    pub(crate) fn old_key(&self) -> Result<&SecretBytes, ReencryptError> {
+        self.old
+            .as_ref()
+            .ok_or_else(|| ReencryptError::Invalid("the old volume key is not unlocked".into()))
+    }
+
+    pub(crate) fn new_key(&self) -> Result<&SecretBytes, ReencryptError> {
+        self.new
+            .as_ref()
+            .ok_or_else(|| ReencryptError::Invalid("the new volume key is not unlocked".into()))
+    }
+}
+
+/// The reencryption the header of `vol` records.
+pub fn state(vol: &Volume) -> Result<Option<ReencryptInfo>, ReencryptError> {
+    match &vol.hdr {
+        Header::Luks2(h) => Ok(h.meta.reencrypt_state()?),
+        Header::Luks1(_) => Ok(None),
+    }
+}
+
+/// Opens the old and the new volume key of the reencryption in progress
+/// with `passphrase`, trying every `luks2` keyslot (or only `keyslot` and
+/// then the others for the second key). `NoMatchingKeyslot` if neither
+/// opens; both are needed where both layouts are encrypted.
+pub fn unlock_keys(
+    vol: &Volume,
+    passphrase: &[u8],
+    keyslot: Option<u32>,
+) -> Result<ReencryptKeys, ReencryptError> {
+    let h = vol.luks2_header()?;
+    let info = h
+        .meta
+        .reencrypt_state()?
+        .ok_or(ReencryptError::NotInReencryption)?;
+    let mut keys = ReencryptKeys::default();
+    let mut order: Vec<u32> = keyslot.into_iter().collect();
+    order.extend(
+        h.meta
+            .keyslots
+            .iter()
+            .filter(|(id, k)| k.kind == "luks2" && Some(**id) != keyslot)
+            .map(|(id, _)| *id),
+    );
+    for id in order {
+        let Some(did) = h.meta.digest_of_keyslot(id) else {
+            continue;
+        };
+        let want_old = Some(did) == info.old_digest && keys.old.is_none();
+        let want_new = Some(did) == info.new_digest && keys.new.is_none();
+        if !want_old && !want_new {
+            continue;
+        }
+        match vol.luks2_unlock(h, passphrase, Some(id), false) {
+            Ok((_, key)) => {
+                if want_old && want_new {
+                    keys.new = Some(SecretBytes::copy_from(key.expose_secret()));
+                    keys.old = Some(key);
+                } else if want_old {
+                    keys.old = Some(key);
+                } else {
+                    keys.new = Some(key);
+                }
+            }
+            Err(VolumeError::NoMatchingKeyslot) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let need_old = info.old_digest.is_some() && keys.old.is_none();
+    let need_new = info.new_digest.is_some() && keys.new.is_none();
+    if (need_old && need_new) || (keys.old.is_none() && keys.new.is_none()) {
+        return Err(VolumeError::NoMatchingKeyslot.into());
+    }
+    if need_old || need_new {
+        return Err(ReencryptError::Invalid(format!(
+            "No keyslot opens the {} volume key with this passphrase.",
+            if need_old { "old" } else { "new" }
+        )));
+    }
+    Ok(keys)
+}

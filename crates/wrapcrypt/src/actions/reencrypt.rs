@@ -1,0 +1,115 @@
+//! reencrypt: the command-line side of `wrapcrypt_ops::reencrypt`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use wrapcrypt_ops::reencrypt::{self, ReencryptOptions, ReencryptOutcome};
+
+use super::common::{key_source, load, paths, pbkdf, prompter};
+use crate::cli::opts::Global;
+use crate::cli::ReencryptArgs;
+use crate::exit::CliError;
+
+/// Set by SIGINT / SIGTERM: the engine stops after the hotzone in flight.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT and SIGTERM finish the hotzone in flight, record it and end the
+/// run ("Reencryption interrupted.", exit 1), as in cryptsetup.
+fn on_interrupt() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+}
+
+/// reencrypt DEVICE
+pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
+    if a.active_name.is_some() {
+        return Err(CliError::usage(
+            "Online reencryption (--active-name) is not supported yet; close the device and run with --force-offline-reencrypt.",
+        ));
+    }
+    if a.encrypt && a.decrypt {
+        return Err(CliError::usage(
+            "Options --encrypt and --decrypt cannot be combined.",
+        ));
+    }
+    let (device, _) = paths(&a.on.dev);
+    let opts = ReencryptOptions {
+        device,
+        init_only: a.init_only,
+        resume_only: a.resume_only,
+        key_slot: a.on.slot.key_slot,
+        hotzone_size: a.hotzone_size,
+        resilience: a.resilience.as_deref(),
+        resilience_hash: a.resilience_hash.as_deref(),
+        cipher: a.cipher.as_deref(),
+        key_bits: a.key_size,
+        sector_size: a.sector_size,
+        pbkdf: pbkdf(&a.pbkdf),
+        key_file: a.on.key.key_file.is_some(),
+        mode_change: if a.encrypt {
+            Some("--encrypt")
+        } else if a.decrypt {
+            Some("--decrypt")
+        } else {
+            None
+        },
+    };
+    let mut vol = load(&a.on.dev, true)?;
+    let mut p = prompter(g, key_source(&a.on.key, None), None);
+    let tty = std::io::stderr().is_terminal() && !g.batch_mode;
+    let start = Instant::now();
+    let mut bar = |done: u64, total: u64| {
+        if !tty {
+            return;
+        }
+        let secs = start.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / secs / 1e6;
+        let eta = if done > 0 {
+            (total - done) as f64 * secs / done as f64
+        } else {
+            0.0
+        };
+        let mut e = std::io::stderr();
+        let _ = write!(
+            e,
+            "\rProgress: {:5.1}%, ETA {:02}:{:02}, {} MiB written, speed {:.1} MB/s",
+            done as f64 * 100.0 / total as f64,
+            eta as u64 / 60,
+            eta as u64 % 60,
+            done >> 20,
+            rate
+        );
+        if done == total {
+            let _ = writeln!(e);
+        }
+    };
+    on_interrupt();
+    let out = reencrypt::reencrypt(&mut vol, &opts, &mut p, Some(&mut bar), Some(&STOP))?;
+    if g.verbose {
+        match out {
+            ReencryptOutcome::Initialized => eprintln!("Reencryption initialized."),
+            ReencryptOutcome::Finished(f) => eprintln!(
+                "Reencryption finished: {} bytes in {} hotzones{}.",
+                f.bytes,
+                f.steps,
+                if f.recovered {
+                    ", after recovering an interrupted hotzone"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+    Ok(())
+}
