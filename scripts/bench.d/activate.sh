@@ -45,6 +45,13 @@ fio_rand() { # dev
     --size="${MIB}M" --time_based --runtime="$RAND_SECS" --output-format=json 2>/dev/null)
   jq -r '.jobs[0].read.iops | round' <<<"$j"
 }
+fio_rand32() { # dev randread|randwrite: IOPS at queue depth 32 (libaio)
+  local j key=read
+  [ "$2" = randwrite ] && key=write
+  j=$(fio --name=rand32 --filename="$1" --rw="$2" --bs=4k --direct=1 --ioengine=libaio --iodepth=32 \
+    --size="${MIB}M" --time_based --runtime="$RAND_SECS" --output-format=json 2>/dev/null)
+  jq -r ".jobs[0].$key.iops | round" <<<"$j"
+}
 # CPU seconds (user + system) of a process so far.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -106,9 +113,15 @@ for ((r = 1; r <= ROUNDS; r++)); do
     log "round $r $t: write $w MB/s, read $rd MB/s"
   done
 done
+declare -A Q_R Q_W
 for t in raw null aes; do
   I_[$t]=$(fio_rand "${dev[$t]}")
   log "$t: 4 KiB random read ${I_[$t]} IOPS"
+done
+for t in raw aes; do
+  Q_R[$t]=$(fio_rand32 "${dev[$t]}" randread)
+  Q_W[$t]=$(fio_rand32 "${dev[$t]}" randwrite)
+  log "$t: 4 KiB random QD32 read ${Q_R[$t]}, write ${Q_W[$t]} IOPS"
 done
 kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true; sampler=
 read -r peak_aes peak_null <"$dir/peak"
@@ -135,4 +148,7 @@ echo "opened aes-xts-plain64 seq write ÷ raw backing file O_DIRECT|$(ratio "${B
 rcmd="fio --rw=randread --bs=4k --direct=1 --ioengine=psync --runtime=${RAND_SECS}s"
 echo "opened aes-xts-plain64 4 KiB random read IOPS ÷ cipher_null-ecb|$(ratio "${I_[aes]}" "${I_[null]}")|${I_[aes]} vs ${I_[null]} IOPS (raw file: ${I_[raw]})|$rcmd"
 echo "opened aes-xts-plain64 4 KiB random read IOPS ÷ raw backing file|$(ratio "${I_[aes]}" "${I_[raw]}")|${I_[aes]} vs ${I_[raw]} IOPS|$rcmd"
+qcmd="fio --rw=randread|randwrite --bs=4k --direct=1 --ioengine=libaio --iodepth=32 --runtime=${RAND_SECS}s"
+echo "opened aes-xts-plain64 4 KiB random read IOPS at QD32 ÷ raw backing file|$(ratio "${Q_R[aes]}" "${Q_R[raw]}")|${Q_R[aes]} vs ${Q_R[raw]} IOPS|$qcmd"
+echo "opened aes-xts-plain64 4 KiB random write IOPS at QD32 ÷ raw backing file|$(ratio "${Q_W[aes]}" "${Q_W[raw]}")|${Q_W[aes]} vs ${Q_W[raw]} IOPS|$qcmd"
 echo "server RSS under load ÷ idle (aes-xts-plain64 server)|$(ratio "$peak_aes" "$idle_aes")|idle $idle_aes KiB, peak $peak_aes KiB (null server: idle $idle_null, peak $peak_null KiB)|VmRSS of the server pid in /run/wrapcrypt/NAME/state.json, sampled every 0.1 s"
