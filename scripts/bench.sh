@@ -22,6 +22,13 @@ hmean() { # name cmd...
   hyperfine -N -w 1 -r "$RUNS" --export-json "$json" "$@" >/dev/null 2>&1
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["mean"])' "$json"
 }
+# Commands of a few milliseconds scatter by tens of percent over 5 runs:
+# median of 40 after 5 warm-ups, the two tools alternating in one hyperfine.
+hpair() { # cmdA cmdB -> "medianA medianB"
+  local json="$work/h2.json"
+  hyperfine -N -w 5 -r 40 --export-json "$json" "$1" "$2" >/dev/null 2>&1
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; print(r[0]["median"], r[1]["median"])' "$json"
+}
 ratio() { python3 -c 'import sys; print(f"{float(sys.argv[1])/float(sys.argv[2]):.3f}")' "$1" "$2"; }
 peak_kib() { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1; }
 
@@ -97,9 +104,8 @@ w=$(hmean "$W open --test-passphrase --key-file $work/pass $img2")
 row "unlock pbkdf2-sha256 1e6 iterations: wrapcrypt ÷ cryptsetup time" "$(ratio "$w" "$c")" "${w}s vs ${c}s" "hyperfine '$W open --test-passphrase …' 'cryptsetup open --test-passphrase …'"
 
 echo "== luksDump and luksFormat vs cryptsetup"
-c=$(hmean "cryptsetup luksDump $img2")
-w=$(hmean "$W luksDump $img2")
-row "luksDump: wrapcrypt ÷ cryptsetup time" "$(ratio "$w" "$c")" "${w}s vs ${c}s" "hyperfine '$W luksDump IMG' 'cryptsetup luksDump IMG'"
+read -r c w < <(hpair "cryptsetup luksDump $img2" "$W luksDump $img2")
+row "luksDump: wrapcrypt ÷ cryptsetup time (median of 40)" "$(ratio "$w" "$c")" "${w}s vs ${c}s" "hyperfine -w 5 -r 40 'cryptsetup luksDump IMG' '$W luksDump IMG'"
 f="$work/fmt.img"; truncate -s 32M "$f"
 fa="-q --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file $work/pass $f"
 c=$(hmean "cryptsetup luksFormat $fa")
