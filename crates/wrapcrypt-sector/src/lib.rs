@@ -67,6 +67,7 @@ mod aesni;
 mod vaes256;
 #[cfg(target_arch = "x86_64")]
 mod vaes512;
+mod words;
 
 /// Cipher block size in bytes (all supported ciphers). Kept at the root so
 /// that the cipher modules share it without depending on one another.

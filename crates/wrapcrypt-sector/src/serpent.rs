@@ -12,6 +12,8 @@
 //! RustCrypto's): little-endian words, word 0 holding the low bit of each
 //! S-box input.
 
+use crate::words::{load, store};
+
 /// Serpent-1 S-boxes S0..S7 (the kernel's and the AES submission's tables).
 const S: [[u8; 16]; 8] = [
     [3, 8, 15, 1, 10, 6, 5, 11, 14, 13, 4, 2, 7, 0, 9, 12],
@@ -379,19 +381,6 @@ impl SerpentKey {
 impl Drop for SerpentKey {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(self.k.as_flattened_mut());
-    }
-}
-
-#[inline(always)]
-fn load(b: &[u8]) -> [u32; 4] {
-    let w = |i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().expect("4 bytes"));
-    [w(0), w(1), w(2), w(3)]
-}
-
-#[inline(always)]
-fn store(b: &mut [u8], x: [u32; 4]) {
-    for (c, w) in b.chunks_exact_mut(4).zip(x) {
-        c.copy_from_slice(&w.to_le_bytes());
     }
 }
 

@@ -14,6 +14,8 @@
 //! kernel's generic and AVX2 Twofish); `twofish_avx512` is. The key schedule itself is branch-free
 //! and reads its small tables by scanning every entry.
 
+use crate::words::{load, store};
+
 /// The q0 and q1 permutations as four nibble tables each (the Twofish paper).
 const QBOX: [[[u8; 16]; 4]; 2] = [
     [
@@ -278,19 +280,6 @@ impl Drop for TwofishKey {
         zeroize::Zeroize::zeroize(self.t.as_flattened_mut());
         zeroize::Zeroize::zeroize(&mut self.k);
         zeroize::Zeroize::zeroize(self.sb.as_flattened_mut());
-    }
-}
-
-#[inline(always)]
-fn load(b: &[u8]) -> [u32; 4] {
-    let w = |i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().expect("4 bytes"));
-    [w(0), w(1), w(2), w(3)]
-}
-
-#[inline(always)]
-fn store(b: &mut [u8], x: [u32; 4]) {
-    for (c, w) in b.chunks_exact_mut(4).zip(x) {
-        c.copy_from_slice(&w.to_le_bytes());
     }
 }
 
