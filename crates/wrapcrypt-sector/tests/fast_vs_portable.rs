@@ -8,8 +8,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{cipher, cipher_on, paths, random, random_u64};
-use wrapcrypt_sector::{aes_ni_available, xts_path, Backend, SectorCipher, XtsPath, XTS_PATH_ENV};
+use common::{cipher, cipher_on, compare, paths, random, random_u64};
+use wrapcrypt_sector::{aes_ni_available, xts_path, Backend, XtsPath, XTS_PATH_ENV};
 
 const SPECS: [(&str, &[usize]); 7] = [
     ("aes-xts-plain64", &[32, 48, 64]),
@@ -20,41 +20,6 @@ const SPECS: [(&str, &[usize]); 7] = [
     ("aes-lrw-benbi", &[32, 48]),
     ("aes-cbc-benbi", &[32]),
 ];
-
-/// Encrypts and decrypts `sectors` sectors and one odd unit on `fast` and
-/// `slow` and asserts equal bytes.
-fn compare(
-    what: &str,
-    fast: &wrapcrypt_sector::SoftCipher,
-    slow: &wrapcrypt_sector::SoftCipher,
-    ss: usize,
-    sectors: usize,
-    blocks: usize,
-) {
-    let data = random(sectors * ss);
-    let s = random_u64();
-    let (mut a, mut b) = (data.clone(), data.clone());
-    fast.encrypt(s, &mut a).unwrap();
-    slow.encrypt(s, &mut b).unwrap();
-    assert!(a == b, "{what} ss {ss} n {sectors}: encrypt differs");
-    fast.decrypt(s, &mut a).unwrap();
-    slow.decrypt(s, &mut b).unwrap();
-    assert!(
-        a == data && b == data,
-        "{what} ss {ss} n {sectors}: decrypt differs"
-    );
-
-    let unit = random(blocks * 16);
-    let (mut a, mut b) = (unit.clone(), unit.clone());
-    fast.encrypt_unit(s, &mut a).unwrap();
-    slow.encrypt_unit(s, &mut b).unwrap();
-    assert!(a == b, "{what}: unit of {blocks} blocks differs");
-    fast.decrypt_unit(s, &mut a).unwrap();
-    assert!(
-        a == unit,
-        "{what}: unit of {blocks} blocks does not decrypt"
-    );
-}
 
 #[test]
 fn fast_path_equals_portable_path() {

@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::{cipher_on, random, random_u64};
-use wrapcrypt_sector::{SectorCipher, SoftCipher, XtsPath};
+use common::{cipher_on, compare, random};
+use wrapcrypt_sector::XtsPath;
 
 const SPECS: [(&str, &[usize]); 6] = [
     ("xts-plain64", &[32, 48, 64]),
@@ -51,40 +51,6 @@ fn fast_paths(cipher: &str) -> Vec<(XtsPath, &'static str)> {
         .collect()
 }
 
-fn same(
-    what: &str,
-    fast: &SoftCipher,
-    slow: &SoftCipher,
-    ss: usize,
-    sectors: usize,
-    blocks: usize,
-) {
-    let data = random(sectors * ss);
-    let s = random_u64();
-    let (mut a, mut b) = (data.clone(), data.clone());
-    fast.encrypt(s, &mut a).unwrap();
-    slow.encrypt(s, &mut b).unwrap();
-    assert!(a == b, "{what} ss {ss} n {sectors}: encrypt differs");
-    fast.decrypt(s, &mut a).unwrap();
-    slow.decrypt(s, &mut b).unwrap();
-    assert!(
-        a == data && b == data,
-        "{what} ss {ss} n {sectors}: decrypt differs"
-    );
-
-    let unit = random(blocks * 16);
-    let (mut a, mut b) = (unit.clone(), unit.clone());
-    fast.encrypt_unit(s, &mut a).unwrap();
-    slow.encrypt_unit(s, &mut b).unwrap();
-    assert!(a == b, "{what}: unit of {blocks} blocks differs");
-    fast.decrypt_unit(s, &mut a).unwrap();
-    slow.decrypt_unit(s, &mut b).unwrap();
-    assert!(
-        a == unit && b == unit,
-        "{what}: unit of {blocks} blocks does not decrypt"
-    );
-}
-
 #[test]
 fn fast_serpent_and_twofish_equal_rustcrypto() {
     for cipher in ["serpent", "twofish"] {
@@ -111,7 +77,7 @@ fn fast_serpent_and_twofish_equal_rustcrypto() {
                             (2, 25),
                             (1, 49),
                         ] {
-                            same(&what, &fast, &slow, ss, sectors, blocks);
+                            compare(&what, &fast, &slow, ss, sectors, blocks);
                         }
                     }
                 }
@@ -128,7 +94,7 @@ fn serpent_odd_key_lengths_equal_rustcrypto() {
         let slow = cipher_on("serpent-ecb", &key, 512, XtsPath::Portable);
         for (path, name) in fast_paths("serpent") {
             let fast = cipher_on("serpent-ecb", &key, 512, path);
-            same(
+            compare(
                 &format!("serpent-ecb {klen} bytes on {name}"),
                 &fast,
                 &slow,

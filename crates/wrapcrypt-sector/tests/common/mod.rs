@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use wrapcrypt_secret::SecretBytes;
+use wrapcrypt_sector::SectorCipher;
 use wrapcrypt_sector::{Backend, CipherSpec, SoftCipher, XtsPath};
 
 /// Random bytes from the kernel (test data and test keys).
@@ -48,4 +49,40 @@ pub fn paths() -> Vec<XtsPath> {
     let p = XtsPath::available_paths();
     assert_eq!(p[0], XtsPath::Portable);
     p
+}
+
+/// Encrypts and decrypts `sectors` sectors and one odd unit of `blocks`
+/// blocks on `fast` and `slow`, and asserts equal bytes both ways.
+pub fn compare(
+    what: &str,
+    fast: &wrapcrypt_sector::SoftCipher,
+    slow: &wrapcrypt_sector::SoftCipher,
+    ss: usize,
+    sectors: usize,
+    blocks: usize,
+) {
+    let data = random(sectors * ss);
+    let s = random_u64();
+    let (mut a, mut b) = (data.clone(), data.clone());
+    fast.encrypt(s, &mut a).unwrap();
+    slow.encrypt(s, &mut b).unwrap();
+    assert!(a == b, "{what} ss {ss} n {sectors}: encrypt differs");
+    fast.decrypt(s, &mut a).unwrap();
+    slow.decrypt(s, &mut b).unwrap();
+    assert!(
+        a == data && b == data,
+        "{what} ss {ss} n {sectors}: decrypt differs"
+    );
+
+    let unit = random(blocks * 16);
+    let (mut a, mut b) = (unit.clone(), unit.clone());
+    fast.encrypt_unit(s, &mut a).unwrap();
+    slow.encrypt_unit(s, &mut b).unwrap();
+    assert!(a == b, "{what}: unit of {blocks} blocks differs");
+    fast.decrypt_unit(s, &mut a).unwrap();
+    slow.decrypt_unit(s, &mut b).unwrap();
+    assert!(
+        a == unit && b == unit,
+        "{what}: unit of {blocks} blocks does not decrypt"
+    );
 }
