@@ -133,14 +133,10 @@ pub fn format(opts: &FormatOptions, prompter: &mut dyn Prompter) -> Result<(), O
     // A wrapped volume's key is made (or checked) by its provider before
     // anything is written.
     let wrapped_key = if wrapped {
-        let vk = opts.volume_key.as_ref().map(|k| KeyFile {
-            path: k.path,
-            bytes: k.bytes,
-        });
         Some(wrapped::format_key(
             &cipher,
             opts.provider,
-            vk,
+            opts.volume_key,
             opts.key_bits,
             &mut params,
         )?)

@@ -73,6 +73,7 @@ pub struct ProviderChoice<'a> {
 }
 
 /// A `--volume-key-file` the caller read: its name (for messages) and bytes.
+#[derive(Clone, Copy)]
 pub struct KeyFile<'a> {
     /// The path as given.
     pub path: &'a str,

@@ -147,56 +147,54 @@ pub fn ops_message(e: &OpsError) -> String {
 
 /// A provider error as the CLI reports it.
 fn provider_error(e: &ProviderError) -> CliError {
-    {
-        use std::io::ErrorKind;
-        use wrapcrypt_provider::ErrorCode;
-        // cryptsetup's codes (docs/provider-protocol.md §9): 2 where a
-        // permission or a PIN is wrong, 1 for everything else, which is
-        // what its translate_errno gives for EINVAL, ENOENT and the rest.
-        match e {
-            ProviderError::Connect { path, source } => {
-                let code = match source.kind() {
-                    ErrorKind::PermissionDenied => 2,
-                    _ => 1,
-                };
-                let absent = matches!(
-                    source.kind(),
-                    ErrorKind::NotFound | ErrorKind::ConnectionRefused
-                );
-                let msg = if absent && wrapcrypt_provider::custodian::find_daemon().is_none() {
-                    format!(
+    use std::io::ErrorKind;
+    use wrapcrypt_provider::ErrorCode;
+    // cryptsetup's codes (docs/provider-protocol.md §9): 2 where a
+    // permission or a PIN is wrong, 1 for everything else, which is
+    // what its translate_errno gives for EINVAL, ENOENT and the rest.
+    match e {
+        ProviderError::Connect { path, source } => {
+            let code = match source.kind() {
+                ErrorKind::PermissionDenied => 2,
+                _ => 1,
+            };
+            let absent = matches!(
+                source.kind(),
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused
+            );
+            let msg = if absent && wrapcrypt_provider::custodian::find_daemon().is_none() {
+                format!(
                         "The key custodian is not running (nothing listens on {}) and cannot be started: wrapcrypt-custodiand is not installed beside wrapcrypt or on PATH.",
                         path.display()
                     )
-                } else if code == 2 {
-                    format!(
+            } else if code == 2 {
+                format!(
                         "Cannot reach the key custodian at {}: permission denied (the socket or its directory belongs to another user).",
                         path.display()
                     )
-                } else {
-                    format!(
-                        "Cannot reach the key custodian at {}: {}.",
-                        path.display(),
-                        io_text(source)
-                    )
-                };
-                CliError::new(code, msg)
-            }
-            ProviderError::Spawn { program, source } => CliError::new(
-                1,
+            } else {
                 format!(
-                    "The key custodian is not running and could not be started ({}): {}.",
-                    program.display(),
+                    "Cannot reach the key custodian at {}: {}.",
+                    path.display(),
                     io_text(source)
-                ),
+                )
+            };
+            CliError::new(code, msg)
+        }
+        ProviderError::Spawn { program, source } => CliError::new(
+            1,
+            format!(
+                "The key custodian is not running and could not be started ({}): {}.",
+                program.display(),
+                io_text(source)
             ),
-            _ => {
-                let code = match e.code() {
-                    ErrorCode::PermissionDenied => 2,
-                    _ => 1,
-                };
-                CliError::new(code, format!("Key provider error: {e}"))
-            }
+        ),
+        _ => {
+            let code = match e.code() {
+                ErrorCode::PermissionDenied => 2,
+                _ => 1,
+            };
+            CliError::new(code, format!("Key provider error: {e}"))
         }
     }
 }
