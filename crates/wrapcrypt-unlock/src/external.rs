@@ -46,6 +46,7 @@ pub fn search_path() -> Vec<PathBuf> {
 
 /// Why a file may not serve as a handler, if it may not.
 fn unsafe_owner(p: &Path) -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     let m = std::fs::metadata(p).ok()?;
     if m.uid() != 0 && m.uid() != me {
