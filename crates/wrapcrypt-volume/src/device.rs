@@ -110,8 +110,14 @@ impl Device {
 
     /// Writes all of `data` at `off`.
     pub fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
-        crate::faults::write_point(self.path())?;
-        self.file.write_all_at(data, off)
+        match crate::faults::write_point(self.path(), data.len())? {
+            crate::faults::Fault::Proceed => self.file.write_all_at(data, off),
+            crate::faults::Fault::Torn(n) => {
+                self.file.write_all_at(&data[..n], off)?;
+                self.file.sync_data()?;
+                crate::faults::die()
+            }
+        }
     }
 
     /// Flushes written data to stable storage.

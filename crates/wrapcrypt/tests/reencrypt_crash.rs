@@ -21,15 +21,30 @@ use reencrypt_common::*;
 
 #[test]
 fn killed_at_every_write_then_resumed_checksum() {
-    killed_at_every_write("checksum");
+    killed_at_every_write("checksum", false);
 }
 
 #[test]
 fn killed_at_every_write_then_resumed_journal() {
-    killed_at_every_write("journal");
+    killed_at_every_write("journal", false);
 }
 
-fn killed_at_every_write(resilience: &str) {
+/// Torn writes: at each write point the first quarter of the write (whole
+/// 4096-byte blocks) lands and is synced before the kill
+/// (`WRAPCRYPT_FAULT_TORN`): a header copy whose new binary header no
+/// longer verifies against its old JSON area, a hotzone partly in the new
+/// key, a partly written checksum or journal area.
+#[test]
+fn torn_at_every_write_then_resumed_checksum() {
+    killed_at_every_write("checksum", true);
+}
+
+#[test]
+fn torn_at_every_write_then_resumed_journal() {
+    killed_at_every_write("journal", true);
+}
+
+fn killed_at_every_write(resilience: &str, torn: bool) {
     let s = Scratch::new();
     // 4 MiB of data, 1 MiB hotzones: 4 steps.
     let (base, kf, h) = seeded(&s, "base.img", 20, "4096");
@@ -72,6 +87,9 @@ fn killed_at_every_write(resilience: &str) {
         let img = s.copy(&base, &format!("k{k}.img"));
         let mut c = WC.cmd(&args(&img));
         c.env("WRAPCRYPT_FAULT_AT", k.to_string());
+        if torn {
+            c.env("WRAPCRYPT_FAULT_TORN", "1");
+        }
         let o = run_cmd(&mut c, None, WC);
         assert_eq!(o.signal, Some(libc::SIGKILL), "kill point {k}: {o}");
         // Whatever state the kill left, both tools print the same luksDump.
@@ -127,7 +145,8 @@ fn killed_at_every_write(resilience: &str) {
         std::fs::remove_file(&img).unwrap();
     }
     println!(
-        "reencrypt crash test ({resilience}): {writes} kill points exercised; resumed by wrapcrypt {resumed_wc}, by cryptsetup {resumed_cs} ({repaired_cs} after its hotzone repair); plain LUKS2 (before or after) {plain}"
+        "reencrypt crash test ({resilience}{}): {writes} kill points exercised; resumed by wrapcrypt {resumed_wc}, by cryptsetup {resumed_cs} ({repaired_cs} after its hotzone repair); plain LUKS2 (before or after) {plain}",
+        if torn { ", torn writes" } else { "" }
     );
     assert_eq!(resumed_wc + resumed_cs + plain, writes);
     assert!(resumed_wc > 0 && resumed_cs > 0);
