@@ -170,4 +170,47 @@ fn man_pages_and_completions_are_generated() {
         }
         _ => println!("man is not installed here: rendering not checked"),
     }
+    // Every page renders without a groff warning.
+    let mut pages = 0;
+    for e in std::fs::read_dir(s.path("gen/man8")).unwrap() {
+        let page = e.unwrap().path();
+        let Ok(o) = std::process::Command::new("man")
+            .arg("--warnings")
+            .arg("-l")
+            .arg(&page)
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "80")
+            .output()
+        else {
+            break;
+        };
+        assert!(o.status.success(), "man -l {}", page.display());
+        assert!(
+            o.stderr.is_empty(),
+            "man --warnings -l {}: {}",
+            page.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        pages += 1;
+    }
+    println!("{pages} man pages rendered without warnings");
+    // bash completes `wrapcrypt luksD` to `luksDump` with the generated
+    // completion loaded, as an interactive shell would.
+    let script = format!(
+        "source {}; COMP_WORDS=(wrapcrypt luksD); COMP_CWORD=1; \
+         COMP_LINE='wrapcrypt luksD'; COMP_POINT=${{#COMP_LINE}}; \
+         _wrapcrypt wrapcrypt luksD wrapcrypt; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        s.path("gen/completions/wrapcrypt.bash").display()
+    );
+    let o = std::process::Command::new("bash")
+        .args(["--norc", "-c", &script])
+        .output()
+        .unwrap();
+    let words = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        words.trim(),
+        "luksDump",
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
