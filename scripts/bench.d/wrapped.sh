@@ -97,6 +97,40 @@ cmd="fio --filename=/dev/mapper/NAME --rw=read,write --bs=1M --direct=1 --size=$
 echo "opened waes-xts-plain64 (custodian) seq read ÷ opened aes-xts-plain64|$(ratio "$wr" "$ar")|$wr vs $ar MB/s; $note|$cmd"
 echo "opened waes-xts-plain64 (custodian) seq write ÷ opened aes-xts-plain64|$(ratio "$wa" "$aa")|$wa vs $aa MB/s; $note|$cmd"
 
+# 2b. Small random I/O at queue depth 32 (issue 12: waes ÷ aes ≥ 0.9):
+# 4 KiB, libaio, O_DIRECT, alternating aes / waes, best of the rounds.
+fio_rand32() { # dev randread|randwrite -> IOPS
+  local j
+  j=$(fio --name=r32 --filename="$1" --rw="$2" --bs=4k --direct=1 --ioengine=libaio \
+    --iodepth=32 --size="${MIB}M" --time_based --runtime=5 --output-format=json 2>/dev/null)
+  local k=read
+  [ "$2" = randwrite ] && k=write
+  jq -r ".jobs[0].$k.iops | round" <<<"$j"
+}
+declare -A RR RW CPU4=([aes]=0 [waes]=0) IO4=([aes]=0 [waes]=0)
+load0=$(cut -d' ' -f1 /proc/loadavg)
+for ((r = 1; r <= ROUNDS; r++)); do
+  for c in aes waes; do
+    c0=$(cpus $c)
+    rr=$(fio_rand32 "${dev[$c]}" randread)
+    rw=$(fio_rand32 "${dev[$c]}" randwrite)
+    CPU4[$c]=$(python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[3]) - float(sys.argv[2]))' "${CPU4[$c]}" "$c0" "$(cpus $c)")
+    IO4[$c]=$(add "${IO4[$c]}" "$rr" "$rw")
+    RR[$c]+=" $rr"
+    RW[$c]+=" $rw"
+    log "round $r $c: 4 KiB QD32 randread $rr IOPS, randwrite $rw IOPS"
+  done
+done
+load1=$(cut -d' ' -f1 /proc/loadavg)
+# shellcheck disable=SC2086
+{ wr=$(maxf ${RR[waes]}); ar=$(maxf ${RR[aes]}); ww=$(maxf ${RW[waes]}); aw=$(maxf ${RW[aes]}); }
+# CPU seconds per GiB moved (4 KiB per I/O).
+cpg4() { python3 -c 'import sys; print(f"{float(sys.argv[1]) / (float(sys.argv[2]) * 5 * 4096 / 2**30):.2f}")' "$1" "$2"; }
+note="CPU (server + custodian) $(cpg4 "${CPU4[waes]}" "${IO4[waes]}") vs (server) $(cpg4 "${CPU4[aes]}" "${IO4[aes]}") s/GiB; load average $load0 → $load1"
+cmd="fio --filename=/dev/mapper/NAME --rw=randread|randwrite --bs=4k --direct=1 --ioengine=libaio --iodepth=32 --runtime=5s (best of $ROUNDS; scripts/bench.d/wrapped.sh)"
+echo "opened waes-xts-plain64 (custodian) 4 KiB random read IOPS at QD32 ÷ opened aes-xts-plain64|$(ratio "$wr" "$ar")|$wr vs $ar IOPS; $note|$cmd"
+echo "opened waes-xts-plain64 (custodian) 4 KiB random write IOPS at QD32 ÷ opened aes-xts-plain64|$(ratio "$ww" "$aw")|$ww vs $aw IOPS; $note|$cmd"
+
 # 3. PKCS#11: SoftHSM2 in-process and through p11-kit server.
 j=$("$REL/examples/pkcs11_speed" | tee /dev/stderr | tail -1)
 cmd="cargo run --release -p wrapcrypt-provider --example pkcs11_speed"
