@@ -214,3 +214,38 @@ fn man_pages_and_completions_are_generated() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `benchmark --json` is one JSON object that jq reads, with the fields of
+/// docs/json-output.md and the measured figures in them.
+#[test]
+fn benchmark_json_is_parsed_by_jq() {
+    let jq = |json: &str, filter: &str| {
+        use std::io::Write;
+        let mut c = std::process::Command::new("jq")
+            .args(["-e", filter])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("jq (scripts/install-deps.sh installs it)");
+        c.stdin.take().unwrap().write_all(json.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "jq -e '{filter}' on {json}");
+    };
+    let o = WC
+        .ok(&["benchmark", "-c", "aes-xts-plain64", "-s", "512", "--json"])
+        .stdout;
+    assert_eq!(o.trim().lines().count(), 1, "{o}");
+    jq(
+        &o,
+        r#"(.["xts-implementation"] | type == "string") and .["sector-size"] == 512
+           and (.ciphers | length == 1) and .ciphers[0].cipher == "aes-xts"
+           and .ciphers[0]["key-bits"] == 512
+           and .ciphers[0]["encrypt-mib-per-s"] > 0 and .ciphers[0]["decrypt-mib-per-s"] > 0"#,
+    );
+    let o = WC.ok(&["benchmark", "--pbkdf", "pbkdf2", "--json"]).stdout;
+    jq(
+        &o,
+        r#"(.pbkdf | length == 5) and all(.pbkdf[]; .kdf == "pbkdf2" and .["iterations-per-second"] > 1000)
+           and ([.pbkdf[].hash] == ["sha1","sha256","sha512","ripemd160","whirlpool"]) and (has("ciphers") | not)"#,
+    );
+}

@@ -5,6 +5,8 @@ use wrapcrypt_format::hash::HashAlg;
 use wrapcrypt_format::kdf::{self, Argon2Variant, KdfKind, KdfParams};
 use wrapcrypt_sector::CipherSpec;
 
+use serde_json::{json, Value};
+
 use crate::cli::BenchArgs;
 use crate::exit::CliError;
 
@@ -23,7 +25,8 @@ const CIPHERS: &[(&str, usize)] = &[
     ("twofish-xts", 512),
 ];
 
-fn cipher_row(name: &str, bits: usize, sector: usize) -> Result<String, CliError> {
+/// One measured cipher: (encrypt, decrypt) MiB/s.
+fn cipher_speed(name: &str, bits: usize, sector: usize) -> Result<(f64, f64), CliError> {
     let full = if name.contains("-xts") || name.contains("-cbc") {
         format!("{name}-plain64")
     } else {
@@ -31,36 +34,104 @@ fn cipher_row(name: &str, bits: usize, sector: usize) -> Result<String, CliError
     };
     let spec = CipherSpec::parse(&full).map_err(|e| CliError::usage(e.to_string()))?;
     let per_direction = std::time::Duration::from_millis(500);
-    let (enc, dec) = wrapcrypt_sector::benchmark_with(&spec, bits, 1 << 20, sector, per_direction)
-        .map_err(|e| {
-            CliError::usage(format!(
-                "Cipher {full} (with {bits} bits key) is not available: {e}"
-            ))
-        })?;
-    Ok(format!(
-        "{name:>15} {bits:>9}b {enc:>11.1} MiB/s {dec:>11.1} MiB/s"
-    ))
+    wrapcrypt_sector::benchmark_with(&spec, bits, 1 << 20, sector, per_direction).map_err(|e| {
+        CliError::usage(format!(
+            "Cipher {full} (with {bits} bits key) is not available: {e}"
+        ))
+    })
 }
 
-/// benchmark [--cipher C] [--key-size BITS] [--pbkdf P]
+/// Prints results as cryptsetup's text layout, or collects them for
+/// `--json` (field names in docs/json-output.md).
+struct Out {
+    json: Option<serde_json::Map<String, Value>>,
+    header_done: bool,
+}
+
+impl Out {
+    fn comment(&mut self, text: &str) {
+        if self.json.is_none() {
+            println!("# {text}");
+        }
+    }
+
+    fn push(&mut self, list: &str, v: Value) {
+        if let Some(m) = self.json.as_mut() {
+            m.entry(list)
+                .or_insert_with(|| Value::Array(Vec::new()))
+                .as_array_mut()
+                .expect("list")
+                .push(v);
+        }
+    }
+
+    fn cipher(&mut self, name: &str, bits: usize, sector: usize) -> Result<(), CliError> {
+        let (enc, dec) = cipher_speed(name, bits, sector)?;
+        if self.json.is_some() {
+            self.push(
+                "ciphers",
+                json!({
+                    "cipher": name,
+                    "key-bits": bits,
+                    "encrypt-mib-per-s": round1(enc),
+                    "decrypt-mib-per-s": round1(dec),
+                }),
+            );
+        } else {
+            if !self.header_done {
+                println!("#     Algorithm |       Key |      Encryption |      Decryption");
+                self.header_done = true;
+            }
+            println!("{name:>15} {bits:>9}b {enc:>11.1} MiB/s {dec:>11.1} MiB/s");
+        }
+        Ok(())
+    }
+
+    fn finish(self) {
+        if let Some(m) = self.json {
+            println!("{}", Value::Object(m));
+        }
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// benchmark [--cipher C] [--key-size BITS] [--pbkdf P] [--json]
 pub fn run(a: &BenchArgs) -> Result<(), CliError> {
     // The cipher rows run on whole sectors of this size, as dm-crypt would.
     let sector = a.sector_size.unwrap_or(512) as usize;
     if !matches!(sector, 512 | 1024 | 2048 | 4096) {
         return Err(CliError::usage("Unsupported encryption sector size."));
     }
-    println!("# Tests are approximate using memory only (no storage IO).");
+    let mut out = Out {
+        json: a.json.then(|| {
+            let mut m = serde_json::Map::new();
+            m.insert(
+                "xts-implementation".into(),
+                json!(wrapcrypt_sector::xts_path()),
+            );
+            m.insert("sector-size".into(), json!(sector));
+            m
+        }),
+        header_done: false,
+    };
+    out.comment("Tests are approximate using memory only (no storage IO).");
     // Which AES-XTS implementation ran matters for comparing figures across
     // machines (and under WRAPCRYPT_XTS_PATH); a comment line keeps
     // cryptsetup's layout for anything that parses the rows.
-    println!("# AES-XTS implementation: {}", wrapcrypt_sector::xts_path());
+    out.comment(&format!(
+        "AES-XTS implementation: {}",
+        wrapcrypt_sector::xts_path()
+    ));
     if let Some(c) = a.cipher.as_deref() {
         let bits = a
             .key_size
             .unwrap_or(if c.contains("xts") { 512 } else { 256 });
         let short: String = c.split('-').take(2).collect::<Vec<_>>().join("-");
-        println!("#     Algorithm |       Key |      Encryption |      Decryption");
-        println!("{}", cipher_row(&short, bits, sector)?);
+        out.cipher(&short, bits, sector)?;
+        out.finish();
         return Ok(());
     }
     let want = a.pbkdf.pbkdf.as_deref();
@@ -75,14 +146,21 @@ pub fn run(a: &BenchArgs) -> Result<(), CliError> {
         if want.is_some_and(|w| w != "pbkdf2") {
             break;
         }
-        match kdf::calibrate(KdfKind::Pbkdf2(h), 1000, 0, 0, 32) {
-            Ok(KdfParams::Pbkdf2 { iterations, .. }) => {
-                println!(
-                    "PBKDF2-{:<9} {iterations:>7} iterations per second for 256-bit key",
-                    h.name()
-                )
-            }
-            _ => println!("PBKDF2-{:<9}     N/A", h.name()),
+        let r = match kdf::calibrate(KdfKind::Pbkdf2(h), 1000, 0, 0, 32) {
+            Ok(KdfParams::Pbkdf2 { iterations, .. }) => Some(iterations),
+            _ => None,
+        };
+        match (&out.json, r) {
+            (Some(_), r) => out.push(
+                "pbkdf",
+                json!({"kdf": "pbkdf2", "hash": h.name(), "key-bits": 256,
+                       "iterations-per-second": r}),
+            ),
+            (None, Some(iterations)) => println!(
+                "PBKDF2-{:<9} {iterations:>7} iterations per second for 256-bit key",
+                h.name()
+            ),
+            (None, None) => println!("PBKDF2-{:<9}     N/A", h.name()),
         }
     }
     for v in [Argon2Variant::I, Argon2Variant::Id] {
@@ -94,25 +172,34 @@ pub fn run(a: &BenchArgs) -> Result<(), CliError> {
             .pbkdf
             .pbkdf_memory
             .unwrap_or_else(kdf::default_max_memory_kib);
-        match kdf::calibrate(KdfKind::Argon2(v), ms, mem, par, 32) {
+        let r = match kdf::calibrate(KdfKind::Argon2(v), ms, mem, par, 32) {
             Ok(KdfParams::Argon2 {
                 time,
                 memory_kib,
                 parallel,
                 ..
-            }) => println!(
+            }) => Some((time, memory_kib, parallel)),
+            _ => None,
+        };
+        match (&out.json, r) {
+            (Some(_), r) => out.push(
+                "pbkdf",
+                json!({"kdf": v.name(), "key-bits": 256, "requested-ms": ms,
+                       "time": r.map(|x| x.0), "memory-kib": r.map(|x| x.1),
+                       "parallel": r.map(|x| x.2)}),
+            ),
+            (None, Some((time, memory_kib, parallel))) => println!(
                 "{:<10} {time:>4} iterations, {memory_kib:>5} memory, {parallel} parallel threads (CPUs) for 256-bit key (requested {ms} ms time)",
                 v.name()
             ),
-            _ => println!("{:<10} N/A", v.name()),
+            (None, None) => println!("{:<10} N/A", v.name()),
         }
     }
-    if want.is_some() {
-        return Ok(());
+    if want.is_none() {
+        for (name, bits) in CIPHERS {
+            out.cipher(name, *bits, sector)?;
+        }
     }
-    println!("#     Algorithm |       Key |      Encryption |      Decryption");
-    for (name, bits) in CIPHERS {
-        println!("{}", cipher_row(name, *bits, sector)?);
-    }
+    out.finish();
     Ok(())
 }

@@ -516,6 +516,9 @@ pub struct BenchArgs {
     pub sector_size: Option<u32>,
     #[command(flatten)]
     pub pbkdf: PbkdfOpts,
+    /// Print JSON (docs/json-output.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// custodian init|status|load-new-master-key|set-master-key
