@@ -344,10 +344,10 @@ fn transport_policy() -> Transport {
 fn enable_uring() -> Result<(), String> {
     let p = fuse::uring::ENABLE_PARAM;
     match fs::read_to_string(p) {
-        Ok(v) if v.trim() == "Y" => Ok(()),
-        Ok(_) => {
-            fs::write(p, "Y").map_err(|e| format!("enable_uring is N and setting it failed: {e}"))
-        }
+        Ok(v) if v.trim() == "Y" => fuse::uring::probe(),
+        Ok(_) => fs::write(p, "Y")
+            .map_err(|e| format!("enable_uring is N and setting it failed: {e}"))
+            .and_then(|()| fuse::uring::probe()),
         Err(e) => Err(format!("kernel has no {p}: {e}")),
     }
 }

@@ -294,3 +294,71 @@ fn uring_read_only_refuses_writes_and_killed_server_is_detected() {
     }
     assert!(!info.mapper_path.exists());
 }
+
+#[test]
+fn register_failure_falls_back_to_dev_fuse_and_data_path_works() {
+    if !uring_possible() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), 8 << 20);
+    let name = unique("ufall");
+    let _g = Guard::new(&name);
+    let p = payload(&name, &img, "xor", 4096);
+    let info = open_with(
+        &p,
+        &[
+            (ENV, "auto"),
+            ("WRAPCRYPT_FUSE_URING_FAULT", "short-payload"),
+        ],
+    )
+    .expect("open");
+    assert_eq!(
+        info.fuse_transport,
+        "/dev/fuse (io_uring: REGISTER failed: Invalid argument (os error 22))"
+    );
+    let plain = random(1 << 20, 21);
+    let src = dir.path().join("plain");
+    fs::write(&src, &plain).unwrap();
+    dd(&[
+        &format!("if={}", src.display()),
+        &format!("of={}", info.mapper_path.display()),
+        "bs=1M",
+        "oflag=direct",
+        "conv=notrunc",
+    ]);
+    assert!(thread_io(info.pid, "wrapcrypt-fuse") >= 1 << 20);
+    close(&name).expect("close");
+    let mut expect = plain;
+    XorCipher {
+        key: p.key,
+        sector: 4096,
+        poison: None,
+    }
+    .apply(0, &mut expect)
+    .unwrap();
+    assert_eq!(sha(&read_raw(&img, 0, 1 << 20)), sha(&expect));
+}
+
+#[test]
+fn forced_uring_with_register_failure_refuses_to_open() {
+    if !uring_possible() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), 8 << 20);
+    let name = unique("ufail");
+    let _g = Guard::new(&name);
+    let p = payload(&name, &img, "xor", 4096);
+    let e = open_with(
+        &p,
+        &[
+            (ENV, "uring"),
+            ("WRAPCRYPT_FUSE_URING_FAULT", "short-payload"),
+        ],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("REGISTER failed"), "{e}");
+    assert!(matches!(status(&name), Err(ActivateError::NotActive(_))));
+    assert!(!Path::new(&format!("/dev/mapper/{name}")).exists());
+}

@@ -108,6 +108,26 @@ fn sqe_with_len(mut e: squeue::Entry128, len: u32) -> squeue::Entry128 {
     e
 }
 
+/// Whether this process can create a 128-byte-SQE ring. Checked before the
+/// mount: once our INIT reply accepted io_uring, the kernel blocks requests
+/// until the ring is ready, so ring creation must not be what fails later.
+pub(crate) fn probe() -> Result<(), String> {
+    IoUring::<squeue::Entry128, cqueue::Entry>::builder()
+        .build(4)
+        .map(drop)
+        .map_err(|e| format!("cannot create an io_uring: {e}"))
+}
+
+/// Test hook: `WRAPCRYPT_FUSE_URING_FAULT=short-payload` registers a
+/// payload buffer smaller than the kernel requires, so REGISTER fails and
+/// the fallback to `/dev/fuse` can be tested on a kernel that has io_uring.
+fn payload_len(len: usize) -> usize {
+    match std::env::var("WRAPCRYPT_FUSE_URING_FAULT").as_deref() {
+        Ok("short-payload") => 4096,
+        _ => len,
+    }
+}
+
 /// Registers one entry for queue `qid` on `dev_fd` (a fd of the mounted
 /// connection) and serves requests in it until the connection ends.
 /// `registered` gets `Ok` once the kernel accepted the entry, or the errno.
@@ -138,7 +158,7 @@ pub(crate) fn serve(
         },
         libc::iovec {
             iov_base: b.data.as_mut_ptr().cast(),
-            iov_len: b.data.len(),
+            iov_len: payload_len(b.data.len()),
         },
     ]);
     let register = sqe_with_len(
