@@ -11,9 +11,9 @@
 //! and fs/fuse/dev_uring.c; no kernel code copied).
 
 use super::proto::{self, *};
-use super::worker::{self, Bufs, Chan};
+use super::worker::{self, Body, Bufs, Chan, Pending};
 use super::{FileServer, MAX_IO};
-use crate::volume::{AlignedBuf, Errno};
+use crate::volume::AlignedBuf;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::cell::RefCell;
 use std::io;
@@ -48,38 +48,6 @@ pub(crate) fn possible_cpus() -> usize {
         })
         .sum();
     n.max(1)
-}
-
-/// What a handler replied, kept until the COMMIT (the READ data may still be
-/// borrowed from the payload buffer while the reply is recorded).
-pub(crate) struct Pending {
-    payload: *const u8,
-    payload_len: usize,
-    state: RefCell<Option<(u64, Errno, Body)>>,
-}
-
-enum Body {
-    /// Already in the payload buffer at this offset.
-    InPayload(usize, usize),
-    Bytes(Vec<u8>),
-}
-
-impl Pending {
-    pub(super) fn set(&self, unique: u64, errno: Errno, parts: &[&[u8]]) {
-        let body = if errno != 0 {
-            Body::Bytes(Vec::new())
-        } else if let [p] = parts {
-            let off = (p.as_ptr() as usize).wrapping_sub(self.payload as usize);
-            if off <= self.payload_len && p.len() <= self.payload_len - off {
-                Body::InPayload(off, p.len())
-            } else {
-                Body::Bytes(p.to_vec())
-            }
-        } else {
-            Body::Bytes(parts.concat())
-        };
-        *self.state.borrow_mut() = Some((unique, errno, body));
-    }
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {

@@ -3,6 +3,7 @@
 use super::proto::{self, *};
 use super::{FILE_NAME, MAX_IO};
 use crate::volume::{AlignedBuf, Errno, Volume};
+use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::unix::io::AsRawFd;
@@ -92,7 +93,39 @@ pub(super) struct Bufs {
 /// entry's buffers for its COMMIT_AND_FETCH.
 pub(super) enum Chan<'a> {
     Dev(&'a File),
-    Ring(&'a super::uring::Pending),
+    Ring(&'a Pending),
+}
+
+/// What a handler replied, kept until the COMMIT (the READ data may still be
+/// borrowed from the payload buffer while the reply is recorded).
+pub(super) struct Pending {
+    pub(super) payload: *const u8,
+    pub(super) payload_len: usize,
+    pub(super) state: RefCell<Option<(u64, Errno, Body)>>,
+}
+
+pub(super) enum Body {
+    /// Already in the payload buffer at this offset.
+    InPayload(usize, usize),
+    Bytes(Vec<u8>),
+}
+
+impl Pending {
+    pub(super) fn set(&self, unique: u64, errno: Errno, parts: &[&[u8]]) {
+        let body = if errno != 0 {
+            Body::Bytes(Vec::new())
+        } else if let [p] = parts {
+            let off = (p.as_ptr() as usize).wrapping_sub(self.payload as usize);
+            if off <= self.payload_len && p.len() <= self.payload_len - off {
+                Body::InPayload(off, p.len())
+            } else {
+                Body::Bytes(p.to_vec())
+            }
+        } else {
+            Body::Bytes(parts.concat())
+        };
+        *self.state.borrow_mut() = Some((unique, errno, body));
+    }
 }
 
 /// Serves requests on `dev` until the connection goes away (unmount/abort).
