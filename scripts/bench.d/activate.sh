@@ -3,7 +3,10 @@
 # against a cipher_null-ecb volume on the same data path (the cost of the
 # crypto) and against the raw backing file (the cost of the whole path);
 # sequential O_DIRECT read/write in 1 MiB blocks, 4 KiB random-read IOPS,
-# server RSS idle and under load.
+# server RSS idle and under load. The aes volume runs on the default FUSE
+# transport (io_uring where the kernel offers it), "aesdev" is the same
+# volume type forced to /dev/fuse read/write (WRAPCRYPT_FUSE_TRANSPORT=dev):
+# the transport A/B rows.
 #
 # Env: W (release wrapcrypt), WORK (scratch dir). Rows on stdout as
 # "name|ratio|detail|command"; progress on stderr. BENCH_ACTIVATE_MIB sets
@@ -64,16 +67,19 @@ dd if=/dev/zero of="$raw" bs=1M count="$MIB" oflag=direct status=none
 
 # Two LUKS2 volumes of the same size: aes-xts-plain64 and cipher_null-ecb.
 declare -A dev pid
-for c in aes null; do
+for c in aes null aesdev; do
   img="$dir/$c.img"
   truncate -s $((MIB + hdr_mib))M "$img"
-  if [ "$c" = aes ]; then
+  if [ "$c" != null ]; then
     "$W" luksFormat "${fmt[@]}" --cipher aes-xts-plain64 --key-size 512 "$img"
   else
     "$W" luksFormat "${fmt[@]}" --cipher cipher_null-ecb "$img"
   fi
   name="wcbench-$c-$$"
-  "$W" open --key-file "$dir/pass" "$img" "$name"
+  tr=auto
+  [ "$c" = aesdev ] && tr=dev
+  WRAPCRYPT_FUSE_TRANSPORT=$tr "$W" open --key-file "$dir/pass" "$img" "$name"
+  log "$c: $("$W" status "$name" | grep 'fuse:' || echo 'fuse: ?')"
   names+=("$name")
   dev[$c]=/dev/mapper/$name
   pid[$c]=$(jq -r .pid "/run/wrapcrypt/$name/state.json")
@@ -99,10 +105,10 @@ idle_null=$(rss "${pid[null]}")
 sampler=$!
 
 declare -A W_ R_ I_ CPU
-for t in raw null aes; do W_[$t]=""; R_[$t]=""; CPU[$t]=0; done
+for t in raw null aes aesdev; do W_[$t]=""; R_[$t]=""; CPU[$t]=0; done
 load0=$(cut -d' ' -f1 /proc/loadavg)
 for ((r = 1; r <= ROUNDS; r++)); do
-  for t in raw null aes; do
+  for t in raw null aes aesdev; do
     c0=$( [ "$t" = raw ] && echo 0 || cpu "${pid[$t]}")
     w=$(fio_seq "${dev[$t]}" write)
     rd=$(fio_seq "${dev[$t]}" read)
@@ -114,11 +120,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 declare -A Q_R Q_W
-for t in raw null aes; do
+for t in raw null aes aesdev; do
   I_[$t]=$(fio_rand "${dev[$t]}")
   log "$t: 4 KiB random read ${I_[$t]} IOPS"
 done
-for t in raw aes; do
+for t in raw aes aesdev; do
   Q_R[$t]=$(fio_rand32 "${dev[$t]}" randread)
   Q_W[$t]=$(fio_rand32 "${dev[$t]}" randwrite)
   log "$t: 4 KiB random QD32 read ${Q_R[$t]}, write ${Q_W[$t]} IOPS"
@@ -127,7 +133,7 @@ kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true; sampler=
 read -r peak_aes peak_null <"$dir/peak"
 
 declare -A BW BR
-for t in raw null aes; do
+for t in raw null aes aesdev; do
   # shellcheck disable=SC2086
   BW[$t]=$(maxf ${W_[$t]})
   # shellcheck disable=SC2086
@@ -152,3 +158,10 @@ qcmd="fio --rw=randread|randwrite --bs=4k --direct=1 --ioengine=libaio --iodepth
 echo "opened aes-xts-plain64 4 KiB random read IOPS at QD32 ÷ raw backing file|$(ratio "${Q_R[aes]}" "${Q_R[raw]}")|${Q_R[aes]} vs ${Q_R[raw]} IOPS|$qcmd"
 echo "opened aes-xts-plain64 4 KiB random write IOPS at QD32 ÷ raw backing file|$(ratio "${Q_W[aes]}" "${Q_W[raw]}")|${Q_W[aes]} vs ${Q_W[raw]} IOPS|$qcmd"
 echo "server RSS under load ÷ idle (aes-xts-plain64 server)|$(ratio "$peak_aes" "$idle_aes")|idle $idle_aes KiB, peak $peak_aes KiB (null server: idle $idle_null, peak $peak_null KiB)|VmRSS of the server pid in /run/wrapcrypt/NAME/state.json, sampled every 0.1 s"
+tcmd="WRAPCRYPT_FUSE_TRANSPORT=auto (io_uring) vs dev; same fio commands"
+tnote="server CPU $(cpg "${CPU[aes]}") vs $(cpg "${CPU[aesdev]}") s/GiB"
+echo "opened aes-xts-plain64 seq read 1 MiB: FUSE io_uring ÷ /dev/fuse transport|$(ratio "${BR[aes]}" "${BR[aesdev]}")|${BR[aes]} vs ${BR[aesdev]} MB/s; $tnote|$tcmd"
+echo "opened aes-xts-plain64 seq write 1 MiB: FUSE io_uring ÷ /dev/fuse transport|$(ratio "${BW[aes]}" "${BW[aesdev]}")|${BW[aes]} vs ${BW[aesdev]} MB/s; $tnote|$tcmd"
+echo "opened aes-xts-plain64 4 KiB random read QD1: FUSE io_uring ÷ /dev/fuse transport|$(ratio "${I_[aes]}" "${I_[aesdev]}")|${I_[aes]} vs ${I_[aesdev]} IOPS|$tcmd"
+echo "opened aes-xts-plain64 4 KiB random read QD32: FUSE io_uring ÷ /dev/fuse transport|$(ratio "${Q_R[aes]}" "${Q_R[aesdev]}")|${Q_R[aes]} vs ${Q_R[aesdev]} IOPS|$tcmd"
+echo "opened aes-xts-plain64 4 KiB random write QD32: FUSE io_uring ÷ /dev/fuse transport|$(ratio "${Q_W[aes]}" "${Q_W[aesdev]}")|${Q_W[aes]} vs ${Q_W[aesdev]} IOPS|$tcmd"

@@ -92,6 +92,10 @@ pub struct ActiveInfo {
     pub backing_direct_io: bool,
     /// Caller-provided facts (provider, protection, ...).
     pub extra: BTreeMap<String, String>,
+    /// How the FUSE server talks to the kernel, e.g. `io_uring (2 queues,
+    /// 32 entries)` or `/dev/fuse (io_uring: why not)`.
+    #[serde(default)]
+    pub fuse_transport: String,
 }
 
 /// What [`crate::status`] reports about a live volume.

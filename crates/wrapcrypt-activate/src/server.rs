@@ -215,6 +215,7 @@ fn start(cfg: &ServeConfig, cipher: Arc<dyn SectorCipher>) -> Result<Started, Ac
         loop_direct_io: false,
         backing_direct_io: backing_direct,
         extra: cfg.extra_status.clone(),
+        fuse_transport: String::new(),
     };
     // From here on, a failure undoes what was done.
     let vol = Volume::new(
@@ -252,33 +253,44 @@ fn setup(
         .mode(0o700)
         .create(&mp)
         .map_err(|e| ActivateError::io("create", &mp, e))?;
+    // enable_uring must be set before the mount: INIT is built then.
+    let policy = transport_policy();
+    let mut why_not = match policy {
+        Transport::Dev => Some(format!("forced by {TRANSPORT_ENV}=dev")),
+        _ => enable_uring().err(),
+    };
     let session = fuse::mount(&mp, &format!("wrapcrypt-{name}"))
         .map_err(|e| ActivateError::io("mount FUSE on", &mp, e))?;
-    let mut devs = Vec::new();
-    for _ in 1..worker_count() {
-        devs.push(
-            fuse::clone_fd(&session).map_err(|e| ActivateError::io("clone FUSE fd for", &mp, e))?,
-        );
+    fs.want_uring
+        .store(why_not.is_none(), std::sync::atomic::Ordering::Release);
+    let mut dev_workers = worker_count();
+    if why_not.is_none() {
+        // One /dev/fuse reader answers INIT and stays for what never goes
+        // through the ring (FORGET, INTERRUPT, requests before the switch).
+        spawn_dev_workers(fs, &session, 1, workers, &mp)?;
+        dev_workers -= 1;
+        why_not = start_ring(fs, &session, workers, &mp).err();
+        if why_not.is_none() {
+            dev_workers = 0;
+        }
     }
-    devs.push(session);
-    for (i, dev) in devs.into_iter().enumerate() {
-        let fs = Arc::clone(fs);
-        let h = std::thread::Builder::new()
-            .name(format!("wrapcrypt-fuse{i}"))
-            .stack_size(WORKER_STACK)
-            .spawn(move || {
-                // Requests are on the writeback path of the loop device:
-                // allocations here must not recurse into that writeback.
-                // SAFETY: prctl with integer arguments.
-                unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) };
-                // Decrypted data and cipher register spills pass through
-                // this stack: keep it out of core dumps from the start.
-                wrapcrypt_secret::protect_thread_stack();
-                let _ = fuse::serve(dev, &fs);
-            })
-            .map_err(|e| ActivateError::io("start worker for", &mp, e))?;
-        workers.push(h);
+    if let (Transport::Uring, Some(why)) = (policy, &why_not) {
+        return Err(ActivateError::io(
+            "start FUSE over io_uring (WRAPCRYPT_FUSE_TRANSPORT=uring) for",
+            &mp,
+            std::io::Error::other(why.clone()),
+        ));
     }
+    info.fuse_transport = match &why_not {
+        None => format!(
+            "io_uring ({} queues, {} entries)",
+            fuse::uring::possible_cpus(),
+            worker_count()
+        ),
+        Some(why) => format!("/dev/fuse (io_uring: {why})"),
+    };
+    spawn_dev_workers(fs, &session, dev_workers, workers, &mp)?;
+    drop(session);
     let file = state::fuse_file(&name);
     let vol_file = OpenOptions::new()
         .read(true)
@@ -304,6 +316,141 @@ fn setup(
         std::io::ErrorKind::AlreadyExists => ActivateError::AlreadyActive(name.clone()),
         _ => ActivateError::io("link", &info.mapper_path, e),
     })?;
+    Ok(())
+}
+
+/// Environment variable choosing the FUSE transport: `uring` (must work),
+/// `dev` (`/dev/fuse` read/write), `auto` or unset (io_uring when the
+/// kernel offers it, else `/dev/fuse`).
+pub const TRANSPORT_ENV: &str = "WRAPCRYPT_FUSE_TRANSPORT";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Auto,
+    Uring,
+    Dev,
+}
+
+fn transport_policy() -> Transport {
+    match std::env::var(TRANSPORT_ENV).as_deref() {
+        Ok("dev") => Transport::Dev,
+        Ok("uring") => Transport::Uring,
+        _ => Transport::Auto,
+    }
+}
+
+/// Makes sure `enable_uring` is set (root may set it; it is global and is
+/// never cleared again, other servers still have to opt in).
+fn enable_uring() -> Result<(), String> {
+    let p = fuse::uring::ENABLE_PARAM;
+    match fs::read_to_string(p) {
+        Ok(v) if v.trim() == "Y" => fuse::uring::probe(),
+        Ok(_) => fs::write(p, "Y")
+            .map_err(|e| format!("enable_uring is N and setting it failed: {e}"))
+            .and_then(|()| fuse::uring::probe()),
+        Err(e) => Err(format!("kernel has no {p}: {e}")),
+    }
+}
+
+/// Starts one io_uring entry thread per worker slot, spread over the
+/// kernel's queues, after our INIT reply accepted io_uring. `Err` tells why
+/// the connection stays on `/dev/fuse`.
+fn start_ring(
+    fs: &Arc<FileServer>,
+    session: &File,
+    workers: &mut Vec<std::thread::JoinHandle<()>>,
+    mp: &Path,
+) -> Result<(), String> {
+    use std::sync::atomic::Ordering::Acquire;
+    let t0 = std::time::Instant::now();
+    while !fs.init_done.load(Acquire) {
+        if t0.elapsed() > std::time::Duration::from_secs(10) {
+            return Err("no INIT from the kernel within 10 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    if !fs.uring_offered.load(Acquire) {
+        return Err("kernel did not offer FUSE_OVER_IO_URING in INIT".into());
+    }
+    let queues = fuse::uring::possible_cpus();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = worker_count().max(queues);
+    let mut started = 0;
+    for i in 0..n {
+        let dev = fuse::clone_fd(session).map_err(|e| format!("clone /dev/fuse: {e}"))?;
+        let fs = Arc::clone(fs);
+        let tx = tx.clone();
+        let qid = (i % queues) as u16;
+        let h = std::thread::Builder::new()
+            .name(format!("wrapcrypt-ring{i}"))
+            .stack_size(WORKER_STACK)
+            .spawn(move || {
+                // SAFETY: prctl with integer arguments (see spawn_dev_workers).
+                unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) };
+                wrapcrypt_secret::protect_thread_stack();
+                let _ = fuse::uring::serve(dev.as_raw_fd(), qid, &fs, tx);
+                drop(dev);
+            });
+        match h {
+            Ok(h) => workers.push(h),
+            Err(e) => {
+                let _ = ActivateError::io("start ring thread for", mp, e);
+                break;
+            }
+        }
+        started += 1;
+    }
+    drop(tx);
+    let mut err = None;
+    for _ in 0..started {
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => err = err.or(Some(e)),
+            Err(_) => err = err.or(Some(libc::EIO)),
+        }
+    }
+    match (err, started == n) {
+        (None, true) => Ok(()),
+        (Some(e), _) => Err(format!(
+            "REGISTER failed: {}",
+            std::io::Error::from_raw_os_error(e)
+        )),
+        (None, false) => Err("could not start all ring threads".into()),
+    }
+}
+
+fn spawn_dev_workers(
+    fs: &Arc<FileServer>,
+    session: &File,
+    count: usize,
+    workers: &mut Vec<std::thread::JoinHandle<()>>,
+    mp: &Path,
+) -> Result<(), ActivateError> {
+    let mut devs = Vec::new();
+    for _ in 0..count {
+        devs.push(
+            fuse::clone_fd(session).map_err(|e| ActivateError::io("clone FUSE fd for", mp, e))?,
+        );
+    }
+    for dev in devs {
+        let i = workers.len();
+        let fs = Arc::clone(fs);
+        let h = std::thread::Builder::new()
+            .name(format!("wrapcrypt-fuse{i}"))
+            .stack_size(WORKER_STACK)
+            .spawn(move || {
+                // Requests are on the writeback path of the loop device:
+                // allocations here must not recurse into that writeback.
+                // SAFETY: prctl with integer arguments.
+                unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) };
+                // Decrypted data and cipher register spills pass through
+                // this stack: keep it out of core dumps from the start.
+                wrapcrypt_secret::protect_thread_stack();
+                let _ = fuse::serve(dev, &fs);
+            })
+            .map_err(|e| ActivateError::io("start worker for", mp, e))?;
+        workers.push(h);
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! cloned device fd.
 
 pub(crate) mod proto;
+pub(crate) mod uring;
 mod worker;
 
 pub(crate) use worker::{serve, FileServer};

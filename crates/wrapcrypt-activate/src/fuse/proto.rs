@@ -38,6 +38,10 @@ pub const FUSE_ASYNC_READ: u32 = 1 << 0;
 pub const FUSE_BIG_WRITES: u32 = 1 << 5;
 pub const FUSE_ASYNC_DIO: u32 = 1 << 15;
 pub const FUSE_MAX_PAGES: u32 = 1 << 22;
+/// `flags2` is valid (both directions).
+pub const FUSE_INIT_EXT: u32 = 1 << 30;
+/// `FUSE_OVER_IO_URING` (flag bit 41) as its bit in `flags2`.
+pub const FUSE_OVER_IO_URING2: u32 = 1 << (41 - 32);
 
 // OPEN reply flags.
 pub const FOPEN_DIRECT_IO: u32 = 1 << 0;

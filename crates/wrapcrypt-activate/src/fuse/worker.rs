@@ -3,10 +3,11 @@
 use super::proto::{self, *};
 use super::{FILE_NAME, MAX_IO};
 use crate::volume::{AlignedBuf, Errno, Volume};
+use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 const FILE_INO: u64 = 2;
 /// Attributes never change behind the kernel's back: cache them long.
@@ -16,10 +17,18 @@ const MAX_BACKGROUND: u16 = 64;
 
 /// The file system state shared by all workers.
 pub(crate) struct FileServer {
-    vol: Volume,
+    pub(super) vol: Volume,
     /// Negotiated protocol minor, 0 until INIT.
     minor: AtomicU32,
     started: u64,
+    /// Offer FUSE over io_uring in the INIT reply when the kernel does.
+    pub(crate) want_uring: AtomicBool,
+    /// The kernel offered FUSE_OVER_IO_URING in INIT.
+    pub(crate) uring_offered: AtomicBool,
+    /// Our INIT reply accepted it: the kernel now waits for the ring.
+    pub(crate) uring_accepted: AtomicBool,
+    /// The INIT reply has been written.
+    pub(crate) init_done: AtomicBool,
 }
 
 impl FileServer {
@@ -32,6 +41,10 @@ impl FileServer {
             vol,
             minor: AtomicU32::new(0),
             started,
+            want_uring: AtomicBool::new(false),
+            uring_offered: AtomicBool::new(false),
+            uring_accepted: AtomicBool::new(false),
+            init_done: AtomicBool::new(false),
         }
     }
 
@@ -68,16 +81,56 @@ impl FileServer {
 }
 
 /// Per-worker buffers.
-struct Bufs {
+pub(super) struct Bufs {
     /// Request header area: exactly header + `fuse_write_in`, so WRITE
     /// payloads land page-aligned in `data`.
-    head: [u8; WRITE_DATA_OFFSET],
-    data: AlignedBuf,
-    scratch: Option<AlignedBuf>,
+    pub(super) head: [u8; WRITE_DATA_OFFSET],
+    pub(super) data: AlignedBuf,
+    pub(super) scratch: Option<AlignedBuf>,
+}
+
+/// Where a reply goes: written to `/dev/fuse`, or left in an io_uring
+/// entry's buffers for its COMMIT_AND_FETCH.
+pub(super) enum Chan<'a> {
+    Dev(&'a File),
+    Ring(&'a Pending),
+}
+
+/// What a handler replied, kept until the COMMIT (the READ data may still be
+/// borrowed from the payload buffer while the reply is recorded).
+pub(super) struct Pending {
+    pub(super) payload: *const u8,
+    pub(super) payload_len: usize,
+    pub(super) state: RefCell<Option<(u64, Errno, Body)>>,
+}
+
+pub(super) enum Body {
+    /// Already in the payload buffer at this offset.
+    InPayload(usize, usize),
+    Bytes(Vec<u8>),
+}
+
+impl Pending {
+    pub(super) fn set(&self, unique: u64, errno: Errno, parts: &[&[u8]]) {
+        let body = if errno != 0 {
+            Body::Bytes(Vec::new())
+        } else if let [p] = parts {
+            let off = (p.as_ptr() as usize).wrapping_sub(self.payload as usize);
+            if off <= self.payload_len && p.len() <= self.payload_len - off {
+                Body::InPayload(off, p.len())
+            } else {
+                Body::Bytes(p.to_vec())
+            }
+        } else {
+            Body::Bytes(parts.concat())
+        };
+        *self.state.borrow_mut() = Some((unique, errno, body));
+    }
 }
 
 /// Serves requests on `dev` until the connection goes away (unmount/abort).
-pub(crate) fn serve(dev: File, fs: &FileServer) -> io::Result<()> {
+pub(crate) fn serve(file: File, fs: &FileServer) -> io::Result<()> {
+    let dev = &Chan::Dev(&file);
     let len = fs.vol.buf_len(MAX_IO);
     let mut b = Bufs {
         head: [0; WRITE_DATA_OFFSET],
@@ -96,7 +149,7 @@ pub(crate) fn serve(dev: File, fs: &FileServer) -> io::Result<()> {
             },
         ];
         // SAFETY: both iovecs point into buffers we own exclusively.
-        let n = unsafe { libc::readv(dev.as_raw_fd(), iov.as_ptr(), 2) };
+        let n = unsafe { libc::readv(file.as_raw_fd(), iov.as_ptr(), 2) };
         if n < 0 {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
@@ -113,24 +166,7 @@ pub(crate) fn serve(dev: File, fs: &FileServer) -> io::Result<()> {
         if h.opcode == WRITE && n >= WRITE_DATA_OFFSET {
             let wi = proto::read::<RwIn>(&b.head[size_of::<InHeader>()..]).unwrap_or_default();
             let size = (wi.size as usize).min(n - WRITE_DATA_OFFSET);
-            let res = if h.nodeid != FILE_INO {
-                Err(libc::EISDIR)
-            } else {
-                let scratch = b.scratch.get_or_insert_with(|| fs.vol.alloc_buf(len));
-                fs.vol.write(wi.offset, &mut b.data[..size], scratch)
-            };
-            match res {
-                Ok(done) => reply(
-                    &dev,
-                    h.unique,
-                    0,
-                    &[bytes(&WriteOut {
-                        size: done as u32,
-                        padding: 0,
-                    })],
-                ),
-                Err(e) => reply(&dev, h.unique, e, &[]),
-            }
+            write(dev, fs, &h, &wi, size, &mut b);
             continue;
         }
         // Every other request is small: make it contiguous.
@@ -140,11 +176,41 @@ pub(crate) fn serve(dev: File, fs: &FileServer) -> io::Result<()> {
             msg.extend_from_slice(&b.data[..n - WRITE_DATA_OFFSET]);
         }
         let arg = &msg[size_of::<InHeader>()..];
-        dispatch(&dev, fs, &h, arg, &mut b);
+        dispatch(dev, fs, &h, arg, &mut b);
     }
 }
 
-fn dispatch(dev: &File, fs: &FileServer, h: &InHeader, arg: &[u8], b: &mut Bufs) {
+/// WRITE of `size` bytes that lie at the start of `b.data`.
+pub(super) fn write(
+    dev: &Chan,
+    fs: &FileServer,
+    h: &InHeader,
+    wi: &RwIn,
+    size: usize,
+    b: &mut Bufs,
+) {
+    let len = b.data.len();
+    let res = if h.nodeid != FILE_INO {
+        Err(libc::EISDIR)
+    } else {
+        let scratch = b.scratch.get_or_insert_with(|| fs.vol.alloc_buf(len));
+        fs.vol.write(wi.offset, &mut b.data[..size], scratch)
+    };
+    match res {
+        Ok(done) => reply(
+            dev,
+            h.unique,
+            0,
+            &[bytes(&WriteOut {
+                size: done as u32,
+                padding: 0,
+            })],
+        ),
+        Err(e) => reply(dev, h.unique, e, &[]),
+    }
+}
+
+pub(super) fn dispatch(dev: &Chan, fs: &FileServer, h: &InHeader, arg: &[u8], b: &mut Bufs) {
     let u = h.unique;
     let ino = h.nodeid;
     match h.opcode {
@@ -244,7 +310,7 @@ fn dispatch(dev: &File, fs: &FileServer, h: &InHeader, arg: &[u8], b: &mut Bufs)
     }
 }
 
-fn init(dev: &File, fs: &FileServer, u: u64, arg: &[u8]) {
+fn init(dev: &Chan, fs: &FileServer, u: u64, arg: &[u8]) {
     let Some(i) = proto::read::<InitIn>(arg) else {
         return reply(dev, u, libc::EINVAL, &[]);
     };
@@ -267,8 +333,22 @@ fn init(dev: &File, fs: &FileServer, u: u64, arg: &[u8]) {
         max_pages: (MAX_IO / 4096) as u16,
         ..InitOut::default()
     };
+    let mut out = out;
+    // flags2 (bits 32..63) is at offset 16 of fuse_init_in, valid with INIT_EXT.
+    let flags2 = arg
+        .get(16..20)
+        .map(|f| u32::from_ne_bytes(f.try_into().expect("4 bytes")))
+        .unwrap_or(0);
+    let offered = i.flags & FUSE_INIT_EXT != 0 && flags2 & FUSE_OVER_IO_URING2 != 0;
+    fs.uring_offered.store(offered, Ordering::Release);
+    if offered && fs.want_uring.load(Ordering::Acquire) {
+        out.flags |= FUSE_INIT_EXT;
+        out.flags2 = FUSE_OVER_IO_URING2;
+        fs.uring_accepted.store(true, Ordering::Release);
+    }
     fs.minor.store(minor, Ordering::Release);
     reply(dev, u, 0, &[bytes(&out)]);
+    fs.init_done.store(true, Ordering::Release);
 }
 
 fn fallocate(fs: &FileServer, ino: u64, f: &FallocateIn, b: &mut Bufs) -> Result<(), Errno> {
@@ -314,7 +394,11 @@ fn readdir(offset: u64, size: usize) -> Vec<u8> {
 }
 
 /// Sends one reply; a vanished request (ENOENT) or connection is not our problem.
-fn reply(dev: &File, unique: u64, errno: Errno, parts: &[&[u8]]) {
+fn reply(dev: &Chan, unique: u64, errno: Errno, parts: &[&[u8]]) {
+    let dev = match dev {
+        Chan::Dev(f) => f,
+        Chan::Ring(p) => return p.set(unique, errno, parts),
+    };
     let body: usize = if errno == 0 {
         parts.iter().map(|p| p.len()).sum()
     } else {

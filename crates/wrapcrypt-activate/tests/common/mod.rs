@@ -142,9 +142,15 @@ pub fn server_child_main() {
 
 /// Starts a server child for `p` through the library's `spawn`.
 pub fn open(p: &Payload) -> Result<ActiveInfo, ActivateError> {
+    open_with(p, &[])
+}
+
+/// [`open`] with extra environment for the server (e.g. the FUSE transport).
+pub fn open_with(p: &Payload, env: &[(&str, &str)]) -> Result<ActiveInfo, ActivateError> {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", "server_child", "--test-threads=1", "-q"])
-        .env(SERVER_ENV, "1");
+        .env(SERVER_ENV, "1")
+        .envs(env.iter().copied());
     wrapcrypt_activate::spawn(
         cmd,
         &serde_json::to_vec(p).unwrap(),

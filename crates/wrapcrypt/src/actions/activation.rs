@@ -156,5 +156,8 @@ pub fn status(a: &NameArgs) -> Result<(), CliError> {
     if i.allow_discards {
         println!("  flags:   discards");
     }
+    if !i.fuse_transport.is_empty() {
+        println!("  fuse:    {}", i.fuse_transport);
+    }
     Ok(())
 }
