@@ -192,6 +192,23 @@ fn compat_images_open_as_block_devices_with_known_payload_hashes() {
         let guard = Mapped(name.clone());
         let st = ok(wc().args(["status", &name]));
         assert!(String::from_utf8_lossy(&st.stdout).contains("type:    LUKS1"));
+        // The same through `status --json` (docs/json-output.md): the size
+        // it reports is the opened device's.
+        let j: serde_json::Value =
+            serde_json::from_slice(&ok(wc().args(["status", "--json", &name])).stdout).unwrap();
+        let dev_bytes = std::fs::File::open(format!("/dev/mapper/{name}"))
+            .and_then(|mut f| std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)))
+            .unwrap();
+        assert_eq!(
+            (&j["active"], &j["type"], &j["size-bytes"], &j["read-only"]),
+            (
+                &serde_json::json!(true),
+                &serde_json::json!("LUKS1"),
+                &serde_json::json!(dev_bytes),
+                &serde_json::json!(false)
+            ),
+            "{j}"
+        );
         let got = sha(hashcmd, &format!("/dev/mapper/{name}"));
         drop(guard);
         assert_eq!(got, want, "{file}: decrypted payload hash");

@@ -14,7 +14,7 @@ use wrapcrypt_unlock::{external, Registry, UnlockRequest};
 
 use super::common::{key_source, load, prompter, provider_choice, read_pin};
 use crate::cli::opts::Global;
-use crate::cli::{NameArgs, OpenArgs};
+use crate::cli::{NameArgs, OpenArgs, StatusArgs};
 use crate::exit::CliError;
 
 /// open / luksOpen DEVICE NAME (or --test-passphrase DEVICE).
@@ -109,18 +109,43 @@ pub fn close(a: &NameArgs) -> Result<(), CliError> {
 }
 
 /// status NAME, in cryptsetup's layout.
-pub fn status(a: &NameArgs) -> Result<(), CliError> {
+pub fn status(a: &StatusArgs) -> Result<(), CliError> {
     let name = &a.name;
     let st = match wrapcrypt_activate::status(name) {
         Ok(s) => s,
         Err(ActivateError::NotActive(_)) => {
-            println!("/dev/mapper/{name} is inactive.");
+            if a.json {
+                println!("{}", serde_json::json!({"name": name, "active": false}));
+            } else {
+                println!("/dev/mapper/{name} is inactive.");
+            }
             return Err(CliError::new(4, ""));
         }
         Err(e) => return Err(e.into()),
     };
     let i = &st.info;
     let x = |k: &str| i.extra.get(k).cloned().unwrap_or_default();
+    if a.json {
+        let keysize: Option<u64> = x("keysize")
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok());
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": name, "active": true, "in-use": st.in_use,
+                "type": x("type"), "cipher": i.cipher, "key-bits": keysize,
+                "provider": x("provider"), "protection": x("protection"),
+                "device": format!("/dev/mapper/{name}"),
+                "loop-device": i.loop_device, "backing": i.backing,
+                "sector-size": i.sector_size, "offset-bytes": i.data_offset,
+                "size-bytes": i.data_size, "read-only": i.read_only,
+                "discards": i.allow_discards,
+                "fuse-transport": (!i.fuse_transport.is_empty()).then_some(&i.fuse_transport),
+            })
+        );
+        return Ok(());
+    }
     println!(
         "/dev/mapper/{name} is active{}.",
         if st.in_use { " and is in use" } else { "" }

@@ -88,7 +88,7 @@ pub enum Action {
     Close(NameArgs),
     /// Shows the state of /dev/mapper/NAME.
     #[command(name = "status", disable_help_flag = true)]
-    Status(NameArgs),
+    Status(StatusArgs),
     /// The server process of an open volume (internal).
     #[command(name = "__serve", hide = true, disable_help_flag = true)]
     Serve,
@@ -223,7 +223,18 @@ pub struct OpenArgs {
     pub persistent: bool,
 }
 
-/// close|status NAME
+/// status NAME [--json]
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The name under /dev/mapper.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Print JSON (docs/json-output.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// close NAME
 #[derive(Args, Debug)]
 pub struct NameArgs {
     /// The name under /dev/mapper.
