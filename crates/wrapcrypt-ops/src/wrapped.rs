@@ -220,34 +220,66 @@ pub fn server_cipher(
     Ok(prov.open_cipher(&wkb, sector)?)
 }
 
-/// Extra luksDump lines for wrapped volumes (after cryptsetup's layout).
-/// `describe` turns a provider failure into the line the caller prints.
-pub fn dump_lines(h: &Luks2Header, describe: impl Fn(&OpsError) -> String) -> Option<String> {
+/// What luksDump shows of a wrapped volume's key.
+pub struct WrappedDump {
+    /// Provider name (`custodian`, `pkcs11`, …), or IBM's for `paes`.
+    pub provider: Option<String>,
+    /// Provider locator (URI) recorded in the header.
+    pub uri: Option<String>,
+    /// Where the provider keeps keys, or why that is not known.
+    pub protection: Result<String, String>,
+    /// The verification pattern of the effective key stored in the header.
+    pub vp: Option<String>,
+}
+
+/// The wrapped-key facts of a header (None: not a wrapped cipher).
+/// `describe` turns a provider failure into the text shown.
+pub fn dump_info(h: &Luks2Header, describe: impl Fn(&OpsError) -> String) -> Option<WrappedDump> {
     let seg = h.meta.crypt_segment_id().map(|s| &h.meta.segments[&s])?;
     let cipher = seg.encryption.as_deref()?;
     if !is_waes(cipher) && !cipher.starts_with("paes-") {
         return None;
     }
+    let (provider, uri, protection) = if let Some((name, loc)) = providers::recorded(h) {
+        // luksDump takes no PIN: a token that needs a login (or a provider
+        // that is down) cannot say where it keeps keys.
+        let prot = providers::by_name(&name, loc.as_deref(), None)
+            .map(|p| p.protection().to_string())
+            .map_err(|e| (describe)(&e));
+        (Some(name), loc, prot)
+    } else if cipher.starts_with("paes-") {
+        (
+            Some("IBM CCA/EP11 secure key (kernel paes)".to_string()),
+            None,
+            Ok("hardware".to_string()),
+        )
+    } else {
+        (None, None, Err("no provider recorded".to_string()))
+    };
+    Some(WrappedDump {
+        provider,
+        uri,
+        protection,
+        vp: providers::stored_vp(h),
+    })
+}
+
+/// Extra luksDump lines for wrapped volumes (after cryptsetup's layout).
+/// `describe` turns a provider failure into the line the caller prints.
+pub fn dump_lines(h: &Luks2Header, describe: impl Fn(&OpsError) -> String) -> Option<String> {
+    let d = dump_info(h, describe)?;
     let mut out = String::from("Wrapped key:\n");
-    if let Some((name, loc)) = providers::recorded(h) {
-        let prot =
-            providers::by_name(&name, loc.as_deref(), None).map(|p| p.protection().to_string());
+    if let Some(name) = &d.provider {
         out.push_str(&format!("\tProvider:   {name}\n"));
-        if let Some(l) = loc {
+        if let Some(l) = &d.uri {
             out.push_str(&format!("\tURI:        {l}\n"));
         }
-        match prot {
+        match &d.protection {
             Ok(p) => out.push_str(&format!("\tProtection: {p}\n")),
-            // luksDump takes no PIN: a token that needs a login (or a
-            // provider that is down) cannot say where it keeps keys.
-            Err(e) => out.push_str(&format!("\tProtection: not known ({})\n", (describe)(&e))),
+            Err(e) => out.push_str(&format!("\tProtection: not known ({e})\n")),
         }
-    } else if cipher.starts_with("paes-") {
-        out.push_str(
-            "\tProvider:   IBM CCA/EP11 secure key (kernel paes)\n\tProtection: hardware\n",
-        );
     }
-    if let Some(vp) = providers::stored_vp(h) {
+    if let Some(vp) = &d.vp {
         out.push_str(&format!("\tVerification pattern: {vp}\n"));
     }
     Some(out)

@@ -43,6 +43,28 @@ pub fn dump(g: &Global, a: &DumpArgs) -> Result<(), CliError> {
     let h = vol.luks2_header()?;
     let json = h.json_value();
     let mut out = String::new();
+    if a.json {
+        let b = bin_info(&vol, h);
+        let wrapped = wrapped::dump_info(h, ops_message).map(|d| {
+            serde_json::json!({
+                "provider": d.provider, "uri": d.uri,
+                "protection": d.protection.as_ref().ok(),
+                "protection-error": d.protection.as_ref().err(),
+                "verification-pattern": d.vp,
+            })
+        });
+        println!(
+            "{}",
+            serde_json::json!({
+                "version": 2, "epoch": b.seqid, "metadata-area-bytes": b.hdr_size,
+                "uuid": b.uuid, "label": b.label, "subsystem": b.subsystem,
+                "checksum-algorithm": b.checksum_alg,
+                "reencryption": matches!(h.meta.reencrypt_state(), Ok(Some(_))),
+                "metadata": json, "wrapped-key": wrapped,
+            })
+        );
+        return Ok(());
+    }
     if a.dump_json_metadata {
         dump::luks2_json_dump(&json, &mut out);
         print!("{out}");
@@ -155,6 +177,31 @@ fn dump1(g: &Global, a: &DumpArgs, vol: &Volume) -> Result<(), CliError> {
         return Err(CliError::usage(format!(
             "Device {dev} is not a valid LUKS2 device."
         )));
+    }
+    if a.json {
+        let slots: Vec<_> = h
+            .keyslots()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                serde_json::json!({
+                    "id": i, "active": k.is_active(), "iterations": k.iterations,
+                    "key-material-offset-sectors": k.key_material_offset,
+                    "stripes": k.stripes,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "version": 1, "uuid": h.uuid(), "cipher": h.cipher_name(),
+                "cipher-mode": h.cipher_mode(), "hash": h.hash_spec(),
+                "payload-offset-sectors": h.payload_offset(),
+                "key-bits": h.key_bytes() * 8, "mk-digest-iterations": h.mk_digest_iter(),
+                "keyslots": slots,
+            })
+        );
+        return Ok(());
     }
     let mut out = String::new();
     if a.dump_volume_key {

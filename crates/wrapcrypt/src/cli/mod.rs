@@ -337,6 +337,9 @@ pub struct DumpArgs {
     /// With --dump-volume-key and --key-slot: an unbound keyslot's key.
     #[arg(long)]
     pub unbound: bool,
+    /// Print the dump as one JSON object (docs/json-output.md).
+    #[arg(long, conflicts_with_all = ["dump_json_metadata", "dump_volume_key", "unbound"])]
+    pub json: bool,
 }
 
 /// isLuks DEVICE

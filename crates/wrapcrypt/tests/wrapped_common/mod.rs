@@ -79,7 +79,16 @@ impl Custodian {
     /// `validate --json` with key file `kf`: (exit code, parsed report).
     pub fn validate(&self, img: &str, kf: &str) -> (i32, serde_json::Value) {
         let o = self.wc(&["validate", "--json", img, "--key-file", kf], None);
-        let v = serde_json::from_str(o.stdout.trim()).unwrap_or(serde_json::Value::Null);
+        let v: serde_json::Value =
+            serde_json::from_str(o.stdout.trim()).unwrap_or(serde_json::Value::Null);
+        // luksDump --json reports the same stored verification pattern.
+        let stored = &v["stored-verification-pattern"];
+        if !stored.is_null() {
+            let d = self.wc(&["luksDump", "--json", img], None);
+            let d: serde_json::Value = serde_json::from_str(d.stdout.trim()).unwrap();
+            assert_eq!(&d["wrapped-key"]["verification-pattern"], stored, "{d}");
+            assert_eq!(d["wrapped-key"]["provider"], v["provider"], "{d}");
+        }
         (o.code, v)
     }
 }
