@@ -24,7 +24,7 @@ use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::{new_soft_cipher, CipherSpec, SectorCipher};
 
 use super::layout::{self, Layouts};
-use super::{verify, ReencryptError, ReencryptKeys};
+use super::{plain, verify, ReencryptError, ReencryptKeys};
 use crate::{Device, Volume, VolumeError};
 
 /// Largest hotzone moved at once when none is asked for (bytes).
@@ -305,7 +305,10 @@ pub fn resume(
         .meta
         .reencrypt_state()?
         .ok_or(ReencryptError::NotInReencryption)?;
-    if info.mode != ReencryptMode::Reencrypt {
+    // Encryption forward without a data shift (`--encrypt --header`) runs
+    // the key-change loop with a linear (identity) old layout.
+    let encrypt = info.mode == ReencryptMode::Encrypt;
+    if info.mode != ReencryptMode::Reencrypt && !encrypt {
         return Err(ReencryptError::Unsupported(format!(
             "mode {}",
             info.mode.as_str()
@@ -379,6 +382,9 @@ pub fn resume(
     let (old, new) = (
         match info.old_digest {
             Some(_) => cipher(&old_seg, keys.old_key()?)?,
+            None if encrypt && old_seg.kind == "linear" => Box::new(plain::Linear {
+                sector: new_seg.sector_size as usize,
+            }),
             None => return Err(ReencryptError::Unsupported("encryption".into())),
         },
         match info.new_digest {

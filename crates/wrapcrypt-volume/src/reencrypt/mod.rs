@@ -14,6 +14,7 @@
 mod engine;
 mod init;
 mod layout;
+mod plain;
 mod verify;
 
 use wrapcrypt_format::luks2::{ReencryptInfo, ValidateError};
