@@ -26,20 +26,104 @@ pub struct Config {
     pub daemonize: bool,
 }
 
-/// Usage text.
-pub const USAGE: &str = "usage: wrapcrypt-custodiand [--config FILE] [--state-dir DIR] \
-[--socket PATH] [--tcti TCTI|none] [--allow-uid UID]... [--no-auto-init] [--daemonize]";
+/// The daemon's command line (clap: `--help`, one-line errors, and the
+/// man page `wrapcrypt-custodiand(8)` from the same declaration).
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "wrapcrypt-custodiand",
+    version,
+    about = "wrapcrypt key custodian: holds the master keys that wrap volume keys",
+    long_about = "The key custodian holds the master keys (registers CURRENT, NEW, OLD) \
+that wrap wrapcrypt volume keys, sealed to the TPM when one is configured, and \
+performs the sector crypto of waes-xts-plain64 volumes for FUSE servers over a \
+Unix socket, so no effective volume key exists outside its locked memory. \
+Started on demand by wrapcrypt or as wrapcrypt-custodiand.service.\n\n\
+The configuration file holds `key = value` lines (state_dir, socket, tcti, \
+allow_uids, auto_init); flags override it. It must be owned by root and \
+writable by its owner only."
+)]
+struct Flags {
+    /// Configuration file (default /etc/wrapcrypt/custodian.conf, if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// State directory: sealed master keys, lock and log.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Unix socket clients connect to.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// TPM that seals master keys (a TCTI such as device:/dev/tpmrm0 or
+    /// swtpm:port=N), or `none` for a root-only file.
+    #[arg(long, value_name = "TCTI")]
+    tcti: Option<String>,
+    /// A non-root uid allowed to use (not administer) the custodian; repeatable.
+    #[arg(long = "allow-uid", value_name = "UID")]
+    allow_uid: Vec<u32>,
+    /// Do not create the CURRENT master key on first start.
+    #[arg(long)]
+    no_auto_init: bool,
+    /// Fork into the background once ready (on-demand start).
+    #[arg(long)]
+    daemonize: bool,
+    /// Write the man page wrapcrypt-custodiand.8 into DIR and exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_man: Option<PathBuf>,
+}
+
+/// What the command line asks for.
+pub enum Invocation {
+    /// Run the daemon.
+    Run(Config),
+    /// Print this (help, version) and exit 0.
+    Print(String),
+}
 
 impl Config {
     /// Parses flags (after the program name), reading the config file first.
+    #[cfg(test)]
     pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Config, String> {
-        let args: Vec<String> = args
-            .into_iter()
-            .map(|a| {
-                a.into_string()
-                    .map_err(|_| "arguments must be UTF-8".to_string())
-            })
-            .collect::<Result<_, _>>()?;
+        match Self::invocation(args)? {
+            Invocation::Run(c) => Ok(c),
+            Invocation::Print(s) => Err(s),
+        }
+    }
+
+    /// Parses the command line: run, or print help / version / man page.
+    pub fn invocation(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, String> {
+        use clap::Parser;
+        let argv = std::iter::once(OsString::from("wrapcrypt-custodiand")).chain(args);
+        let f = match Flags::try_parse_from(argv) {
+            Ok(f) => f,
+            Err(e) => {
+                return match e.kind() {
+                    clap::error::ErrorKind::DisplayHelp
+                    | clap::error::ErrorKind::DisplayVersion => {
+                        Ok(Invocation::Print(e.render().to_string()))
+                    }
+                    // One line: clap's first line, without its "error: ".
+                    _ => Err(e
+                        .render()
+                        .to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or("invalid arguments")
+                        .trim_start_matches("error: ")
+                        .to_string()),
+                };
+            }
+        };
+        if let Some(dir) = &f.generate_man {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Flags::command())
+                .section("8")
+                .manual("System Administration")
+                .render(&mut out)
+                .map_err(|e| e.to_string())?;
+            let path = dir.join("wrapcrypt-custodiand.8");
+            std::fs::write(&path, out).map_err(|e| format!("{}: {e}", path.display()))?;
+            return Ok(Invocation::Print(String::new()));
+        }
         let mut c = Config {
             state_dir: DEFAULT_STATE_DIR.into(),
             socket: wrapcrypt_provider::custodian::DEFAULT_SOCKET.into(),
@@ -49,36 +133,27 @@ impl Config {
             daemonize: false,
         };
         let mut tcti: Option<String> = None;
-        let file = match args.iter().position(|a| a == "--config") {
-            Some(i) => Some(PathBuf::from(
-                args.get(i + 1).ok_or("--config needs a file")?,
-            )),
-            None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
-        };
-        if let Some(f) = file {
-            c.read_file(&f, &mut tcti)?;
+        let file = f
+            .config
+            .clone()
+            .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()));
+        if let Some(file) = file {
+            c.read_file(&file, &mut tcti)?;
         }
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut val = || {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{a} needs a value"))
-            };
-            match a.as_str() {
-                "--config" => {
-                    val()?;
-                }
-                "--state-dir" => c.state_dir = val()?.into(),
-                "--socket" => c.socket = val()?.into(),
-                "--tcti" => tcti = Some(val()?),
-                "--allow-uid" => c.allow_uids.push(parse_uid(&val()?)?),
-                "--no-auto-init" => c.auto_init = false,
-                "--daemonize" => c.daemonize = true,
-                "-h" | "--help" => return Err(USAGE.into()),
-                other => return Err(format!("unknown option {other}\n{USAGE}")),
-            }
+        if let Some(d) = f.state_dir {
+            c.state_dir = d;
         }
+        if let Some(s) = f.socket {
+            c.socket = s;
+        }
+        if f.tcti.is_some() {
+            tcti = f.tcti;
+        }
+        c.allow_uids.extend(f.allow_uid);
+        if f.no_auto_init {
+            c.auto_init = false;
+        }
+        c.daemonize = f.daemonize;
         c.tcti = match tcti.as_deref() {
             Some("none") => None,
             Some(t) => Some(t.to_string()),
@@ -86,7 +161,7 @@ impl Config {
                 .exists()
                 .then(|| format!("device:{DEFAULT_TPM}")),
         };
-        Ok(c)
+        Ok(Invocation::Run(c))
     }
 
     fn read_file(&mut self, path: &Path, tcti: &mut Option<String>) -> Result<(), String> {

@@ -36,7 +36,13 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let cfg = Config::parse(std::env::args_os().skip(1))?;
+    let cfg = match Config::invocation(std::env::args_os().skip(1))? {
+        config::Invocation::Run(c) => c,
+        config::Invocation::Print(text) => {
+            print!("{text}");
+            return Ok(());
+        }
+    };
     if !cfg.state_dir.exists() {
         fs::create_dir_all(&cfg.state_dir)
             .and_then(|_| fs::set_permissions(&cfg.state_dir, fs::Permissions::from_mode(0o700)))
