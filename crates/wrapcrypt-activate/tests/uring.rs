@@ -295,24 +295,50 @@ fn uring_read_only_refuses_writes_and_killed_server_is_detected() {
     assert!(!info.mapper_path.exists());
 }
 
+/// An 8 MiB xor volume opened on `transport` with the test hook that makes
+/// every io_uring REGISTER fail (a payload buffer too short: EINVAL).
+struct RegisterFault {
+    dir: tempfile::TempDir,
+    img: std::path::PathBuf,
+    name: String,
+    payload: Payload,
+    result: Result<wrapcrypt_activate::ActiveInfo, ActivateError>,
+    _guard: Guard,
+}
+
+impl RegisterFault {
+    fn open(tag: &str, transport: &str) -> RegisterFault {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(dir.path(), 8 << 20);
+        let name = unique(tag);
+        let guard = Guard::new(&name);
+        let payload = payload(&name, &img, "xor", 4096);
+        let result = open_with(
+            &payload,
+            &[
+                (ENV, transport),
+                ("WRAPCRYPT_FUSE_URING_FAULT", "short-payload"),
+            ],
+        );
+        RegisterFault {
+            dir,
+            img,
+            name,
+            payload,
+            result,
+            _guard: guard,
+        }
+    }
+}
+
 #[test]
 fn register_failure_falls_back_to_dev_fuse_and_data_path_works() {
     if !uring_possible() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let img = image(dir.path(), 8 << 20);
-    let name = unique("ufall");
-    let _g = Guard::new(&name);
-    let p = payload(&name, &img, "xor", 4096);
-    let info = open_with(
-        &p,
-        &[
-            (ENV, "auto"),
-            ("WRAPCRYPT_FUSE_URING_FAULT", "short-payload"),
-        ],
-    )
-    .expect("open");
+    let f = RegisterFault::open("ufall", "auto");
+    let (dir, img, name, p) = (&f.dir, &f.img, &f.name, &f.payload);
+    let info = f.result.expect("open");
     assert_eq!(
         info.fuse_transport,
         "/dev/fuse (io_uring: REGISTER failed: Invalid argument (os error 22))"
@@ -328,7 +354,7 @@ fn register_failure_falls_back_to_dev_fuse_and_data_path_works() {
         "conv=notrunc",
     ]);
     assert!(thread_io(info.pid, "wrapcrypt-fuse") >= 1 << 20);
-    close(&name).expect("close");
+    close(name).expect("close");
     let mut expect = plain;
     XorCipher {
         key: p.key,
@@ -337,7 +363,7 @@ fn register_failure_falls_back_to_dev_fuse_and_data_path_works() {
     }
     .apply(0, &mut expect)
     .unwrap();
-    assert_eq!(sha(&read_raw(&img, 0, 1 << 20)), sha(&expect));
+    assert_eq!(sha(&read_raw(img, 0, 1 << 20)), sha(&expect));
 }
 
 #[test]
@@ -345,20 +371,10 @@ fn forced_uring_with_register_failure_refuses_to_open() {
     if !uring_possible() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let img = image(dir.path(), 8 << 20);
-    let name = unique("ufail");
-    let _g = Guard::new(&name);
-    let p = payload(&name, &img, "xor", 4096);
-    let e = open_with(
-        &p,
-        &[
-            (ENV, "uring"),
-            ("WRAPCRYPT_FUSE_URING_FAULT", "short-payload"),
-        ],
-    )
-    .unwrap_err();
+    let f = RegisterFault::open("ufail", "uring");
+    let name = &f.name;
+    let e = f.result.unwrap_err();
     assert!(e.to_string().contains("REGISTER failed"), "{e}");
-    assert!(matches!(status(&name), Err(ActivateError::NotActive(_))));
+    assert!(matches!(status(name), Err(ActivateError::NotActive(_))));
     assert!(!Path::new(&format!("/dev/mapper/{name}")).exists());
 }
