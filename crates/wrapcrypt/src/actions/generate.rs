@@ -32,6 +32,26 @@ pub fn run(a: &GenerateArgs) -> Result<(), CliError> {
         let name = format!("wrapcrypt-{}", sub.get_name());
         page(sub.clone().name(name.clone()), &name, &man)?;
     }
+    // The custodian daemon's page comes from its own clap declaration:
+    // the binary installed beside this one writes it.
+    let custodiand = std::env::current_exe()?.with_file_name("wrapcrypt-custodiand");
+    if custodiand.exists() {
+        let st = std::process::Command::new(&custodiand)
+            .arg("--generate-man")
+            .arg(&man)
+            .status()?;
+        if !st.success() {
+            return Err(CliError::new(
+                1,
+                format!("{} --generate-man failed", custodiand.display()),
+            ));
+        }
+    } else {
+        eprintln!(
+            "{} not found: wrapcrypt-custodiand.8 not written",
+            custodiand.display()
+        );
+    }
     let comp = dir.join("completions");
     std::fs::create_dir_all(&comp)?;
     for sh in [Shell::Bash, Shell::Zsh, Shell::Fish] {
