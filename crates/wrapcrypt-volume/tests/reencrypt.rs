@@ -58,6 +58,8 @@ fn init_opts() -> InitOptions<'static> {
             hash: "sha256".into(),
         },
         pbkdf: fast(),
+        new_key: None,
+        new_tokens: vec![],
     }
 }
 

@@ -478,3 +478,136 @@ fn active_state(name: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(format!("/run/wrapcrypt/{name}/state.json")).unwrap())
         .unwrap()
 }
+
+/// The verification pattern (zkey's: AES-XTS of 32 zero bytes, tweak 0)
+/// of a clear AES-256-XTS key, by the software engine.
+fn clear_vp(key: &[u8]) -> String {
+    let spec = wrapcrypt_sector::CipherSpec::parse("aes-xts-plain64").unwrap();
+    let k = wrapcrypt_secret::SecretBytes::copy_from(key);
+    let c = wrapcrypt_sector::new_soft_cipher(&spec, &k, 512).unwrap();
+    let mut buf = vec![0u8; 512];
+    c.encrypt(0, &mut buf).unwrap();
+    hex::encode(&buf[..32])
+}
+
+/// `reencrypt --cipher waes-xts-plain64` of a clear-key volume: the new
+/// key is generated inside the custodian and the data moves through its
+/// session, so the reencrypting process never holds it. While the run
+/// goes on it is stopped (SIGSTOP) a few times and its memory and the
+/// custodian's are read. The new key is not known to the test: it is
+/// recovered from the custodian's memory (each AES-256 schedule found
+/// there, paired, must reproduce the volume's new verification pattern),
+/// then searched for in the reencrypting process: 0 hits. Control: the
+/// old clear key, which the process must hold to decrypt, is found there.
+#[test]
+fn reencrypt_onto_custodian_key_never_in_reencrypting_process() {
+    use wrapped_common::Custodian;
+    let s = common::Scratch::new();
+    let c = Custodian::new(&s);
+    let kf = s.key("pw", b"reencrypt-proof");
+    let img = s.image("r.img", 16 + 128);
+    common::format(common::CS, &img, &kf, common::FAST);
+    let old_key = hex::decode(common::volume_key(common::CS, &img, &kf, &[])).unwrap();
+    let old_needles = support_mem::xts512_needles(&old_key);
+    let cpid: u32 = std::fs::read_to_string(s.path("c.state").join("custodiand.lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    let mut args = vec![
+        "reencrypt",
+        "-q",
+        "--cipher",
+        "waes-xts-plain64",
+        "--hotzone-size",
+        "256K",
+        "--key-file",
+        &kf,
+    ];
+    args.extend_from_slice(common::FAST);
+    args.push(&img);
+    let mut child = c
+        .cmd(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (mut snaps, mut holder) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        // SAFETY: pausing and resuming the child this test spawned.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        snaps.push(support_mem::process_memory(pid));
+        holder.push(support_mem::process_memory(cpid));
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "reencrypt: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        snaps.len() >= 2,
+        "the run ended before two snapshots ({}): make the volume larger",
+        snaps.len()
+    );
+    let d = c.ok(&["luksDump", "--json", &img]);
+    let d: serde_json::Value = serde_json::from_str(d.stdout.trim()).unwrap();
+    let vp = d["wrapped-key"]["verification-pattern"]
+        .as_str()
+        .expect("new VP")
+        .to_string();
+
+    // The new key, from the custodian's memory.
+    let mut found: Vec<[u8; 32]> = Vec::new();
+    for m in &holder {
+        for k in support_mem::aes256_schedules(m) {
+            if !found.contains(&k) {
+                found.push(k);
+            }
+        }
+    }
+    let mut new_key = None;
+    for a in &found {
+        for b in &found {
+            let k = [&a[..], &b[..]].concat();
+            if a != b && clear_vp(&k) == vp {
+                new_key = Some(k);
+            }
+        }
+    }
+    let new_key = new_key.unwrap_or_else(|| {
+        panic!(
+            "control failed: none of the {} AES-256 schedules in the custodian's memory makes the new VP",
+            found.len()
+        )
+    });
+    assert_ne!(new_key, old_key);
+    let needles = support_mem::xts512_needles(&new_key);
+    let (mut hits, mut old_hits) = (Vec::new(), 0);
+    for m in &snaps {
+        hits.extend(support_mem::find(m, &needles));
+        old_hits += support_mem::find(m, &old_needles).len();
+    }
+    println!(
+        "reencrypt onto a custodian key: {} snapshots of the reencrypting process; new key: {} hits of {} needles; old clear key (control): {old_hits} hits; custodian: {} AES-256 schedules, the new key among them",
+        snaps.len(),
+        hits.len(),
+        needles.len(),
+        found.len()
+    );
+    assert!(
+        old_hits > 0,
+        "control failed: the old clear key is not in the reencrypting process"
+    );
+    assert!(
+        hits.is_empty(),
+        "new key material in the reencrypting process: {hits:?}"
+    );
+}

@@ -16,6 +16,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::sync::Arc;
+
 use wrapcrypt_format::hash::HashAlg;
 use wrapcrypt_format::luks2::{
     Luks2Header, ReencryptDirection, ReencryptInfo, ReencryptMode, Resilience, Segment, SegmentSize,
@@ -24,7 +26,7 @@ use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::{new_soft_cipher, CipherSpec, SectorCipher};
 
 use super::layout::{self, Layouts};
-use super::{plain, verify, ReencryptError, ReencryptKeys};
+use super::{plain, verify, ReencryptError, ReencryptKeys, Side, WrappedCiphers};
 use crate::{Device, Volume, VolumeError};
 
 /// Largest hotzone moved at once when none is asked for (bytes).
@@ -41,6 +43,9 @@ pub struct ResumeOptions<'a> {
     /// Set (by a signal handler) to stop after the hotzone in flight, with
     /// the header recording the progress, as cryptsetup does on SIGINT.
     pub stop: Option<&'a AtomicBool>,
+    /// Opens the ciphers of wrapped-key segments; without it such a
+    /// segment is refused.
+    pub wrapped: Option<&'a dyn WrappedCiphers>,
 }
 
 /// A finished reencryption.
@@ -69,15 +74,20 @@ struct Run<'v> {
     data: Device,
     info: ReencryptInfo,
     l: Layouts,
-    old: Box<dyn SectorCipher>,
-    new: Box<dyn SectorCipher>,
+    old: Arc<dyn SectorCipher>,
+    new: Arc<dyn SectorCipher>,
     guard: Guard,
     area_offset: u64,
     area_size: u64,
     buf: Vec<u8>,
 }
 
-fn cipher(seg: &Segment, key: &SecretBytes) -> Result<Box<dyn SectorCipher>, ReencryptError> {
+fn cipher(
+    seg: &Segment,
+    key: &SecretBytes,
+    side: Side,
+    wrapped: Option<&dyn WrappedCiphers>,
+) -> Result<Arc<dyn SectorCipher>, ReencryptError> {
     let enc = seg.encryption.clone().unwrap_or_default();
     let err = |reason: String| ReencryptError::Cipher {
         cipher: enc.clone(),
@@ -85,11 +95,16 @@ fn cipher(seg: &Segment, key: &SecretBytes) -> Result<Box<dyn SectorCipher>, Ree
     };
     let spec = CipherSpec::parse(&enc).map_err(|e| err(e.to_string()))?;
     if spec.is_wrapped() {
-        return Err(ReencryptError::Unsupported(format!(
-            "wrapped-key cipher {enc} (its key lives in a provider)"
-        )));
+        let w = wrapped.ok_or_else(|| {
+            ReencryptError::Unsupported(format!(
+                "wrapped-key cipher {enc} without its key provider"
+            ))
+        })?;
+        return w.open(side, seg, key).map_err(err);
     }
-    new_soft_cipher(&spec, key, seg.sector_size as usize).map_err(|e| err(e.to_string()))
+    new_soft_cipher(&spec, key, seg.sector_size as usize)
+        .map(Arc::from)
+        .map_err(|e| err(e.to_string()))
 }
 
 fn io(op: &'static str, dev: &Device, e: std::io::Error) -> ReencryptError {
@@ -381,14 +396,14 @@ pub fn resume(
     }
     let (old, new) = (
         match info.old_digest {
-            Some(_) => cipher(&old_seg, keys.old_key()?)?,
-            None if encrypt && old_seg.kind == "linear" => Box::new(plain::Linear {
+            Some(_) => cipher(&old_seg, keys.old_key()?, Side::Old, opts.wrapped)?,
+            None if encrypt && old_seg.kind == "linear" => Arc::new(plain::Linear {
                 sector: new_seg.sector_size as usize,
             }),
             None => return Err(ReencryptError::Unsupported("encryption".into())),
         },
         match info.new_digest {
-            Some(_) => cipher(&new_seg, keys.new_key()?)?,
+            Some(_) => cipher(&new_seg, keys.new_key()?, Side::New, opts.wrapped)?,
             None => return Err(ReencryptError::Unsupported("decryption".into())),
         },
     );
@@ -452,7 +467,10 @@ pub fn resume(
     // One header write ends the reencryption; areas are wiped only after
     // it, so a crash never leaves a header that refers to wiped keys.
     let h = run.header()?;
-    let (fin, wipe) = layout::final_header(&h, &run.info, &run.l);
+    let (mut fin, wipe) = layout::final_header(&h, &run.info, &run.l);
+    if let Some(w) = opts.wrapped {
+        w.finalize(&mut fin);
+    }
     run.vol.luks2_write(fin)?;
     for (off, size) in wipe {
         run.vol.wipe_area(off, size)?;

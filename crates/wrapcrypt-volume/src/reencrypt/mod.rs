@@ -17,8 +17,11 @@ mod layout;
 mod plain;
 mod verify;
 
-use wrapcrypt_format::luks2::{ReencryptInfo, ValidateError};
+use std::sync::Arc;
+
+use wrapcrypt_format::luks2::{Luks2Header, ReencryptInfo, Segment, ValidateError};
 use wrapcrypt_secret::SecretBytes;
+use wrapcrypt_sector::SectorCipher;
 
 use crate::{Header, Volume, VolumeError};
 
@@ -64,6 +67,33 @@ pub enum ReencryptError {
         /// Why.
         reason: String,
     },
+}
+
+/// Which layout of a reencryption a key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The layout the data leaves (`backup-previous`).
+    Old,
+    /// The layout the data moves to (`backup-final`).
+    New,
+}
+
+/// The ciphers of wrapped-key segments (`waes-xts-plain64`): their keys
+/// live in a provider, which the caller chooses (DESIGN.md §3: a backend
+/// is a value passed in), so the engine asks for them here. The volume
+/// key the engine holds for such a segment is the wrapped blob.
+pub trait WrappedCiphers {
+    /// A sector cipher over `blob`, the volume key of `segment`, run
+    /// inside its provider.
+    fn open(
+        &self,
+        side: Side,
+        segment: &Segment,
+        blob: &SecretBytes,
+    ) -> Result<Arc<dyn SectorCipher>, String>;
+    /// Adjusts the header that ends the reencryption before it is written
+    /// (the new key's tokens take the place of the old key's).
+    fn finalize(&self, header: &mut Luks2Header);
 }
 
 /// The old and new volume keys of a reencryption (either may be absent

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use wrapcrypt_ops::reencrypt::{self, ReencryptOptions, ReencryptOutcome};
 
-use super::common::{key_source, load, paths, pbkdf, prompter};
+use super::common::{key_source, load, paths, pbkdf, prompter, provider_choice, read_pin};
 use crate::cli::opts::Global;
 use crate::cli::ReencryptArgs;
 use crate::exit::CliError;
@@ -44,7 +44,9 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
         ));
     }
     let (device, _) = paths(&a.on.dev);
+    let pin = read_pin(a.provider.pin.pin_file.as_deref())?;
     let opts = ReencryptOptions {
+        provider: provider_choice(&a.provider, &pin),
         device,
         init_only: a.init_only,
         resume_only: a.resume_only,

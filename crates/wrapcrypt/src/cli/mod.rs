@@ -507,6 +507,9 @@ pub struct ReencryptArgs {
     pub active_name: Option<String>,
     #[command(flatten)]
     pub pbkdf: PbkdfOpts,
+    /// Where a waes-xts-plain64 target's new key is generated.
+    #[command(flatten)]
+    pub provider: ProviderOpts,
 }
 
 /// erase DEVICE

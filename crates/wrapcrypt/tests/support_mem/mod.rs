@@ -121,6 +121,40 @@ pub fn xts512_needles(key: &[u8]) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// Every AES-256 key whose whole FIPS-197 schedule (240 bytes, round keys
+/// in order) lies in `hay` at a 4-byte-aligned offset: how a test learns a
+/// key that only its holder has (a provider-generated key), from the
+/// holder's memory. A quick test of the first expanded word rejects almost
+/// every offset before the full schedule is computed.
+pub fn aes256_schedules(hay: &[u8]) -> Vec<[u8; 32]> {
+    let s = sbox();
+    let mut out: Vec<[u8; 32]> = Vec::new();
+    let mut o = 0;
+    while o + 240 <= hay.len() {
+        let k = &hay[o..o + 32];
+        let w7 = &k[28..32];
+        let w8 = [
+            k[0] ^ s[w7[1] as usize] ^ 0x01,
+            k[1] ^ s[w7[2] as usize],
+            k[2] ^ s[w7[3] as usize],
+            k[3] ^ s[w7[0] as usize],
+        ];
+        if hay[o + 32..o + 36] == w8 {
+            let rks = aes256_round_keys(k);
+            let whole = rks
+                .iter()
+                .enumerate()
+                .all(|(i, rk)| hay[o + 16 * i..o + 16 * i + 16] == rk[..]);
+            let key: [u8; 32] = k.try_into().unwrap();
+            if whole && !out.contains(&key) {
+                out.push(key);
+            }
+        }
+        o += 4;
+    }
+    out
+}
+
 /// Counts occurrences of each needle in `hay`.
 pub fn find(hay: &[u8], needles: &[(String, Vec<u8>)]) -> Vec<String> {
     let mut hits = Vec::new();

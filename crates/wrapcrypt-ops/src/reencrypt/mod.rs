@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
+use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_unlock::Prompter;
 use wrapcrypt_volume::reencrypt::{
     self, Finished, InitOptions, InitResilience, ReencryptError, ResumeOptions,
@@ -13,6 +14,9 @@ use wrapcrypt_volume::reencrypt::{
 use wrapcrypt_volume::{PbkdfOptions, Volume, VolumeError};
 
 use crate::error::OpsError;
+use crate::wrapped::ProviderChoice;
+
+mod wrapped;
 
 /// What `reencrypt` is asked to do.
 pub struct ReencryptOptions<'a> {
@@ -42,6 +46,9 @@ pub struct ReencryptOptions<'a> {
     pub key_file: bool,
     /// `--encrypt` / `--decrypt` asked for (not supported yet).
     pub mode_change: Option<&'static str>,
+    /// `--key-provider` and PIN: where a wrapped-key target's new key is
+    /// generated, and the PIN of a PKCS#11 provider on either side.
+    pub provider: ProviderChoice<'a>,
 }
 
 /// How it ended.
@@ -161,7 +168,15 @@ pub fn reencrypt<'a>(
                 "Several keyslots are active: name the one to keep with --key-slot (the others are removed when the reencryption ends)."
             }));
         }
-        let pass = prompter.passphrase(&prompt)?;
+        if h.meta
+            .tokens
+            .values()
+            .any(|t| t.kind == wrapcrypt_volume::rewrap::REENCIPHER_TOKEN)
+        {
+            return Err(OpsError::usage(
+                "A re-wrap is staged on this volume (waes-reencipher token): finish it with reencipher --complete first.",
+            ));
+        }
         let cipher = opts.cipher.map(str::to_string);
         let key_size = opts.key_bits.map(|b| b / 8);
         if let Some(b) = opts.key_bits {
@@ -169,6 +184,23 @@ pub fn reencrypt<'a>(
                 return Err(OpsError::usage("Key size must be a multiple of 8 bits"));
             }
         }
+        // A wrapped-key target gets a key generated inside its provider
+        // before the passphrase is asked: a provider that is not there
+        // fails first, and nothing is written.
+        let target = cipher.clone().or_else(|| {
+            h.meta
+                .segments
+                .values()
+                .next()
+                .and_then(|s| s.encryption.clone())
+        });
+        let new_wrapped = match target.as_deref() {
+            Some(c) if crate::wrapped::is_waes(c) || c.starts_with("paes-") => {
+                Some(wrapped::generate(h, c, opts.provider, opts.key_bits)?)
+            }
+            _ => None,
+        };
+        let pass = prompter.passphrase(&prompt)?;
         let init = InitOptions {
             passphrase: pass.expose_secret(),
             keyslot: opts.key_slot,
@@ -177,20 +209,33 @@ pub fn reencrypt<'a>(
             sector_size: opts.sector_size,
             resilience: res,
             pbkdf: opts.pbkdf.clone(),
+            new_key: new_wrapped
+                .as_ref()
+                .map(|k| SecretBytes::copy_from(k.blob.expose_secret())),
+            new_tokens: new_wrapped
+                .as_ref()
+                .map(|k| k.tokens.clone())
+                .unwrap_or_default(),
         };
         let keys = reencrypt::init(vol, &init).map_err(map)?;
+        if let Some(k) = new_wrapped {
+            k.keep();
+        }
         if opts.init_only {
             return Ok(ReencryptOutcome::Initialized);
         }
         keys
     };
+    let provs = wrapped::Providers::new(vol.luks2_header()?, opts.provider);
     let done = reencrypt::resume(
         vol,
         &keys,
         ResumeOptions {
             hotzone_size: opts.hotzone_size,
-            progress,
+            // A shorter-lived borrow, so that `provs` need not outlive 'a.
+            progress: progress.map(|p| -> &mut dyn FnMut(u64, u64) { p }),
             stop,
+            wrapped: Some(&provs),
         },
     )
     .map_err(map)?;
