@@ -361,6 +361,19 @@ fn deb_installs_removes_keeps_state_and_purges() {
     fs::write(&fake, b"not a key: written by tests/package.rs\n").unwrap();
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o600)).unwrap();
 
+    // Reinstalling (dpkg's upgrade path) keeps every key and tightens a
+    // state dir an administrator loosened.
+    fs::set_permissions(STATE, fs::Permissions::from_mode(0o755)).unwrap();
+    let o = dpkg(&["-i", &deb]);
+    assert!(o.status.success(), "dpkg -i again: {}", show(&o));
+    assert_eq!(mode(STATE), (0o700, 0), "{STATE} after reinstall");
+    assert!(fake.is_file(), "reinstall deleted {}", fake.display());
+    assert_eq!(
+        fs::read_dir(CUSTODIAN_STATE).unwrap().count(),
+        sealed.len() + 1,
+        "reinstall changed {CUSTODIAN_STATE}"
+    );
+
     // Remove keeps the state.
     let o = dpkg(&["-r", "wrapcrypt"]);
     assert!(o.status.success(), "dpkg -r: {}", show(&o));
