@@ -3,13 +3,17 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: deps build demo test bench fuzz lint clean
+.PHONY: deps build deb demo test bench fuzz lint clean
 
 deps:
 	bash scripts/install-deps.sh
 
 build: deps
 	$(CARGO) build --release --workspace --bins
+
+# target/debian/wrapcrypt_VERSION_ARCH.deb (docs/packaging.md).
+deb: build
+	bash scripts/build-deb.sh
 
 demo: build
 	bash scripts/demo.sh

@@ -10,6 +10,7 @@ PKGS=(
   swtpm swtpm-tools tpm2-tools libtss2-dev
   python3 python3-cryptography libargon2-dev
   gdb hyperfine time procps fio
+  dpkg-dev binutils man-db systemd lintian
 )
 
 missing=()
