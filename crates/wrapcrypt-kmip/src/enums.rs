@@ -165,3 +165,8 @@ pub mod usage {
     pub const WRAP_KEY: i32 = 0x10;
     pub const UNWRAP_KEY: i32 = 0x20;
 }
+
+/// Block Cipher Mode GCM (9.1.3.2.14).
+pub const BLOCK_CIPHER_MODE_GCM: u32 = 0x09;
+/// Padding Method None (9.1.3.2.15).
+pub const PADDING_NONE: u32 = 0x01;

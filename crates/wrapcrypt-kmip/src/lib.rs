@@ -28,5 +28,5 @@ pub use enums::{
     RevocationReasonCode, State,
 };
 pub use error::KmipError;
-pub use ops::{Attributes, KeySpec, LocateQuery};
+pub use ops::{Attributes, GcmSealed, KeySpec, LocateQuery};
 pub use ttlv::{CodecError, ItemType, Tag, Ttlv, Value};

@@ -10,9 +10,18 @@ use crate::ttlv::{Ttlv, Value};
 /// version most key managers accept).
 pub const PROTOCOL_VERSION: (i32, i32) = (1, 2);
 
-/// Builds a Request Message holding one batch item.
+/// The version Encrypt and Decrypt are sent with: Authenticated Encryption
+/// Additional Data and Tag (AES-GCM) were added to their payloads in KMIP 1.4.
+pub const AEAD_PROTOCOL_VERSION: (i32, i32) = (1, 4);
+
+/// Builds a KMIP 1.2 Request Message holding one batch item.
 pub fn request(op: Operation, payload: Vec<Ttlv>) -> Ttlv {
-    let (major, minor) = PROTOCOL_VERSION;
+    request_version(PROTOCOL_VERSION, op, payload)
+}
+
+/// Builds a Request Message of a given protocol version.
+pub fn request_version(version: (i32, i32), op: Operation, payload: Vec<Ttlv>) -> Ttlv {
+    let (major, minor) = version;
     Ttlv::structure(
         tag::REQUEST_MESSAGE,
         vec![

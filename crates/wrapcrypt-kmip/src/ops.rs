@@ -5,7 +5,8 @@ use wrapcrypt_secret::SecretBytes;
 
 use crate::enums::{
     usage, CryptographicAlgorithm, ObjectType, Operation, RevocationReasonCode, State,
-    KEY_FORMAT_RAW, KEY_FORMAT_TRANSPARENT_SYMMETRIC, NAME_TYPE_TEXT,
+    BLOCK_CIPHER_MODE_GCM, KEY_FORMAT_RAW, KEY_FORMAT_TRANSPARENT_SYMMETRIC, NAME_TYPE_TEXT,
+    PADDING_NONE,
 };
 use crate::error::KmipError;
 use crate::tag;
@@ -130,6 +131,101 @@ pub fn revoke(id: &str, code: RevocationReasonCode, message: Option<&str>, now: 
         ));
     }
     p
+}
+
+/// AES-GCM output of a server-side Encrypt: what Decrypt needs back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcmSealed {
+    pub iv: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    pub tag: Vec<u8>,
+}
+
+/// Length of the GCM nonce the client sends (the standard 96 bits; PyKMIP
+/// would otherwise make a 128-bit one).
+pub const GCM_IV_LEN: usize = 12;
+/// Length of the GCM tag asked for.
+pub const GCM_TAG_LEN: i32 = 16;
+
+fn gcm_parameters() -> Ttlv {
+    Ttlv::structure(
+        tag::CRYPTOGRAPHIC_PARAMETERS,
+        vec![
+            Ttlv::enumeration(tag::BLOCK_CIPHER_MODE, BLOCK_CIPHER_MODE_GCM),
+            Ttlv::enumeration(tag::PADDING_METHOD, PADDING_NONE),
+            Ttlv::enumeration(
+                tag::CRYPTOGRAPHIC_ALGORITHM,
+                CryptographicAlgorithm::Aes.code(),
+            ),
+            Ttlv::integer(tag::TAG_LENGTH, GCM_TAG_LEN),
+        ],
+    )
+}
+
+/// Encrypt (KMIP 1.4 payload) with AES-GCM under the object `id`.
+pub fn encrypt_gcm(id: &str, plaintext: &[u8], iv: &[u8], aad: &[u8]) -> Vec<Ttlv> {
+    vec![
+        id_item(id),
+        gcm_parameters(),
+        Ttlv::bytes(tag::DATA, plaintext),
+        Ttlv::bytes(tag::IV_COUNTER_NONCE, iv),
+        Ttlv::bytes(tag::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, aad),
+    ]
+}
+
+/// Decrypt (KMIP 1.4 payload) of what [`encrypt_gcm`] produced.
+pub fn decrypt_gcm(id: &str, sealed: &GcmSealed, aad: &[u8]) -> Vec<Ttlv> {
+    vec![
+        id_item(id),
+        gcm_parameters(),
+        Ttlv::bytes(tag::DATA, &sealed.ciphertext),
+        Ttlv::bytes(tag::IV_COUNTER_NONCE, &sealed.iv),
+        Ttlv::bytes(tag::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, aad),
+        Ttlv::bytes(tag::AUTHENTICATED_ENCRYPTION_TAG, &sealed.tag),
+    ]
+}
+
+fn byte_string(payload: &Ttlv, t: Tag) -> Option<&[u8]> {
+    match &payload.child(t)?.value {
+        Value::ByteString(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// The ciphertext and tag of an Encrypt response (the IV is the one sent,
+/// unless the server says otherwise).
+pub fn sealed(payload: &Ttlv, iv: &[u8]) -> Result<GcmSealed, KmipError> {
+    let malformed = |what: &str| KmipError::Malformed {
+        op: Operation::Encrypt,
+        what: what.to_owned(),
+    };
+    let ciphertext = byte_string(payload, tag::DATA).ok_or_else(|| malformed("no Data"))?;
+    let tag_ = byte_string(payload, tag::AUTHENTICATED_ENCRYPTION_TAG)
+        .ok_or_else(|| malformed("no Authenticated Encryption Tag"))?;
+    if tag_.len() != GCM_TAG_LEN as usize {
+        return Err(malformed("GCM tag of the wrong length"));
+    }
+    let iv = byte_string(payload, tag::IV_COUNTER_NONCE).unwrap_or(iv);
+    Ok(GcmSealed {
+        iv: iv.to_vec(),
+        ciphertext: ciphertext.to_vec(),
+        tag: tag_.to_vec(),
+    })
+}
+
+/// The plaintext of a Decrypt response, moved into locked memory.
+pub fn plaintext(payload: Ttlv) -> Result<SecretBytes, KmipError> {
+    let data = take(payload, &[tag::DATA]).ok_or(KmipError::Malformed {
+        op: Operation::Decrypt,
+        what: "no Data".into(),
+    })?;
+    match data.value {
+        Value::ByteString(b) => Ok(SecretBytes::copy_from(&b)),
+        _ => Err(KmipError::Malformed {
+            op: Operation::Decrypt,
+            what: "Data is not a Byte String".into(),
+        }),
+    }
 }
 
 /// What Locate searches for; every field given must match.

@@ -44,3 +44,13 @@ pub const SYMMETRIC_KEY: Tag = Tag(0x42008F);
 pub const TEMPLATE_ATTRIBUTE: Tag = Tag(0x420091);
 pub const TIME_STAMP: Tag = Tag(0x420092);
 pub const UNIQUE_IDENTIFIER: Tag = Tag(0x420094);
+pub const BLOCK_CIPHER_MODE: Tag = Tag(0x420011);
+pub const CRYPTOGRAPHIC_PARAMETERS: Tag = Tag(0x42002B);
+pub const IV_COUNTER_NONCE: Tag = Tag(0x42003D);
+pub const PADDING_METHOD: Tag = Tag(0x42005F);
+pub const DATA: Tag = Tag(0x4200C2);
+pub const TAG_LENGTH: Tag = Tag(0x4200CE);
+/// KMIP 1.4.
+pub const AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA: Tag = Tag(0x4200FE);
+/// KMIP 1.4.
+pub const AUTHENTICATED_ENCRYPTION_TAG: Tag = Tag(0x4200FF);
