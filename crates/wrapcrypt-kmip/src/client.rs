@@ -84,6 +84,7 @@ fn reasons(e: &ErrorStack) -> String {
 pub struct KmipClient {
     stream: SslStream<TcpStream>,
     addr: String,
+    round_trips: u64,
 }
 
 impl std::fmt::Debug for KmipClient {
@@ -168,7 +169,11 @@ impl KmipClient {
                     HandshakeError::WouldBlock(_) => "handshake timed out".to_owned(),
                 },
             })?;
-        Ok(KmipClient { stream, addr })
+        Ok(KmipClient {
+            stream,
+            addr,
+            round_trips: 0,
+        })
     }
 
     /// The server's address, as connected.
@@ -189,13 +194,40 @@ impl KmipClient {
         op: Operation,
         payload: Vec<Ttlv>,
     ) -> Result<Ttlv, KmipError> {
-        let req = message::request_version(version, op, payload);
+        let msg = self.round_trip(message::request_version(version, op, payload), op)?;
+        message::response_payload(msg, op)
+    }
+
+    /// Sends several operations in one message (one round trip) and returns
+    /// one result per operation. The server stops at the first failure; the
+    /// items after it are [`KmipError::Skipped`]. An item whose payload has
+    /// no Unique Identifier refers to the object an earlier Create made.
+    pub fn call_batch(
+        &mut self,
+        items: Vec<(Operation, Vec<Ttlv>)>,
+    ) -> Result<Vec<Result<Ttlv, KmipError>>, KmipError> {
+        let ops: Vec<Operation> = items.iter().map(|(op, _)| *op).collect();
+        let first = ops.first().copied().unwrap_or(Operation::Other(0));
+        let msg = self.round_trip(
+            message::request_batch(message::PROTOCOL_VERSION, items),
+            first,
+        )?;
+        message::response_payloads(msg, &ops)
+    }
+
+    /// How many request messages this connection has sent.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips
+    }
+
+    fn round_trip(&mut self, req: Ttlv, op: Operation) -> Result<Ttlv, KmipError> {
         let bytes = Zeroizing::new(
             req.encode()
                 .map_err(|source| KmipError::Codec { op, source })?,
         );
         drop(req);
         let io = |source| KmipError::Io { op, source };
+        self.round_trips += 1;
         self.stream.write_all(&bytes).map_err(io)?;
         self.stream.flush().map_err(io)?;
 
@@ -208,8 +240,47 @@ impl KmipClient {
         self.stream
             .read_exact(&mut buf[ttlv::HEADER_LEN..])
             .map_err(io)?;
-        let msg = Ttlv::decode(&buf).map_err(|source| KmipError::Codec { op, source })?;
-        message::response_payload(msg, op)
+        Ttlv::decode(&buf).map_err(|source| KmipError::Codec { op, source })
+    }
+
+    /// Create and Get in one round trip (Get refers to the new object
+    /// through the ID Placeholder): the key's id and bytes. The key is
+    /// Pre-Active, as a NEW master-key register is until it becomes CURRENT.
+    pub fn create_and_get(&mut self, spec: &KeySpec) -> Result<(String, SecretBytes), KmipError> {
+        let bytes = usize::try_from(spec.bits / 8).unwrap_or(0);
+        let mut r = self
+            .call_batch(vec![
+                (Operation::Create, ops::create(spec)),
+                (Operation::Get, ops::get_placeholder()),
+            ])?
+            .into_iter();
+        let created = r.next().unwrap_or(Err(KmipError::Skipped {
+            op: Operation::Create,
+        }))?;
+        let id = ops::unique_id(&created, Operation::Create)?;
+        let got = r
+            .next()
+            .unwrap_or(Err(KmipError::Skipped { op: Operation::Get }))?;
+        let key = ops::symmetric_key(got, &id, bytes)?;
+        Ok((id, key))
+    }
+
+    /// Several AES keys of `bytes` bytes in one round trip, one result each.
+    pub fn get_symmetric_keys(
+        &mut self,
+        ids: &[&str],
+        bytes: usize,
+    ) -> Result<Vec<Result<SecretBytes, KmipError>>, KmipError> {
+        let items = ids
+            .iter()
+            .map(|id| (Operation::Get, ops::get(id)))
+            .collect();
+        Ok(self
+            .call_batch(items)?
+            .into_iter()
+            .zip(ids)
+            .map(|(r, id)| r.and_then(|p| ops::symmetric_key(p, id, bytes)))
+            .collect())
     }
 
     /// Creates an AES key on the server; returns its Unique Identifier. The

@@ -35,6 +35,8 @@ pub enum KmipError {
     },
     /// The object is not what the caller asked for (type or length).
     WrongObject { id: String, what: String },
+    /// A batch item the server did not run because an earlier one failed.
+    Skipped { op: Operation },
 }
 
 impl KmipError {
@@ -79,6 +81,9 @@ impl fmt::Display for KmipError {
                 Ok(())
             }
             KmipError::WrongObject { id, what } => write!(f, "KMIP object {id} {what}"),
+            KmipError::Skipped { op } => {
+                write!(f, "KMIP {op} not run: an earlier operation of its batch failed")
+            }
         }
     }
 }

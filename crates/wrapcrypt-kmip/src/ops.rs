@@ -110,6 +110,12 @@ pub fn get(id: &str) -> Vec<Ttlv> {
     ]
 }
 
+/// Get of the object an earlier Create of the same batch made (the ID
+/// Placeholder: no Unique Identifier).
+pub fn get_placeholder() -> Vec<Ttlv> {
+    vec![Ttlv::enumeration(tag::KEY_FORMAT_TYPE, KEY_FORMAT_RAW)]
+}
+
 pub fn get_attributes(id: &str, names: &[&str]) -> Vec<Ttlv> {
     let mut p = vec![id_item(id)];
     p.extend(names.iter().map(|n| Ttlv::text(tag::ATTRIBUTE_NAME, n)));

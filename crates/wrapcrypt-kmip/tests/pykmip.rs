@@ -347,3 +347,73 @@ fn aes_gcm_encrypt_decrypt_in_the_key_manager() {
         t.elapsed() / 50
     );
 }
+
+#[test]
+fn batches_run_in_one_round_trip() {
+    let server = KmipServer::start("batch");
+    let mut c = KmipClient::connect(&server.config()).unwrap();
+
+    // Create + Get through the ID Placeholder: one message.
+    let before = c.round_trips();
+    let (id, key) = c
+        .create_and_get(&KeySpec::aes256_kek("mk-batch", &["wrapcrypt:batch"]))
+        .unwrap_or_else(|e| panic!("Create + Get: {e}\n{}", server.log()));
+    assert_eq!(c.round_trips() - before, 1);
+    assert_eq!(state(&mut c, &id), State::PreActive);
+    assert!(key.ct_eq(c.get_symmetric_key(&id, 32).unwrap().expose_secret()));
+
+    // PyKMIP quirk: its Activate parser requires the Unique Identifier, so
+    // Create + Activate cannot share a message through the placeholder.
+    let e = c
+        .call_batch(vec![
+            (
+                Operation::Create,
+                wrapcrypt_kmip::ops::create(&KeySpec::aes256_kek("x", &[])),
+            ),
+            (Operation::Activate, Vec::new()),
+        ])
+        .unwrap_err();
+    assert_eq!(e.reason(), Some(ResultReason::InvalidMessage), "{e}");
+
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            let id = c
+                .create(&KeySpec::aes256_kek(&format!("mk-{i}"), &[]))
+                .unwrap();
+            c.activate(&id).unwrap();
+            id
+        })
+        .collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let before = c.round_trips();
+    let t = Instant::now();
+    let keys = c.get_symmetric_keys(&refs, 32).expect("batched Get");
+    eprintln!(
+        "batch: 20 Gets in one message took {:.2?} ({} round trip)",
+        t.elapsed(),
+        c.round_trips() - before
+    );
+    assert_eq!(c.round_trips() - before, 1);
+    assert_eq!(keys.len(), 20);
+    for (k, id) in keys.iter().zip(&ids) {
+        let k = k.as_ref().unwrap_or_else(|e| panic!("Get {id}: {e}"));
+        assert_eq!(k.len(), 32);
+        assert!(k.ct_eq(c.get_symmetric_key(id, 32).unwrap().expose_secret()));
+    }
+
+    // A failure stops the batch: the items after it are reported as skipped.
+    let r = c
+        .get_symmetric_keys(&[&ids[0], "999999", &ids[1]], 32)
+        .unwrap();
+    assert!(r[0].is_ok());
+    assert_eq!(
+        r[1].as_ref().unwrap_err().reason(),
+        Some(ResultReason::ItemNotFound)
+    );
+    let e = r[2].as_ref().unwrap_err();
+    assert!(
+        matches!(e, KmipError::Skipped { op: Operation::Get }),
+        "{e}"
+    );
+    eprintln!("batch: after a failed item: {e}");
+}
