@@ -11,6 +11,7 @@
 #   rogue-ca.pem rogue.pem rogue.key   a client signed by another CA (refused)
 #   other.pem other.key      clientAuth, CN "other-host" (another identity)
 #   noeku.pem noeku.key      signed by the CA but serverAuth only (refused)
+#   expired.pem expired.key  clientAuth, expired yesterday (refused)
 #   server.conf policy/ db.sqlite server.log
 #   port pid                 the TCP port and the server's process-group id
 # and prints "port=N".
@@ -49,6 +50,35 @@ gen_certs() {
   leaf rogue wrapcrypt-client clientAuth "" rogue-ca
   leaf other other-host clientAuth "" ca
   leaf noeku wrapcrypt-client serverAuth "" ca
+  # openssl 3.0's x509 cannot back-date a certificate; Python cryptography
+  # (a PyKMIP dependency) can.
+  python3 - "$PWD" <<'PY'
+import datetime, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+d = sys.argv[1]
+ca_key = serialization.load_pem_private_key(open(d + "/ca.key", "rb").read(), None)
+ca = x509.load_pem_x509_certificate(open(d + "/ca.pem", "rb").read())
+key = ec.generate_private_key(ec.SECP256R1())
+now = datetime.datetime.now(datetime.timezone.utc)
+cert = (
+    x509.CertificateBuilder()
+    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wrapcrypt-client")]))
+    .issuer_name(ca.subject)
+    .public_key(key.public_key())
+    .serial_number(x509.random_serial_number())
+    .not_valid_before(now - datetime.timedelta(days=10))
+    .not_valid_after(now - datetime.timedelta(days=1))
+    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    .sign(ca_key, hashes.SHA256())
+)
+open(d + "/expired.pem", "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+open(d + "/expired.key", "wb").write(key.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+PY
   chmod 600 ./*.key
   cd - >/dev/null
 }

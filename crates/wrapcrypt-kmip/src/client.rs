@@ -301,6 +301,26 @@ impl KmipClient {
         ops::symmetric_key(p, id, bytes)
     }
 
+    /// Stores `data` as an Opaque Object with a name and groups; returns its id.
+    pub fn register_opaque(
+        &mut self,
+        name: &str,
+        groups: &[&str],
+        data: &[u8],
+    ) -> Result<String, KmipError> {
+        let p = self.call(
+            Operation::Register,
+            ops::register_opaque(name, groups, data),
+        )?;
+        ops::unique_id(&p, Operation::Register)
+    }
+
+    /// The bytes of an Opaque Object; another object type is refused.
+    pub fn get_opaque(&mut self, id: &str) -> Result<Vec<u8>, KmipError> {
+        let p = self.call(Operation::Get, ops::by_id(id))?;
+        ops::opaque_data(p, id)
+    }
+
     /// The named attributes of an object (every attribute when `names` is empty).
     pub fn get_attributes(&mut self, id: &str, names: &[&str]) -> Result<Attributes, KmipError> {
         let p = self.call(Operation::GetAttributes, ops::get_attributes(id, names))?;

@@ -170,3 +170,7 @@ pub mod usage {
 pub const BLOCK_CIPHER_MODE_GCM: u32 = 0x09;
 /// Padding Method None (9.1.3.2.15).
 pub const PADDING_NONE: u32 = 0x01;
+
+/// Opaque Data Type: the standard defines none; 0x8000_0000 is the first
+/// extension value, which PyKMIP names NONE.
+pub const OPAQUE_DATA_TYPE_NONE: u32 = 0x8000_0000;

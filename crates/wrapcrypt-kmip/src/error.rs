@@ -51,7 +51,7 @@ impl KmipError {
     pub(crate) fn wrong_type(id: &str, want: ObjectType, got: ObjectType) -> KmipError {
         KmipError::WrongObject {
             id: id.to_owned(),
-            what: format!("is a {got}, not a {want}"),
+            what: format!("is of type {got}, not {want}"),
         }
     }
 }
@@ -70,6 +70,14 @@ impl fmt::Display for KmipError {
                 f,
                 "KMIP server {addr}: TLS handshake failed: {detail} (check the client certificate, its key and the CA)"
             ),
+            KmipError::Io { op, source }
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                write!(f, "KMIP {op}: no answer from the key manager within the timeout")
+            }
             KmipError::Io { op, source } => write!(f, "KMIP {op}: connection failed: {source}"),
             KmipError::Codec { op, source } => write!(f, "KMIP {op}: bad response: {source}"),
             KmipError::Malformed { op, what } => write!(f, "KMIP {op}: bad response: {what}"),

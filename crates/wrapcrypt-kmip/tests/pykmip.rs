@@ -227,6 +227,18 @@ fn clients_without_a_valid_certificate_are_refused() {
         "{e}"
     );
 
+    // An expired client certificate.
+    let mut cfg = server.config();
+    cfg.identity = Some(server.identity("expired"));
+    let e = KmipClient::connect(&cfg)
+        .and_then(|mut c| c.locate(&LocateQuery::default()))
+        .unwrap_err();
+    eprintln!("refused: expired certificate: {e}");
+    assert!(
+        matches!(&e, KmipError::Tls { detail, .. } if detail.contains("certificate expired")),
+        "{e}"
+    );
+
     // The client does not trust a server outside its CA bundle.
     let mut cfg = server.config();
     cfg.ca = server.path("rogue-ca.pem");
@@ -416,4 +428,45 @@ fn batches_run_in_one_round_trip() {
         "{e}"
     );
     eprintln!("batch: after a failed item: {e}");
+}
+
+#[test]
+fn opaque_objects_and_wrong_object_types() {
+    let server = KmipServer::start("opaque");
+    let mut c = KmipClient::connect(&server.config()).unwrap();
+
+    // An escrowed blob (a header backup, say) as an Opaque Object.
+    let blob: Vec<u8> = (0..65_536u32).map(|i| (i * 7 + 3) as u8).collect();
+    let t = Instant::now();
+    let id = c
+        .register_opaque("hdr-0f0e", &["wrapcrypt:web"], &blob)
+        .expect("Register");
+    eprintln!("opaque: Register of 64 KiB took {:.2?}", t.elapsed());
+    let t = Instant::now();
+    assert_eq!(c.get_opaque(&id).expect("Get opaque"), blob);
+    eprintln!("opaque: Get of 64 KiB took {:.2?}", t.elapsed());
+    let a = c.get_attributes(&id, &[]).unwrap();
+    assert_eq!(a.object_type(), Some(ObjectType::OpaqueObject));
+    assert_eq!(a.names(), vec!["hdr-0f0e".to_owned()]);
+    assert_eq!(a.groups(), vec!["wrapcrypt:web".to_owned()]);
+    let found = c
+        .locate(&LocateQuery {
+            group: Some("wrapcrypt:web".into()),
+            object_type: Some(ObjectType::OpaqueObject),
+            ..LocateQuery::default()
+        })
+        .unwrap();
+    assert_eq!(found, vec![id.clone()]);
+
+    // An object of the wrong type: one line naming the object and both types.
+    let e = c.get_symmetric_key(&id, 32).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("KMIP object {id} is of type Opaque Object, not Symmetric Key")
+    );
+    let key = c.create(&KeySpec::aes256_kek("k", &[])).unwrap();
+    let e = c.get_opaque(&key).unwrap_err();
+    assert!(matches!(e, KmipError::WrongObject { .. }), "{e}");
+
+    c.destroy(&id).unwrap();
 }
