@@ -101,7 +101,19 @@ start() {
   }
   [ -f "$d/client.pem" ] || gen_certs "$d"
   mkdir -p "$d/policy"
-  local port
+  # The free port is only free when it was picked: another process may take
+  # it before the server binds, so a bind failure is retried on a new port.
+  local attempt
+  for attempt in 1 2 3; do
+    launch "$d" && return 0
+    grep -q "Address already in use" "$d/stdout.log" "$d/server.log" 2>/dev/null || break
+    echo "kmip-server: port taken, retrying ($attempt)" >&2
+  done
+  exit 1
+}
+
+launch() {
+  local d=$1 port
   port=$(free_port)
   cat >"$d/server.conf" <<CONF
 [server]
@@ -120,28 +132,31 @@ logging_level=INFO
 database_path=$d/db.sqlite
 CONF
   echo "$port" >"$d/port"
-  # setsid: the server (and any child) gets its own process group, so stop
-  # can kill the whole group.
+  # setsid: the server gets its own process group (and session), so stop
+  # can kill the whole group. A background job of a script is not a group
+  # leader, so setsid execs in place and $! is the server itself.
   setsid python3 -c 'from kmip.services.server.server import main; main()' \
     -f "$d/server.conf" -l "$d/server.log" >"$d/stdout.log" 2>&1 </dev/null &
   local pid=$!
   echo "$pid" >"$d/pid"
   local i
-  for i in $(seq 1 300); do
-    if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1',$port)))" 2>/dev/null; then
+  for i in $(seq 1 600); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "port=$port"
       return 0
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "kmip-server: the server exited; see $d/stdout.log and $d/server.log" >&2
-      tail -5 "$d/stdout.log" >&2 || true
-      exit 1
+      tail -3 "$d/stdout.log" >&2 || true
+      rm -f "$d/pid"
+      return 1
     fi
-    sleep 0.1
+    sleep 0.05
   done
   echo "kmip-server: port $port did not open within 30 s; see $d/server.log" >&2
   kill -- "-$pid" 2>/dev/null || true
-  exit 1
+  rm -f "$d/pid"
+  return 1
 }
 
 stop() {
