@@ -662,6 +662,47 @@ mod tests {
         }
     }
 
+    /// A random item tree from a xorshift state.
+    fn random_item(x: &mut u64, depth: usize) -> Ttlv {
+        let mut next = || {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            *x
+        };
+        let tag = Tag(0x42_0000 | (next() as u32 & 0xFFFF));
+        let n = (next() % 20) as usize;
+        let value = match next() % if depth < 4 { 10 } else { 9 } {
+            0 => Value::Integer(next() as i32),
+            1 => Value::LongInteger(next() as i64),
+            2 => Value::BigInteger((0..n / 8 * 8).map(|_| next() as u8).collect()),
+            3 => Value::Enumeration(next() as u32),
+            4 => Value::Boolean(next() % 2 == 0),
+            5 => Value::TextString(
+                (0..n)
+                    .map(|_| char::from(b'a' + (next() % 26) as u8))
+                    .collect(),
+            ),
+            6 => Value::ByteString(Zeroizing::new((0..n).map(|_| next() as u8).collect())),
+            7 => Value::DateTime(next() as i64),
+            8 => Value::Interval(next() as u32),
+            _ => Value::Structure((0..n % 5).map(|_| random_item(x, depth + 1)).collect()),
+        };
+        Ttlv { tag, value }
+    }
+
+    #[test]
+    fn random_trees_round_trip() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..2_000 {
+            let item = random_item(&mut x, 0);
+            let bytes = item.encode().unwrap();
+            assert_eq!(bytes.len(), item.encoded_len());
+            assert_eq!(bytes.len() % 8, 0);
+            assert_eq!(Ttlv::decode(&bytes).unwrap(), item);
+        }
+    }
+
     #[test]
     fn debug_never_shows_byte_strings() {
         let item = Ttlv::bytes(T, &[0xAB; 32]);
