@@ -9,6 +9,7 @@ PKGS=(
   softhsm2 opensc p11-kit p11-kit-modules
   swtpm swtpm-tools tpm2-tools libtss2-dev
   python3 python3-cryptography libargon2-dev
+  libssl-dev
   gdb hyperfine time procps fio
   dpkg-dev binutils man-db systemd lintian
 )
@@ -30,6 +31,13 @@ fi
 # The oracle for XTS/CBC vectors is Python `cryptography` (OpenSSL's AES).
 if ! python3 -c 'import cryptography' 2>/dev/null; then
   python3 -m pip install -q cryptography
+fi
+
+# The KMIP tests run a real PyKMIP server (crates/wrapcrypt-kmip, docs/kmip.md).
+# 0.11.0 runs on Python 3.11 with SQLAlchemy 2.x (its declarative_base import
+# still works there); pinned so a new release cannot change the server under us.
+if ! python3 -c 'import kmip, sys; sys.exit(kmip.__version__ != "0.11.0")' 2>/dev/null; then
+  python3 -m pip install -q 'pykmip==0.11.0' 'sqlalchemy>=1.4,<2.2'
 fi
 
 # /dev/fuse and the loop driver are needed by `open`.
