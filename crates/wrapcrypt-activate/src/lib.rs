@@ -7,6 +7,7 @@ mod fuse;
 mod loopdev;
 mod server;
 mod spawn;
+mod split;
 mod state;
 mod volume;
 
@@ -15,4 +16,5 @@ pub use control::{close, status};
 pub use error::ActivateError;
 pub use server::run_server;
 pub use spawn::{spawn, ReadyPipe};
+pub use split::SplitCipher;
 pub use state::{is_backing_in_use, list, MAPPER_DIR, RUN_DIR};
