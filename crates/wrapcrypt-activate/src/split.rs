@@ -44,7 +44,7 @@ impl SplitCipher {
 
     /// Moves the boundary (after a hotzone is in the new layout).
     pub fn set_boundary(&self, boundary: u64) -> Result<(), SectorError> {
-        if !(boundary * 512).is_multiple_of(self.sector as u64) {
+        if (boundary * 512) % self.sector as u64 != 0 {
             return Err(SectorError::Misaligned {
                 len: (boundary * 512) as usize,
                 sector_size: self.sector,
@@ -55,7 +55,7 @@ impl SplitCipher {
     }
 
     fn run(&self, iv_sector: u64, data: &mut [u8], enc: bool) -> Result<(), SectorError> {
-        if !data.len().is_multiple_of(self.sector) {
+        if data.len() % self.sector != 0 {
             return Err(SectorError::Misaligned {
                 len: data.len(),
                 sector_size: self.sector,

@@ -16,7 +16,7 @@ use wrapcrypt_volume::{PbkdfOptions, Volume, VolumeError};
 use crate::error::OpsError;
 use crate::wrapped::ProviderChoice;
 
-mod wrapped;
+pub(crate) mod wrapped;
 
 /// What `reencrypt` is asked to do.
 pub struct ReencryptOptions<'a> {

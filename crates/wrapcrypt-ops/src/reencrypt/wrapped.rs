@@ -104,7 +104,7 @@ impl<'a> Providers<'a> {
 
     /// The member `field` of the `kind` token of one side: the new key's
     /// tokens are bound to its keyslots, the old key's are unbound.
-    fn token_field(&self, side: Side, kind: &str, field: &str) -> Option<String> {
+    pub(crate) fn token_field(&self, side: Side, kind: &str, field: &str) -> Option<String> {
         let m = &self.header.meta;
         let info = m.reencrypt_state().ok().flatten()?;
         let new_slots: Vec<u32> = info

@@ -142,6 +142,7 @@ pub fn status(a: &StatusArgs) -> Result<(), CliError> {
                 "size-bytes": i.data_size, "read-only": i.read_only,
                 "discards": i.allow_discards,
                 "fuse-transport": (!i.fuse_transport.is_empty()).then_some(&i.fuse_transport),
+                "reencryption": i.extra.get("reencryption"),
             })
         );
         return Ok(());
@@ -180,6 +181,9 @@ pub fn status(a: &StatusArgs) -> Result<(), CliError> {
     );
     if i.allow_discards {
         println!("  flags:   discards");
+    }
+    if !x("reencryption").is_empty() {
+        println!("  reencryption: {}", x("reencryption"));
     }
     if !i.fuse_transport.is_empty() {
         println!("  fuse:    {}", i.fuse_transport);

@@ -6,17 +6,22 @@
 //! environment.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use wrapcrypt_activate::ServeConfig;
 use wrapcrypt_format::luks2::SegmentSize;
 use wrapcrypt_secret::SecretBytes;
-use wrapcrypt_sector::{CipherSpec, SectorCipher};
+use wrapcrypt_sector::CipherSpec;
 use wrapcrypt_unlock::{Prompter, Registry, UnlockRequest};
 use wrapcrypt_volume::{ExitClass, Volume};
 
 use crate::error::OpsError;
 use crate::wrapped::{self, ProviderChoice};
+
+mod payload;
+mod reencrypting;
+
+pub use payload::{server_start, ServerStart};
+use payload::{KeySource, Part};
 
 /// What `open` is asked to do.
 pub struct OpenOptions<'a> {
@@ -88,6 +93,11 @@ pub fn prepare(
     if vol.version() == 1 {
         return prepare_luks1(vol, opts, &req, reg, prompter);
     }
+    if let Some(info) =
+        wrapcrypt_volume::reencrypt::state(&vol).map_err(|e| OpsError::usage(e.to_string()))?
+    {
+        return reencrypting::prepare(vol, opts, info, prompter);
+    }
     vol.check_requirements()?;
     let h = vol.luks2_header()?.clone();
     let seg_id = h
@@ -148,7 +158,16 @@ pub fn prepare(
         KeySource::Clear
     };
     drop(vol);
-    Ok(payload(&cfg, &enc, seg.sector_size, &src, &u.key))
+    Ok(payload::encode(
+        &cfg,
+        &[Part {
+            spec: &enc,
+            sector_size: seg.sector_size,
+            src,
+            key: &u.key,
+        }],
+        0,
+    ))
 }
 
 /// A LUKS1 volume: dm-crypt's LUKS1 mapping (payload at `payload_offset`
@@ -184,133 +203,14 @@ fn prepare_luks1(
         cfg.extra_status.insert(k.into(), v);
     }
     drop(vol);
-    Ok(payload(&cfg, &enc, 512, &KeySource::Clear, &u.key))
-}
-
-/// How the server builds its cipher: from a clear key (soft engine), or
-/// from a wrapped-key blob through its provider (the server never holds
-/// the effective key).
-enum KeySource {
-    Clear,
-    Wrapped {
-        provider: String,
-        locator: String,
-        /// The PKCS#11 user PIN: the server logs in itself.
-        pin: Option<SecretBytes>,
-    },
-}
-
-/// Payload layout on the pipe: u32 LE length of the ServeConfig JSON, the
-/// JSON, the cipher spec length (u16 LE) and text, the sector size (u32 LE),
-/// a kind byte (0 clear key, 1 wrapped: then u16 LE length + provider name,
-/// u16 LE length + locator, u16 LE length + PIN), then the key or blob
-/// bytes up to the end.
-fn payload(
-    cfg: &ServeConfig,
-    spec: &str,
-    sector_size: u32,
-    src: &KeySource,
-    key: &SecretBytes,
-) -> SecretBytes {
-    let json = serde_json::to_vec(cfg).expect("ServeConfig serializes");
-    let extra = match src {
-        KeySource::Clear => 1,
-        KeySource::Wrapped {
-            provider,
-            locator,
-            pin,
-        } => 1 + 6 + provider.len() + locator.len() + pin.as_ref().map_or(0, |p| p.len()),
-    };
-    let len = 4 + json.len() + 2 + spec.len() + 4 + extra + key.len();
-    let mut p = SecretBytes::zeroed(len);
-    let b = p.expose_secret_mut();
-    let mut o = 0;
-    let mut put = |x: &[u8]| {
-        b[o..o + x.len()].copy_from_slice(x);
-        o += x.len();
-    };
-    put(&(json.len() as u32).to_le_bytes());
-    put(&json);
-    put(&(spec.len() as u16).to_le_bytes());
-    put(spec.as_bytes());
-    put(&sector_size.to_le_bytes());
-    match src {
-        KeySource::Clear => put(&[0]),
-        KeySource::Wrapped {
-            provider,
-            locator,
-            pin,
-        } => {
-            put(&[1]);
-            put(&(provider.len() as u16).to_le_bytes());
-            put(provider.as_bytes());
-            put(&(locator.len() as u16).to_le_bytes());
-            put(locator.as_bytes());
-            let pin = pin.as_ref().map_or(&[][..], |p| p.expose_secret());
-            put(&(pin.len() as u16).to_le_bytes());
-            put(pin);
-        }
-    }
-    put(key.expose_secret());
-    p
-}
-
-/// What the server process builds from its payload.
-pub struct ServerStart {
-    /// The server's configuration.
-    pub config: ServeConfig,
-    /// The cipher spec (for messages).
-    pub spec: String,
-    /// The sector cipher, or why it could not be built.
-    pub cipher: Result<Arc<dyn SectorCipher>, OpsError>,
-}
-
-/// Decodes the payload [`prepare`] made and builds the cipher: the soft
-/// engine over a clear key, or a provider session over a blob.
-pub fn server_start(b: &[u8]) -> Result<ServerStart, OpsError> {
-    let bad = || OpsError::usage("malformed server payload");
-    let take = |o: &mut usize, n: usize| -> Result<&[u8], OpsError> {
-        let s = b.get(*o..*o + n).ok_or_else(bad)?;
-        *o += n;
-        Ok(s)
-    };
-    let u16_at = |o: &mut usize| -> Result<usize, OpsError> {
-        Ok(u16::from_le_bytes(take(o, 2)?.try_into().expect("2")) as usize)
-    };
-    let text = |o: &mut usize, n: usize| -> Result<String, OpsError> {
-        Ok(std::str::from_utf8(take(o, n)?)
-            .map_err(|_| bad())?
-            .to_string())
-    };
-    let mut o = 0;
-    let jl = u32::from_le_bytes(take(&mut o, 4)?.try_into().expect("4")) as usize;
-    let config: ServeConfig = serde_json::from_slice(take(&mut o, jl)?).map_err(|_| bad())?;
-    let sl = u16_at(&mut o)?;
-    let spec = text(&mut o, sl)?;
-    let sector = u32::from_le_bytes(take(&mut o, 4)?.try_into().expect("4")) as usize;
-    let kind = take(&mut o, 1)?[0];
-    let cipher = if kind == 1 {
-        let pl = u16_at(&mut o)?;
-        let prov = text(&mut o, pl)?;
-        let ll = u16_at(&mut o)?;
-        let loc = text(&mut o, ll)?;
-        let loc = (!loc.is_empty()).then_some(loc);
-        let nl = u16_at(&mut o)?;
-        let pin = take(&mut o, nl)?;
-        let pin = (!pin.is_empty()).then(|| SecretBytes::copy_from(pin));
-        wrapped::server_cipher(&prov, loc.as_deref(), pin.as_ref(), &b[o..], sector)
-    } else {
-        let key = SecretBytes::copy_from(&b[o..]);
-        check_cipher(&spec)
-            .and_then(|cs| {
-                wrapcrypt_sector::new_soft_cipher(&cs, &key, sector)
-                    .map_err(|e| OpsError::usage(e.to_string()))
-            })
-            .map(Arc::from)
-    };
-    Ok(ServerStart {
-        config,
-        spec,
-        cipher,
-    })
+    Ok(payload::encode(
+        &cfg,
+        &[Part {
+            spec: &enc,
+            sector_size: 512,
+            src: KeySource::Clear,
+            key: &u.key,
+        }],
+        0,
+    ))
 }
