@@ -9,6 +9,7 @@ PKGS=(
   softhsm2 opensc p11-kit p11-kit-modules
   swtpm swtpm-tools tpm2-tools libtss2-dev
   python3 python3-cryptography libargon2-dev
+  systemd man-db
   gdb hyperfine time procps fio
 )
 
