@@ -402,3 +402,114 @@ fn headers_that_need_wrapcrypt_are_found_without_the_option() {
         .join("normal/wrapcrypt-open@clear.service")
         .exists());
 }
+
+/// Stops the custodian this test started (its pid is in the lock file).
+struct StopCustodian(PathBuf);
+
+impl Drop for StopCustodian {
+    fn drop(&mut self) {
+        if let Ok(pid) = fs::read_to_string(self.0.join("custodiand.lock")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+#[test]
+fn wrapped_volume_opens_after_the_custodian_units_command() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("c.sock");
+    let state = sock.with_extension("state");
+    let _stop = StopCustodian(state.clone());
+
+    // 1. The custodian unit's ExecStart, with the installed path replaced
+    //    by the release build and a private socket and state dir added
+    //    (the machine's default custodian is not this test's to touch).
+    let unit =
+        fs::read_to_string(common::packaging_dir().join("wrapcrypt-custodiand.service")).unwrap();
+    let mut cust = exec_lines(&unit, "ExecStart").remove(0);
+    assert_eq!(cust[0], "/usr/sbin/wrapcrypt-custodiand");
+    cust[0] = release_bin("wrapcrypt-custodiand")
+        .to_string_lossy()
+        .into_owned();
+    for a in [
+        "--socket",
+        sock.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ] {
+        cust.push(a.into());
+    }
+    cust.extend(["--tcti".into(), "none".into()]);
+    let o = run(&cust);
+    assert!(
+        o.status.success(),
+        "custodian: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        sock.exists(),
+        "Type=forking: the socket is there once the parent exits"
+    );
+
+    // 2. A waes volume on it; its crypttab line has no `wrapcrypt` option:
+    //    the generator finds the cipher in the header.
+    let img = dir.path().join("waes.img");
+    fs::File::create(&img).unwrap().set_len(32 << 20).unwrap();
+    let key = dir.path().join("waes.key");
+    fs::write(&key, b"wrapped volume key file").unwrap();
+    let o = Command::new(release_bin("wrapcrypt"))
+        .args([
+            "luksFormat",
+            "-q",
+            "--cipher",
+            "waes-xts-plain64",
+            "--pbkdf",
+            "pbkdf2",
+        ])
+        .args(["--pbkdf-force-iterations", "1000", "--key-file"])
+        .arg(&key)
+        .arg(&img)
+        .env("WRAPCRYPT_CUSTODIAN_SOCKET", &sock)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let name = format!("wcsd-waes-{}", std::process::id());
+    let _c = Closer(name.clone());
+    let tab = format!("{name} {} {} luks\n", img.display(), key.display());
+    let (unit, _out) = generate(dir.path(), &tab, &name);
+    assert!(unit.contains("Requires=wrapcrypt-custodiand.service"));
+    let start = &exec_lines(&unit, "ExecStart")[0];
+    let stop = &exec_lines(&unit, "ExecStop")[0];
+
+    // 3. The volume unit's commands, with the custodian's socket.
+    let with_sock = |argv: &[String]| {
+        let mut c = systemd_cmd(argv);
+        c.env("WRAPCRYPT_CUSTODIAN_SOCKET", &sock);
+        c.output().unwrap()
+    };
+    let o = with_sock(start);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let data = pattern(256 << 10);
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(mapper(&name))
+            .unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+    }
+    let o = with_sock(stop);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(mapper(&name).symlink_metadata().is_err());
+    let o = with_sock(start);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut back = vec![0u8; data.len()];
+    fs::File::open(mapper(&name))
+        .unwrap()
+        .read_exact(&mut back)
+        .unwrap();
+    assert_eq!(Sha256::digest(&back), Sha256::digest(&data));
+    let o = with_sock(stop);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
