@@ -235,18 +235,24 @@ pub struct AskPassword {
 const ASK_PASSWORD: &str = "systemd-ask-password";
 
 /// Whether prompts should go through systemd-ask-password without
-/// `--ask-password`: stdin is neither a terminal nor a pipe or file that
-/// could carry a passphrase (a service's /dev/null), and systemd runs us
-/// (`NOTIFY_SOCKET` or `INVOCATION_ID` is set).
+/// `--ask-password`: systemd started this process as a unit's command
+/// (`NOTIFY_SOCKET` or `INVOCATION_ID` is set and the parent is PID 1),
+/// and stdin is neither a terminal nor a pipe or file that could carry a
+/// passphrase (a service's /dev/null). The parent check matters: every
+/// process a service starts inherits `INVOCATION_ID` (a CI runner's test
+/// harness, a shell in `systemd-run`), and those must keep reading stdin.
 pub fn ask_password_wanted() -> bool {
     let under_systemd =
         std::env::var_os("NOTIFY_SOCKET").is_some() || std::env::var_os("INVOCATION_ID").is_some();
-    if !under_systemd || stdin_is_tty() {
+    // SAFETY: getppid has no preconditions.
+    if !under_systemd || unsafe { libc::getppid() } != 1 || stdin_is_tty() {
         return false;
     }
     // SAFETY: fstat on fd 0 into a zeroed struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::fstat(0, &mut st) };
+    let (r, st) = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstat(0, &mut st), st)
+    };
     // No stdin at all, or a character device that is not a terminal.
     r != 0 || st.st_mode & libc::S_IFMT == libc::S_IFCHR
 }
