@@ -1,7 +1,7 @@
 //! The files the generator writes for one entry (sans-I/O: a list of
 //! relative paths with their contents or symlink targets).
 
-use crate::crypttab::{Device, Entry};
+use crate::crypttab::Entry;
 use crate::escape::{device_unit, escape, exec_word};
 use crate::options::Plan;
 
@@ -98,7 +98,8 @@ pub fn outputs(e: &Entry, p: &Plan, s: &Settings) -> Vec<Output> {
     u.push_str("Conflicts=umount.target\nBefore=umount.target\n");
     path_deps(&mut u, &dev, true);
     if let Some(h) = &p.header {
-        path_deps(&mut u, &h.path(), matches!(h, Device::Tag { .. }));
+        // Read once at open: required, not bound.
+        path_deps(&mut u, &h.path(), false);
     }
     if let Some(k) = key_file(p) {
         path_deps(&mut u, k, false);

@@ -96,3 +96,42 @@ fn wrong_arguments_are_refused_in_one_line() {
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.contains("usage"), "{e}");
 }
+
+#[test]
+fn escaping_matches_systemd_escape() {
+    use wrapcrypt_systemd::escape::{escape, escape_path};
+    let names = [
+        "luks-1",
+        "a.b",
+        ".hidden",
+        "x y",
+        "ü",
+        "a/b",
+        "back\\slash",
+        "50%",
+        "UP_low:9",
+    ];
+    let paths = [
+        "/dev/disk/by-id/usb-KEY-part1",
+        "/",
+        "//dev//sda1/",
+        "/srv/vol%1.img",
+        "/dev/./x",
+    ];
+    let run = |args: &[&str], input: &str| {
+        let o = std::process::Command::new("systemd-escape")
+            .args(args)
+            .arg("--")
+            .arg(input)
+            .output()
+            .expect("systemd-escape (package systemd)");
+        assert!(o.status.success(), "{input}");
+        String::from_utf8(o.stdout).unwrap().trim_end().to_string()
+    };
+    for n in names {
+        assert_eq!(escape(n), run(&[], n), "{n:?}");
+    }
+    for p in paths {
+        assert_eq!(escape_path(p), run(&["--path"], p), "{p:?}");
+    }
+}
