@@ -50,7 +50,6 @@ const IGNORED: &[&str] = &[
     "sector-size",
     "x-initrd.attach",
     "silent",
-    "headless",
     "password-echo",
     "keyfile-erase",
     "try-empty-password",
@@ -71,7 +70,7 @@ const REFUSED: &[&str] = &[
     "bitlk",
 ];
 
-/// Parses a systemd time span (`30`, `30s`, `2min`, `1h`, `500ms`, `infinity`)
+/// Parses a systemd time span (`30`, `30s`, `2min`, `1h`, `1d`, `500ms`, `infinity`)
 /// into whole seconds (rounded up); 0 and `infinity` mean no limit.
 pub fn parse_secs(v: &str) -> Option<u64> {
     if v == "infinity" {
@@ -80,14 +79,16 @@ pub fn parse_secs(v: &str) -> Option<u64> {
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let n: u64 = num.parse().ok()?;
-    let mul_ms: u64 = match unit.trim() {
-        "" | "s" | "sec" => 1000,
-        "ms" | "msec" => 1,
-        "m" | "min" => 60_000,
-        "h" | "hr" => 3_600_000,
+    let mul_us: u64 = match unit.trim() {
+        "" | "s" | "sec" => 1_000_000,
+        "us" | "usec" => 1,
+        "ms" | "msec" => 1000,
+        "m" | "min" => 60_000_000,
+        "h" | "hr" => 3_600_000_000,
+        "d" => 86_400_000_000,
         _ => return None,
     };
-    Some((n.checked_mul(mul_ms)?).div_ceil(1000))
+    Some((n.checked_mul(mul_us)?).div_ceil(1_000_000))
 }
 
 /// Maps an entry.
@@ -95,7 +96,7 @@ pub fn plan(e: &Entry) -> Decision {
     let mut p = Plan::default();
     let mut token_types: Vec<&str> = Vec::new();
     let mut tpm2_device: Option<String> = None;
-    let (mut readonly, mut discard) = (false, false);
+    let (mut readonly, mut discard, mut headless) = (false, false, false);
     let (mut tries, mut timeout) = (None, None);
     let (mut kf_size, mut kf_offset, mut key_slot) = (None, None, None);
     let w = |p: &mut Plan, m: String| p.warnings.push(format!("{}: {m}", e.name));
@@ -134,6 +135,11 @@ pub fn plan(e: &Entry) -> Decision {
             "discard" => discard = true,
             "readonly" | "read-only" => readonly = true,
             "nofail" => p.nofail = true,
+            "headless" => match val {
+                None | Some("yes" | "true" | "1" | "on") => headless = true,
+                Some("no" | "false" | "0" | "off") => headless = false,
+                Some(v) => w(&mut p, format!("option headless={v} is not a boolean, ignored")),
+            },
             "noauto" => p.noauto = true,
             "tries" => tries = number(&mut p).or(tries),
             "key-slot" => key_slot = number(&mut p).or(key_slot),
@@ -202,7 +208,7 @@ pub fn plan(e: &Entry) -> Decision {
                 a.extend(["--keyfile-offset".into(), n.to_string()]);
             }
         }
-        Key::Ask => p.asks = true,
+        Key::Ask => p.asks = !headless,
     }
     if !matches!(e.key, Key::File(_)) && (kf_size.is_some() || kf_offset.is_some()) {
         p.warnings.push(format!(
@@ -231,18 +237,21 @@ pub fn plan(e: &Entry) -> Decision {
     if let Some(d) = tpm2_device {
         a.extend(["--tpm2-device".into(), d]);
     }
+    if headless && matches!(e.key, Key::Ask) {
+        a.push("--token-only".into());
+    }
     if p.asks {
-        if let Some(t) = tries {
-            a.extend(["--tries".into(), t.to_string()]);
-        }
+        // crypttab's default is 3 tries (wrapcrypt open's is 1).
+        a.extend(["--tries".into(), tries.unwrap_or(3).to_string()]);
         if let Some(t) = timeout {
             a.extend(["--timeout".into(), t.to_string()]);
         }
         a.push("--ask-password".into());
     } else if tries.is_some() || timeout.is_some() {
         p.warnings.push(format!(
-            "{}: tries=/timeout= apply to passphrase prompts; the entry has a key file, ignored",
-            e.name
+            "{}: tries=/timeout= apply to passphrase prompts; the entry has {}, ignored",
+            e.name,
+            if headless { "headless" } else { "a key file" }
         ));
     }
     Decision::Open(p)
@@ -296,6 +305,8 @@ mod tests {
         assert_eq!(parse_secs("30"), Some(30));
         assert_eq!(parse_secs("1500ms"), Some(2));
         assert_eq!(parse_secs("1h"), Some(3600));
+        assert_eq!(parse_secs("1d"), Some(86400));
+        assert_eq!(parse_secs("10us"), Some(1));
         assert_eq!(parse_secs("infinity"), Some(0));
         assert_eq!(parse_secs("soon"), None);
     }
