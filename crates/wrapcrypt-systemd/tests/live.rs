@@ -539,3 +539,26 @@ fn wrapped_volume_opens_after_the_custodian_units_command() {
     let o = with_sock(stop);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn an_unanswered_prompt_times_out_once_with_one_line() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("wcsd-tmo-{}", std::process::id());
+    let _c = Closer(name.clone());
+    let img = luks_image(dir.path(), "tmo.img", b"never typed");
+    let tab = format!("{name} {} none wrapcrypt,timeout=1s\n", img.display());
+    let (unit, _out) = generate(dir.path(), &tab, &name);
+    let start = &exec_lines(&unit, "ExecStart")[0];
+    assert!(start.windows(2).any(|w| w == ["--tries", "3"]), "{start:?}");
+    let t0 = Instant::now();
+    let o = wait(systemd_cmd(start).spawn().unwrap(), Duration::from_secs(30));
+    let took = t0.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("Timer expired"), "{err}");
+    // One prompt of 1 s, not three: a timeout is not a wrong passphrase.
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    assert!(mapper(&name).symlink_metadata().is_err());
+}

@@ -271,8 +271,9 @@ impl AskPassword {
             .arg(message)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| CliError::new(2, format!("Cannot run {ASK_PASSWORD}: {e}")))?;
+            .map_err(|e| CliError::usage(format!("Cannot run {ASK_PASSWORD}: {e}")))?;
         let mut out = SecretVec::new();
         let mut chunk = SecretBytes::zeroed(4096);
         let mut pipe = child.stdout.take().expect("piped stdout");
@@ -288,12 +289,21 @@ impl AskPassword {
                 return Err(CliError::usage("Maximum passphrase size exceeded."));
             }
         }
+        // Its own message (a few bytes; read after stdout closed) goes into
+        // our one line.
+        let mut why = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut why);
+        }
         let status = child.wait()?;
+        // Exit 1, as cryptsetup's prompt timeout: not a wrong passphrase,
+        // so --tries does not ask again.
         if !status.success() {
-            return Err(CliError::new(
-                2,
-                format!("No passphrase: {ASK_PASSWORD} failed ({status}; timed out or cancelled)."),
-            ));
+            let why = why.lines().rev().find(|l| !l.trim().is_empty());
+            return Err(CliError::usage(format!(
+                "No passphrase: {ASK_PASSWORD} failed ({}).",
+                why.map_or_else(|| status.to_string(), |w| w.trim().to_string())
+            )));
         }
         let mut p = out.finish();
         let n = p.len();
