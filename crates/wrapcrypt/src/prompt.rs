@@ -223,12 +223,105 @@ impl KeySource {
     }
 }
 
+/// Asking through `systemd-ask-password` (a boot unit has no terminal;
+/// the password agents of systemd, Plymouth or a console answer instead).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AskPassword {
+    /// `--timeout` in seconds, 0 for none (cryptsetup's default).
+    pub timeout: u64,
+}
+
+/// The program that asks, found through PATH.
+const ASK_PASSWORD: &str = "systemd-ask-password";
+
+/// Whether prompts should go through systemd-ask-password without
+/// `--ask-password`: systemd started this process as a unit's command
+/// (`NOTIFY_SOCKET` or `INVOCATION_ID` is set and the parent is PID 1),
+/// and stdin is neither a terminal nor a pipe or file that could carry a
+/// passphrase (a service's /dev/null). The parent check matters: every
+/// process a service starts inherits `INVOCATION_ID` (a CI runner's test
+/// harness, a shell in `systemd-run`), and those must keep reading stdin.
+pub fn ask_password_wanted() -> bool {
+    let under_systemd =
+        std::env::var_os("NOTIFY_SOCKET").is_some() || std::env::var_os("INVOCATION_ID").is_some();
+    // SAFETY: getppid has no preconditions.
+    if !under_systemd || unsafe { libc::getppid() } != 1 || stdin_is_tty() {
+        return false;
+    }
+    // SAFETY: fstat on fd 0 into a zeroed struct.
+    let (r, st) = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstat(0, &mut st), st)
+    };
+    // No stdin at all, or a character device that is not a terminal.
+    r != 0 || st.st_mode & libc::S_IFMT == libc::S_IFCHR
+}
+
+impl AskPassword {
+    /// Runs `systemd-ask-password`; the answer comes back on its stdout
+    /// pipe into locked memory, never through argv or the environment.
+    pub fn ask(&self, prompt: &str) -> Result<SecretBytes, CliError> {
+        use std::process::{Command, Stdio};
+        let message = prompt.trim_end().trim_end_matches(':');
+        let mut child = Command::new(ASK_PASSWORD)
+            .arg(format!("--timeout={}", self.timeout))
+            .arg("--icon=drive-harddisk")
+            .arg("--id=wrapcrypt")
+            .arg("--")
+            .arg(message)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| CliError::usage(format!("Cannot run {ASK_PASSWORD}: {e}")))?;
+        let mut out = SecretVec::new();
+        let mut chunk = SecretBytes::zeroed(4096);
+        let mut pipe = child.stdout.take().expect("piped stdout");
+        loop {
+            let n = pipe.read(chunk.expose_secret_mut())?;
+            if n == 0 {
+                break;
+            }
+            out.push_slice(&chunk.expose_secret()[..n]);
+            if out.len > MAX_KEYFILE {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CliError::usage("Maximum passphrase size exceeded."));
+            }
+        }
+        // Its own message (a few bytes; read after stdout closed) goes into
+        // our one line.
+        let mut why = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut why);
+        }
+        let status = child.wait()?;
+        // Exit 1, as cryptsetup's prompt timeout: not a wrong passphrase,
+        // so --tries does not ask again.
+        if !status.success() {
+            let why = why.lines().rev().find(|l| !l.trim().is_empty());
+            return Err(CliError::usage(format!(
+                "No passphrase: {ASK_PASSWORD} failed ({}).",
+                why.map_or_else(|| status.to_string(), |w| w.trim().to_string())
+            )));
+        }
+        let mut p = out.finish();
+        let n = p.len();
+        if n > 0 && p.expose_secret()[n - 1] == b'\n' {
+            p.truncate(n - 1);
+        }
+        Ok(p)
+    }
+}
+
 /// The terminal, key files and `--batch-mode` answering the library's
 /// questions.
 #[derive(Debug, Default)]
 pub struct CliPrompter {
     /// `--batch-mode`: confirmations are yes.
     pub batch: bool,
+    /// Ask through systemd-ask-password instead of stdin.
+    pub ask: Option<AskPassword>,
     /// Where the existing passphrase comes from (else a prompt).
     pub key_file: Option<KeySource>,
     /// Where a new passphrase comes from (else a verified prompt).
@@ -241,15 +334,20 @@ fn prompt_err(e: CliError) -> PromptError {
 
 impl Prompter for CliPrompter {
     fn passphrase(&mut self, prompt: &str) -> Result<SecretBytes, PromptError> {
-        match &self.key_file {
-            Some(k) => k.read(),
-            None => read_line(prompt),
+        match (&self.key_file, &self.ask) {
+            (Some(k), _) => k.read(),
+            (None, Some(a)) => a.ask(prompt),
+            (None, None) => read_line(prompt),
         }
         .map_err(prompt_err)
     }
 
     fn line(&mut self, prompt: &str) -> Result<SecretBytes, PromptError> {
-        read_line(prompt).map_err(prompt_err)
+        match &self.ask {
+            Some(a) => a.ask(prompt),
+            None => read_line(prompt),
+        }
+        .map_err(prompt_err)
     }
 
     fn new_secret(&mut self, prompt: &str) -> Result<SecretBytes, PromptError> {

@@ -26,6 +26,29 @@ pub fn open(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
             )));
         }
     }
+    // --tries: a wrong passphrase (exit 2) is asked again, as cryptsetup
+    // does; 0 is unlimited. Key files and tokens give the same answer
+    // every time, so they get one try.
+    let tries = match g.tries {
+        _ if a.on.key.key_file.is_some() => 1,
+        Some(0) => u32::MAX,
+        Some(n) => n,
+        None => 1,
+    };
+    let mut attempt = 1;
+    loop {
+        match open_once(g, a) {
+            Err(e) if e.code == 2 && attempt < tries => {
+                eprintln!("{}", e.msg);
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// One unlock attempt of `open`.
+fn open_once(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
     let vol = load(&a.on.dev, false)?;
     let dev = a.on.dev.device.as_str();
     let pin = read_pin(a.provider.pin.pin_file.as_deref())?;

@@ -67,10 +67,14 @@ pub fn new_key_source(n: &NewKeyOpts, positional: Option<&str>) -> Option<KeySou
 
 /// The prompter for an action.
 pub fn prompter(g: &Global, key: Option<KeySource>, new: Option<KeySource>) -> CliPrompter {
+    let ask = (g.ask_password || prompt::ask_password_wanted()).then_some(prompt::AskPassword {
+        timeout: g.timeout.unwrap_or(0),
+    });
     CliPrompter {
         batch: g.batch_mode,
         key_file: key,
         new_key_file: new,
+        ask,
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Global {
     /// Allow weak passphrases.
     #[arg(long, global = true, hide = true)]
     pub force_password: bool,
+    /// Ask passphrases through systemd-ask-password (boot units use it).
+    #[arg(long, global = true)]
+    pub ask_password: bool,
 }
 
 /// The LUKS header, when it is not on the data device.
