@@ -33,6 +33,7 @@ pub(crate) fn teardown(name: &str, info: Option<&ActiveInfo>) -> Result<(), Acti
     let dir = state::state_dir(name);
     let _ = fs::remove_file(dir.join("state.json"));
     let _ = fs::remove_file(dir.join("state.json.tmp"));
+    let _ = fs::remove_file(state::control_socket(name));
     let _ = fs::remove_dir(&mp);
     match fs::remove_dir(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

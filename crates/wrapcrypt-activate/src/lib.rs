@@ -16,5 +16,6 @@ pub use control::{close, status};
 pub use error::ActivateError;
 pub use server::run_server;
 pub use spawn::{spawn, ReadyPipe};
-pub use split::SplitCipher;
+pub use split::{LiveCipher, SplitCipher};
+pub use state::{control_socket, set_status};
 pub use state::{is_backing_in_use, list, MAPPER_DIR, RUN_DIR};

@@ -4,7 +4,7 @@
 //! only grows, and it moves between requests, never inside one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use wrapcrypt_sector::{SectorCipher, SectorError};
 
@@ -91,6 +91,68 @@ impl SectorCipher for SplitCipher {
     }
     fn decrypt(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError> {
         self.run(iv_sector, data, false)
+    }
+}
+
+/// The cipher a server serves, replaceable while it runs: a volume opened
+/// before its reencryption began switches to a [`SplitCipher`], and the
+/// reencryption moves each hotzone while it holds the data path off
+/// ([`LiveCipher::exclusive`]).
+pub struct LiveCipher {
+    cur: RwLock<Arc<dyn SectorCipher>>,
+    gate: RwLock<()>,
+    sector: usize,
+}
+
+impl LiveCipher {
+    /// Serves `c` until replaced.
+    pub fn new(c: Arc<dyn SectorCipher>) -> Self {
+        LiveCipher {
+            sector: c.sector_size(),
+            cur: RwLock::new(c),
+            gate: RwLock::new(()),
+        }
+    }
+
+    fn current(&self) -> Arc<dyn SectorCipher> {
+        self.cur.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Serves `c` from the next request on; its sector size must be the
+    /// one the device was set up with.
+    pub fn replace(&self, c: Arc<dyn SectorCipher>) -> Result<(), SectorError> {
+        if c.sector_size() != self.sector {
+            return Err(SectorError::Misaligned {
+                len: c.sector_size(),
+                sector_size: self.sector,
+            });
+        }
+        self.exclusive(|| *self.cur.write().unwrap_or_else(|p| p.into_inner()) = c);
+        Ok(())
+    }
+
+    /// Runs `f` with no request between its cipher and its backing I/O.
+    pub fn exclusive<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+}
+
+impl SectorCipher for LiveCipher {
+    fn sector_size(&self) -> usize {
+        self.sector
+    }
+    fn encrypt(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError> {
+        self.current().encrypt(iv_sector, data)
+    }
+    fn decrypt(&self, iv_sector: u64, data: &mut [u8]) -> Result<(), SectorError> {
+        self.current().decrypt(iv_sector, data)
+    }
+    fn shared_buffer(&self, len: usize) -> Option<wrapcrypt_sector::SharedBuffer> {
+        self.current().shared_buffer(len)
+    }
+    fn io_gate(&self) -> Option<&RwLock<()>> {
+        Some(&self.gate)
     }
 }
 

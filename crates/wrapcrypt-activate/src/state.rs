@@ -69,6 +69,19 @@ pub(crate) fn write_state(info: &ActiveInfo) -> Result<(), ActivateError> {
     res.map_err(|e| ActivateError::io("write", path, e))
 }
 
+/// Sets one status fact of an active volume (`status` shows it), from
+/// the server that serves it: e.g. the progress of an online reencryption.
+pub fn set_status(name: &str, key: &str, value: &str) -> Result<(), ActivateError> {
+    let mut info = read_state(name)?.ok_or_else(|| ActivateError::NotActive(name.to_owned()))?;
+    info.extra.insert(key.to_owned(), value.to_owned());
+    write_state(&info)
+}
+
+/// The control socket of an active volume's server (online reencryption).
+pub fn control_socket(name: &str) -> PathBuf {
+    state_dir(name).join("control")
+}
+
 /// The start time (field 22 of `/proc/PID/stat`) of a running, non-zombie
 /// process, or `None`.
 pub(crate) fn process_start(pid: u32) -> Option<u64> {

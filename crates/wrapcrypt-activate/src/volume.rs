@@ -164,6 +164,10 @@ impl Volume {
     }
 
     fn read_sectors(&self, start: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let _layout = self
+            .cipher
+            .io_gate()
+            .map(|g| g.read().unwrap_or_else(|p| p.into_inner()));
         read_full(&self.backing, buf, self.data_offset + start)?;
         self.cipher
             .decrypt(self.iv(start), buf)
@@ -171,6 +175,10 @@ impl Volume {
     }
 
     fn write_sectors(&self, start: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let _layout = self
+            .cipher
+            .io_gate()
+            .map(|g| g.read().unwrap_or_else(|p| p.into_inner()));
         // Encrypt the whole batch first: a cipher failure writes nothing.
         self.cipher
             .encrypt(self.iv(start), buf)

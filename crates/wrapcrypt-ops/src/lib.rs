@@ -5,6 +5,7 @@ pub mod convert;
 pub mod error;
 pub mod keyholders;
 pub mod keyslots;
+pub mod online;
 pub mod open;
 pub mod providers;
 pub mod reencipher;

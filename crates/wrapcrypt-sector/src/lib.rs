@@ -116,6 +116,13 @@ pub trait SectorCipher: Send + Sync {
         let _ = len;
         None
     }
+    /// A cipher whose layout can change while it serves (a volume in
+    /// online reencryption) hands out this lock: a data path holds it
+    /// shared from encrypting to writing the ciphertext, and from reading
+    /// ciphertext to decrypting it, so the layout never moves in between.
+    fn io_gate(&self) -> Option<&std::sync::RwLock<()>> {
+        None
+    }
 }
 
 /// Memory handed out by [`SectorCipher::shared_buffer`].

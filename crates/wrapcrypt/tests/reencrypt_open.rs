@@ -8,8 +8,7 @@ mod common;
 mod reencrypt_common;
 mod wrapped_common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::*;
 use reencrypt_common::*;
@@ -105,31 +104,6 @@ fn open_mid_reencryption_by_cryptsetup_reads_and_writes_both_layouts() {
     println!("opened at boundary {done} of {} bytes", 32u64 << 20);
 }
 
-/// Runs `cmd` (a wrapcrypt reencrypt) and stops it with SIGINT once it has
-/// written `steps` more headers.
-fn interrupt_wc(mut cmd: Command, img: &str, steps: u64) {
-    let start = seqid(img);
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while seqid(img) < start + steps {
-        assert!(child.try_wait().unwrap().is_none(), "ended too early");
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // SAFETY: kill(2) on the pid of a child we have not reaped yet.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let o = child.wait_with_output().unwrap();
-    assert!(
-        !o.status.success(),
-        "not interrupted: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 #[test]
 fn open_mid_reencryption_onto_a_custodian_key() {
     let s = Scratch::new();
@@ -148,7 +122,7 @@ fn open_mid_reencryption_onto_a_custodian_key() {
     a.extend_from_slice(FAST);
     a.push(&img);
     // Init (2 header writes) and a few hotzones.
-    interrupt_wc(c.cmd(&a), &img, 9);
+    interrupt_cmd(c.cmd(&a), &img, 9);
     let done = boundary(&img);
     assert!(done > 0 && done < 32 << 20, "boundary {done}");
 

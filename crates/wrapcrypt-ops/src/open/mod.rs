@@ -17,8 +17,8 @@ use wrapcrypt_volume::{ExitClass, Volume};
 use crate::error::OpsError;
 use crate::wrapped::{self, ProviderChoice};
 
-mod payload;
-mod reencrypting;
+pub(crate) mod payload;
+pub(crate) mod reencrypting;
 
 pub use payload::{server_start, ServerStart};
 use payload::{KeySource, Part};

@@ -125,10 +125,18 @@ impl SectorCipher for Linear {
     }
 }
 
-/// Decodes the payload [`encode`] made and builds the cipher: the soft
-/// engine over a clear key, or a provider session over a blob; two of them
-/// behind a [`SplitCipher`] for a volume in mid-reencryption.
-pub fn server_start(b: &[u8]) -> Result<ServerStart, OpsError> {
+/// A decoded payload: the configuration, each part's spec, cipher and
+/// key (the key kept only for an online reencryption, which needs both
+/// keys; a plain server drops them), and the boundary.
+pub(crate) struct Decoded {
+    pub config: ServeConfig,
+    pub specs: Vec<String>,
+    pub ciphers: Vec<Result<Arc<dyn SectorCipher>, OpsError>>,
+    pub keys: Vec<SecretBytes>,
+    pub boundary: u64,
+}
+
+pub(crate) fn decode(b: &[u8]) -> Result<Decoded, OpsError> {
     let bad = || OpsError::usage("malformed server payload");
     let mut o = 0;
     let mut take = |n: usize| -> Result<&[u8], OpsError> {
@@ -142,8 +150,7 @@ pub fn server_start(b: &[u8]) -> Result<ServerStart, OpsError> {
     if !(1..=2).contains(&n) {
         return Err(bad());
     }
-    let mut ciphers = Vec::new();
-    let mut specs = Vec::new();
+    let (mut ciphers, mut specs, mut keys) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         let u16_at = |t: &[u8]| u16::from_le_bytes(t.try_into().expect("2")) as usize;
         let sl = u16_at(take(2)?);
@@ -164,40 +171,57 @@ pub fn server_start(b: &[u8]) -> Result<ServerStart, OpsError> {
             return Err(bad());
         }
         let kl = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
-        let key = take(kl)?;
+        let key = SecretBytes::copy_from(take(kl)?);
         let cipher: Result<Arc<dyn SectorCipher>, OpsError> = match (kind, wrapped_src) {
-            (1, Some((prov, loc, pin))) => {
-                wrapped::server_cipher(&prov, loc.as_deref(), pin.as_ref(), key, sector)
-            }
+            (1, Some((prov, loc, pin))) => wrapped::server_cipher(
+                &prov,
+                loc.as_deref(),
+                pin.as_ref(),
+                key.expose_secret(),
+                sector,
+            ),
             (2, _) => Ok(Arc::new(Linear(sector))),
-            _ => {
-                let key = SecretBytes::copy_from(key);
-                check_cipher(&spec)
-                    .and_then(|cs| {
-                        wrapcrypt_sector::new_soft_cipher(&cs, &key, sector)
-                            .map_err(|e| OpsError::usage(e.to_string()))
-                    })
-                    .map(Arc::from)
-            }
+            _ => check_cipher(&spec)
+                .and_then(|cs| {
+                    wrapcrypt_sector::new_soft_cipher(&cs, &key, sector)
+                        .map_err(|e| OpsError::usage(e.to_string()))
+                })
+                .map(Arc::from),
         };
         ciphers.push(cipher);
         specs.push(spec);
+        keys.push(key);
     }
     let boundary = u64::from_le_bytes(take(8)?.try_into().expect("8"));
-    let mut ciphers = ciphers.into_iter();
+    Ok(Decoded {
+        config,
+        specs,
+        ciphers,
+        keys,
+        boundary,
+    })
+}
+
+/// Decodes the payload [`encode`] made and builds the cipher: the soft
+/// engine over a clear key, or a provider session over a blob; two of them
+/// behind a [`SplitCipher`] for a volume in mid-reencryption.
+pub fn server_start(b: &[u8]) -> Result<ServerStart, OpsError> {
+    let d = decode(b)?;
+    drop(d.keys);
+    let mut ciphers = d.ciphers.into_iter();
     let first = ciphers.next().expect("one part");
     let cipher = match ciphers.next() {
         None => first,
         Some(old) => first.and_then(|new| {
             let old = old?;
-            SplitCipher::new(new, old, boundary)
+            SplitCipher::new(new, old, d.boundary)
                 .map(|s| Arc::new(s) as Arc<dyn SectorCipher>)
                 .map_err(|e| OpsError::usage(e.to_string()))
         }),
     };
     Ok(ServerStart {
-        config,
-        spec: specs.join(" -> "),
+        config: d.config,
+        spec: d.specs.join(" -> "),
         cipher,
     })
 }

@@ -17,6 +17,7 @@ use wrapcrypt_volume::{Volume, VolumeError};
 use super::payload::{self, KeySource, Part};
 use super::{check_cipher, check_free, OpenOptions};
 use crate::error::OpsError;
+use crate::wrapped::ProviderChoice;
 use crate::providers::PROVIDER_TOKEN;
 use crate::reencrypt::wrapped::Providers;
 
@@ -32,7 +33,7 @@ fn source(
     side: Side,
     seg: &Segment,
     key: Option<&SecretBytes>,
-    opts: &OpenOptions,
+    choice: ProviderChoice,
 ) -> Result<KeySource, OpsError> {
     if seg.kind == "linear" {
         return Ok(KeySource::Linear);
@@ -61,7 +62,7 @@ fn source(
     let locator = provs
         .token_field(side, PROVIDER_TOKEN, "uri")
         .or_else(|| {
-            opts.provider
+            choice
                 .key_provider
                 .filter(|k| k.starts_with("pkcs11:"))
                 .map(str::to_string)
@@ -70,7 +71,7 @@ fn source(
     Ok(KeySource::Wrapped {
         pin: (provider == "pkcs11")
             .then(|| {
-                opts.provider
+                choice
                     .pin
                     .map(|p| SecretBytes::copy_from(p.expose_secret()))
             })
@@ -127,6 +128,24 @@ pub(super) fn prepare(
             }
         })?;
     drop(pass);
+    let mut cfg = ServeConfig::new(opts.name, opts.device);
+    cfg.read_only = opts.read_only;
+    cfg.allow_discards = opts.allow_discards;
+    drop(vol);
+    split_payload(&h, &info, &keys, opts.provider, cfg)
+}
+
+/// The payload of a server that serves `h` in mid-reencryption with both
+/// keys: `cfg` gets the data offset, the layouts and the status facts.
+pub(crate) fn split_payload(
+    h: &wrapcrypt_format::luks2::Luks2Header,
+    info: &ReencryptInfo,
+    keys: &reencrypt::ReencryptKeys,
+    choice: ProviderChoice,
+    mut cfg: ServeConfig,
+) -> Result<SecretBytes, OpsError> {
+    let old = h.meta.segments[&info.previous_segment].clone();
+    let new = h.meta.segments[&info.final_segment].clone();
     // Bytes in the new layout: up to the first old segment.
     let done = info
         .old_segments
@@ -134,9 +153,9 @@ pub(super) fn prepare(
         .map(|id| h.meta.segments[id].offset - old.offset)
         .min()
         .unwrap_or(u64::MAX);
-    let provs = Providers::new(&h, opts.provider);
-    let new_src = source(&provs, Side::New, &new, keys.new.as_ref(), opts)?;
-    let old_src = source(&provs, Side::Old, &old, keys.old.as_ref(), opts)?;
+    let provs = Providers::new(h, choice);
+    let new_src = source(&provs, Side::New, &new, keys.new.as_ref(), choice)?;
+    let old_src = source(&provs, Side::Old, &old, keys.old.as_ref(), choice)?;
     let none = SecretBytes::copy_from(&[]);
     // What status says: the new layout's provider and key size; the
     // weaker side's protection (a clear key on either side lives in this
@@ -147,7 +166,7 @@ pub(super) fn prepare(
             provider, locator, ..
         } => {
             let loc = Some(locator.as_str()).filter(|l| !l.is_empty());
-            let p = crate::providers::by_name(provider, loc, opts.provider.pin)?;
+            let p = crate::providers::by_name(provider, loc, choice.pin)?;
             (
                 "512 bits (wrapped)".to_string(),
                 provider.clone(),
@@ -173,12 +192,9 @@ pub(super) fn prepare(
         .encryption
         .clone()
         .unwrap_or_else(|| "cipher_null".into());
-    let mut cfg = ServeConfig::new(opts.name, opts.device);
     cfg.data_offset = old.offset;
     cfg.data_size = None;
     cfg.iv_tweak = old.iv_tweak;
-    cfg.read_only = opts.read_only;
-    cfg.allow_discards = opts.allow_discards;
     cfg.cipher_desc = new_spec.clone();
     for (k, v) in [
         ("type", "LUKS2".to_string()),
@@ -196,7 +212,6 @@ pub(super) fn prepare(
     ] {
         cfg.extra_status.insert(k.into(), v);
     }
-    drop(vol);
     Ok(payload::encode(
         &cfg,
         &[

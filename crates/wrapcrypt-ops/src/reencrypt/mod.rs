@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_unlock::Prompter;
 use wrapcrypt_volume::reencrypt::{
-    self, Finished, InitOptions, InitResilience, ReencryptError, ResumeOptions,
+    self, Finished, InitOptions, InitResilience, ReencryptError, ReencryptKeys, ResumeOptions,
 };
 use wrapcrypt_volume::{PbkdfOptions, Volume, VolumeError};
 
@@ -60,7 +60,7 @@ pub enum ReencryptOutcome {
     Finished(Finished),
 }
 
-fn map(e: ReencryptError) -> OpsError {
+pub(crate) fn map(e: ReencryptError) -> OpsError {
     match e {
         ReencryptError::Volume(v) => OpsError::Volume(v),
         ReencryptError::NotInReencryption => {
@@ -100,6 +100,33 @@ pub fn reencrypt<'a>(
     progress: Option<&'a mut dyn FnMut(u64, u64)>,
     stop: Option<&'a AtomicBool>,
 ) -> Result<ReencryptOutcome, OpsError> {
+    let Some(keys) = start(vol, opts, prompter)? else {
+        return Ok(ReencryptOutcome::Initialized);
+    };
+    let provs = wrapped::Providers::new(vol.luks2_header()?, opts.provider);
+    let done = reencrypt::resume(
+        vol,
+        &keys,
+        ResumeOptions {
+            hotzone_size: opts.hotzone_size,
+            // A shorter-lived borrow, so that `provs` need not outlive 'a.
+            progress: progress.map(|p| -> &mut dyn FnMut(u64, u64) { p }),
+            stop,
+            wrapped: Some(&provs),
+            online: None,
+        },
+    )
+    .map_err(map)?;
+    Ok(ReencryptOutcome::Finished(done))
+}
+
+/// Checks the options, initializes the reencryption unless the header
+/// already records one, and unlocks both keys; `None` after `--init-only`.
+pub(crate) fn start(
+    vol: &mut Volume,
+    opts: &ReencryptOptions,
+    prompter: &mut dyn Prompter,
+) -> Result<Option<ReencryptKeys>, OpsError> {
     if let Some(m) = opts.mode_change {
         return Err(OpsError::usage(format!(
             "reencrypt {m} is not supported yet; only key, cipher and sector size changes are."
@@ -222,22 +249,9 @@ pub fn reencrypt<'a>(
             k.keep();
         }
         if opts.init_only {
-            return Ok(ReencryptOutcome::Initialized);
+            return Ok(None);
         }
         keys
     };
-    let provs = wrapped::Providers::new(vol.luks2_header()?, opts.provider);
-    let done = reencrypt::resume(
-        vol,
-        &keys,
-        ResumeOptions {
-            hotzone_size: opts.hotzone_size,
-            // A shorter-lived borrow, so that `provs` need not outlive 'a.
-            progress: progress.map(|p| -> &mut dyn FnMut(u64, u64) { p }),
-            stop,
-            wrapped: Some(&provs),
-        },
-    )
-    .map_err(map)?;
-    Ok(ReencryptOutcome::Finished(done))
+    Ok(Some(keys))
 }

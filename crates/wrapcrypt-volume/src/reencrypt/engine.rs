@@ -26,7 +26,7 @@ use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::{new_soft_cipher, CipherSpec, SectorCipher};
 
 use super::layout::{self, Layouts};
-use super::{plain, verify, ReencryptError, ReencryptKeys, Side, WrappedCiphers};
+use super::{plain, verify, OnlineGate, ReencryptError, ReencryptKeys, Side, WrappedCiphers};
 use crate::{Device, Volume, VolumeError};
 
 /// Largest hotzone moved at once when none is asked for (bytes).
@@ -46,6 +46,8 @@ pub struct ResumeOptions<'a> {
     /// Opens the ciphers of wrapped-key segments; without it such a
     /// segment is refused.
     pub wrapped: Option<&'a dyn WrappedCiphers>,
+    /// Online: the open volume's data path, held off during each hotzone.
+    pub online: Option<&'a dyn OnlineGate>,
 }
 
 /// A finished reencryption.
@@ -428,7 +430,14 @@ pub fn resume(
     let mut recovered = false;
     if let Some(hid) = run.info.hotzone {
         let hot = h.meta.segments[&hid].clone();
-        run.recover(&hot)?;
+        let end = match hot.size {
+            SegmentSize::Fixed(n) => hot.offset.saturating_sub(run.l.data_offset) + n,
+            SegmentSize::Dynamic => run.l.data_size,
+        };
+        match opts.online {
+            Some(g) => g.exclusive(end, &mut || run.recover(&hot))?,
+            None => run.recover(&hot)?,
+        }
         recovered = true;
     }
     let cur = run.header()?;
@@ -445,7 +454,10 @@ pub fn resume(
     let (start, mut steps) = (done, 0u64);
     while done < data_size {
         let len = hotzone.min(data_size - done);
-        run.step(done, len)?;
+        match opts.online {
+            Some(g) => g.exclusive(done + len, &mut || run.step(done, len))?,
+            None => run.step(done, len)?,
+        }
         done += len;
         steps += 1;
         if let Some(p) = opts.progress.as_mut() {

@@ -96,6 +96,20 @@ pub trait WrappedCiphers {
     fn finalize(&self, header: &mut Luks2Header);
 }
 
+/// The data path of an open volume, for online reencryption: each
+/// hotzone moves while no request runs between its cipher and its
+/// backing I/O, and the served layout moves with it.
+pub trait OnlineGate {
+    /// Runs `step` (one hotzone, or the recovery of one) exclusively; once
+    /// it succeeded, the data before `done` bytes is served in the new
+    /// layout.
+    fn exclusive(
+        &self,
+        done: u64,
+        step: &mut dyn FnMut() -> Result<(), ReencryptError>,
+    ) -> Result<(), ReencryptError>;
+}
+
 /// The old and new volume keys of a reencryption (either may be absent
 /// when its layout is plain).
 #[derive(Debug, Default)]

@@ -118,9 +118,21 @@ pub fn serve() -> Result<(), CliError> {
             return Err(err.into());
         }
     };
-    wrapcrypt_activate::run_server(start.config, cipher, |r| {
+    // Served through a replaceable cipher, so that an online reencryption
+    // can switch the layout while the device stays open.
+    let live = std::sync::Arc::new(wrapcrypt_activate::LiveCipher::new(cipher));
+    let name = start.config.name.clone();
+    let r = wrapcrypt_activate::run_server(start.config, live.clone(), |r| {
+        if r.is_ok() {
+            if let Err(e) = wrapcrypt_ops::online::serve(&name, live.clone()) {
+                eprintln!("wrapcrypt server {name}: no control socket, so no online reencryption: {e}");
+            }
+        }
         let _ = ready.send(r);
-    })?;
+    });
+    // A reencryption in flight finishes its hotzone before the server goes.
+    wrapcrypt_ops::online::shutdown();
+    r?;
     Ok(())
 }
 

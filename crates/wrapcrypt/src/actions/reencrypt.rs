@@ -33,11 +33,6 @@ fn on_interrupt() {
 
 /// reencrypt DEVICE
 pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
-    if a.active_name.is_some() {
-        return Err(CliError::usage(
-            "Online reencryption (--active-name) is not supported yet; close the device and run with --force-offline-reencrypt.",
-        ));
-    }
     if a.encrypt && a.decrypt {
         return Err(CliError::usage(
             "Options --encrypt and --decrypt cannot be combined.",
@@ -97,7 +92,34 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
         }
     };
     on_interrupt();
-    let out = reencrypt::reencrypt(&mut vol, &opts, &mut p, Some(&mut bar), Some(&STOP))?;
+    let out = match a.active_name.as_deref() {
+        Some(name) => {
+            if a.force_offline_reencrypt {
+                return Err(CliError::usage(
+                    "Options --active-name and --force-offline-reencrypt cannot be combined.",
+                ));
+            }
+            wrapcrypt_ops::online::reencrypt(
+                vol,
+                name,
+                &opts,
+                paths(&a.on.dev).1,
+                &mut p,
+                &mut bar,
+                &STOP,
+            )?
+        }
+        None => {
+            // An open device is reencrypted only through its server.
+            if let Some(name) = wrapcrypt_activate::is_backing_in_use(vol.data_path()) {
+                return Err(CliError::new(5, format!(
+                    "Device {} is in use (active as {name}): reencrypt it online with --active-name {name}, or close it first.",
+                    device.display()
+                )));
+            }
+            reencrypt::reencrypt(&mut vol, &opts, &mut p, Some(&mut bar), Some(&STOP))?
+        }
+    };
     if g.verbose {
         match out {
             ReencryptOutcome::Initialized => eprintln!("Reencryption initialized."),

@@ -138,13 +138,21 @@ pub fn seqid(img: &str) -> u64 {
 /// Runs cryptsetup ARGS and stops it with SIGINT once it has written
 /// `steps` more headers (it finishes the hotzone, records it and exits).
 pub fn interrupt(args: &[&str], img: &str, steps: u64) {
+    let mut c = Command::new("cryptsetup");
+    c.args(args);
+    interrupt_cmd(c, img, steps);
+}
+
+/// Runs `cmd` (a reencryption by either tool) and stops it with SIGINT
+/// once `img`'s header has been written `steps` more times; it must then
+/// end unsuccessfully ("interrupted").
+pub fn interrupt_cmd(mut cmd: Command, img: &str, steps: u64) {
     let start = seqid(img);
-    let mut child = Command::new("cryptsetup")
-        .args(args)
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("cryptsetup runs");
+        .expect("reencryption runs");
     let deadline = Instant::now() + Duration::from_secs(120);
     while seqid(img) < start + steps {
         assert!(child.try_wait().expect("wait").is_none(), "ended too early");
@@ -159,7 +167,7 @@ pub fn interrupt(args: &[&str], img: &str, steps: u64) {
     let out = child.wait_with_output().expect("wait");
     assert!(
         !out.status.success(),
-        "cryptsetup was not interrupted: {}",
+        "the reencryption was not interrupted: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
