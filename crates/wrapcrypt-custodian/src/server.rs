@@ -487,10 +487,13 @@ impl Daemon {
                     let (ring, stop) = (ring.clone(), stop.clone());
                     let (cipher, bufs) = (s.cipher.clone(), s.bufs.clone());
                     let first = entries / u32::from(n) * u32::from(k);
+                    // Only the first thread polls; helpers (woken for large
+                    // requests, or when it is busy) sleep as soon as idle.
+                    let spin_k = if k == 0 { spin } else { Duration::ZERO };
                     let t = std::thread::Builder::new()
                         .name("custodian-ring".into())
                         .stack_size(256 << 10)
-                        .spawn(move || ring_loop(&ring, &cipher, &bufs, &stop, first, spin))
+                        .spawn(move || ring_loop(&ring, &cipher, &bufs, &stop, first, spin_k))
                         .map_err(|e| refused(ErrorCode::Internal, format!("ring thread: {e}")))?;
                     runner.threads.push(t);
                 }

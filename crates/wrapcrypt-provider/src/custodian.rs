@@ -74,9 +74,9 @@ pub struct CustodianConfig {
 /// Ring threads asked for by default (docs/custodian-ring.md: measured).
 pub const DEFAULT_RING_THREADS: u8 = 2;
 /// Client spin by default, µs.
-pub const DEFAULT_RING_CLIENT_SPIN_US: u16 = 0;
+pub const DEFAULT_RING_CLIENT_SPIN_US: u16 = 10;
 /// Daemon spin by default, µs.
-pub const DEFAULT_RING_DAEMON_SPIN_US: u16 = 0;
+pub const DEFAULT_RING_DAEMON_SPIN_US: u16 = 10;
 
 /// `WRAPCRYPT_CUSTODIAN_RING`: `off`, or `THREADS[,CLIENT_SPIN_US[,DAEMON_SPIN_US]]`
 /// (a tuning knob for benchmarks; unset means the defaults).
