@@ -48,6 +48,9 @@ for r in rows:
 EOF
 
 # 2. Opened devices: waes (custodian) ÷ aes-xts-plain64 (in-process engine).
+# waes uses protocol version 2's shared-memory request ring (the default);
+# "waes1" is a second waes volume opened with WRAPCRYPT_CUSTODIAN_RING=off,
+# so its CRYPTs are version-1 socket round trips (QD32 rows only).
 printf 'bench-passphrase' >"$dir/pass"
 fmt=(-q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --sector-size 4096 --key-file "$dir/pass")
 fio_seq() { # dev read|write
@@ -60,12 +63,16 @@ fio_seq() { # dev read|write
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 add() { python3 -c 'import sys; print(sum(float(x) for x in sys.argv[1:]))' "$@"; }
 declare -A dev pid
-for c in aes waes; do
+for c in aes waes waes1; do
   img="$dir/$c.img"
   truncate -s $((MIB + 16))M "$img"
-  "$W" luksFormat "${fmt[@]}" --cipher "$c-xts-plain64" --key-size 512 "$img"
+  "$W" luksFormat "${fmt[@]}" --cipher "${c%1}-xts-plain64" --key-size 512 "$img"
   name="wcbench-$c-$$"
-  "$W" open --key-file "$dir/pass" "$img" "$name"
+  if [ "$c" = waes1 ]; then
+    WRAPCRYPT_CUSTODIAN_RING=off "$W" open --key-file "$dir/pass" "$img" "$name"
+  else
+    env -u WRAPCRYPT_CUSTODIAN_RING "$W" open --key-file "$dir/pass" "$img" "$name"
+  fi
   names+=("$name")
   dev[$c]=/dev/mapper/$name
   pid[$c]=$(jq -r .pid "/run/wrapcrypt/$name/state.json")
@@ -73,7 +80,7 @@ for c in aes waes; do
 done
 cust=$(cat "$dir/c.state/custodiand.lock")
 # The waes figures count the custodian's CPU too: it does that path's crypto.
-cpus() { if [ "$1" = waes ]; then add "$(cpu "${pid[waes]}")" "$(cpu "$cust")"; else cpu "${pid[aes]}"; fi; }
+cpus() { if [ "$1" != aes ]; then add "$(cpu "${pid[$1]}")" "$(cpu "$cust")"; else cpu "${pid[aes]}"; fi; }
 declare -A W_ R_ CPU=([aes]=0 [waes]=0)
 load0=$(cut -d' ' -f1 /proc/loadavg)
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -107,10 +114,10 @@ fio_rand32() { # dev randread|randwrite -> IOPS
   [ "$2" = randwrite ] && k=write
   jq -r ".jobs[0].$k.iops | round" <<<"$j"
 }
-declare -A RR RW CPU4=([aes]=0 [waes]=0) IO4=([aes]=0 [waes]=0)
+declare -A RR RW CPU4=([aes]=0 [waes]=0 [waes1]=0) IO4=([aes]=0 [waes]=0 [waes1]=0)
 load0=$(cut -d' ' -f1 /proc/loadavg)
 for ((r = 1; r <= ROUNDS; r++)); do
-  for c in aes waes; do
+  for c in aes waes waes1; do
     c0=$(cpus $c)
     rr=$(fio_rand32 "${dev[$c]}" randread)
     rw=$(fio_rand32 "${dev[$c]}" randwrite)
@@ -124,12 +131,17 @@ done
 load1=$(cut -d' ' -f1 /proc/loadavg)
 # shellcheck disable=SC2086
 { wr=$(maxf ${RR[waes]}); ar=$(maxf ${RR[aes]}); ww=$(maxf ${RW[waes]}); aw=$(maxf ${RW[aes]}); }
+# shellcheck disable=SC2086
+{ w1r=$(maxf ${RR[waes1]}); w1w=$(maxf ${RW[waes1]}); }
 # CPU seconds per GiB moved (4 KiB per I/O).
 cpg4() { python3 -c 'import sys; print(f"{float(sys.argv[1]) / (float(sys.argv[2]) * 5 * 4096 / 2**30):.2f}")' "$1" "$2"; }
 note="CPU (server + custodian) $(cpg4 "${CPU4[waes]}" "${IO4[waes]}") vs (server) $(cpg4 "${CPU4[aes]}" "${IO4[aes]}") s/GiB; load average $load0 → $load1"
 cmd="fio --filename=/dev/mapper/NAME --rw=randread|randwrite --bs=4k --direct=1 --ioengine=libaio --iodepth=32 --runtime=5s (best of $ROUNDS; scripts/bench.d/wrapped.sh)"
-echo "opened waes-xts-plain64 (custodian) 4 KiB random read IOPS at QD32 ÷ opened aes-xts-plain64|$(ratio "$wr" "$ar")|$wr vs $ar IOPS; $note|$cmd"
-echo "opened waes-xts-plain64 (custodian) 4 KiB random write IOPS at QD32 ÷ opened aes-xts-plain64|$(ratio "$ww" "$aw")|$ww vs $aw IOPS; $note|$cmd"
+note1="CPU (server + custodian) $(cpg4 "${CPU4[waes1]}" "${IO4[waes1]}") vs (server) $(cpg4 "${CPU4[aes]}" "${IO4[aes]}") s/GiB; load average $load0 → $load1"
+echo "opened waes-xts-plain64 (custodian, v2 request ring) 4 KiB random read IOPS at QD32 ÷ opened aes-xts-plain64|$(ratio "$wr" "$ar")|$wr vs $ar IOPS; $note|$cmd"
+echo "opened waes-xts-plain64 (custodian, v2 request ring) 4 KiB random write IOPS at QD32 ÷ opened aes-xts-plain64|$(ratio "$ww" "$aw")|$ww vs $aw IOPS; $note|$cmd"
+echo "opened waes-xts-plain64 (custodian, v1 socket CRYPTs) 4 KiB random read IOPS at QD32 ÷ opened aes-xts-plain64|$(ratio "$w1r" "$ar")|$w1r vs $ar IOPS; $note1|$cmd"
+echo "opened waes-xts-plain64 (custodian, v1 socket CRYPTs) 4 KiB random write IOPS at QD32 ÷ opened aes-xts-plain64|$(ratio "$w1w" "$aw")|$w1w vs $aw IOPS; $note1|$cmd"
 
 # 3. PKCS#11: SoftHSM2 in-process and through p11-kit server.
 j=$("$REL/examples/pkcs11_speed" | tee /dev/stderr | tail -1)

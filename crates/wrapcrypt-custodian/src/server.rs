@@ -6,10 +6,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use wrapcrypt_provider::protocol::{
-    encode_error, CryptOp, Request, Response, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION,
+    encode_error, CryptOp, Request, Response, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION, RING_VERSION,
 };
+use wrapcrypt_provider::ring::{self, Ring, RingRequest};
 use wrapcrypt_provider::shm::Shm;
 use wrapcrypt_provider::transport::{peer_credentials, recv_frame, send_frame};
 use wrapcrypt_provider::xts::aes_256_xts;
@@ -45,10 +47,104 @@ fn seal_err(e: crate::seal::SealError) -> ProviderError {
     refused(ErrorCode::SealFailure, e.to_string())
 }
 
-/// A sector session: the unwrapped key and the client's memfd.
+/// Most memfds one session may map (OPEN_SESSION's and ATTACH_SHM's).
+const MAX_BUFFERS: usize = 1024;
+/// Most daemon threads serving one ring.
+const MAX_RING_THREADS: u8 = 4;
+/// Longest time a ring thread keeps polling after its last request before
+/// it sleeps on the doorbell (the client asks for less or more, up to
+/// this): back-to-back requests then need no wake-up.
+const MAX_RING_SPIN_US: u16 = 50;
+/// Longest doorbell sleep: a ring thread checks for its connection's end
+/// at least this often.
+const RING_NAP: Duration = Duration::from_millis(200);
+
+/// A sector session: the unwrapped key, the client's memfds, its ring.
 struct Session {
-    cipher: SoftCipher,
-    shm: Shm,
+    cipher: Arc<SoftCipher>,
+    bufs: Arc<RwLock<Vec<Arc<Shm>>>>,
+    ring: Option<RingRunner>,
+}
+
+/// The threads serving one session's ring; stopped and joined on drop
+/// (CLOSE_SESSION, or the connection's end when the client exits).
+struct RingRunner {
+    ring: Arc<Ring>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RingRunner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.ring.wake_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs one ring request on the session's buffers; 0 or an error code.
+fn ring_crypt(cipher: &SoftCipher, bufs: &RwLock<Vec<Arc<Shm>>>, r: &RingRequest) -> u16 {
+    let Some(shm) = bufs
+        .read()
+        .expect("buffers lock")
+        .get(r.buffer as usize)
+        .cloned()
+    else {
+        return ErrorCode::NoSuchSession.code();
+    };
+    let Some(end) = r
+        .offset
+        .checked_add(r.len)
+        .filter(|&e| e <= shm.len() as u64)
+    else {
+        return ErrorCode::InvalidArgument.code();
+    };
+    // SAFETY: offset..end lies inside the mapping, which the Arc keeps
+    // alive; the client leaves the region alone while the request is
+    // outstanding (as for a socket CRYPT).
+    let data = unsafe {
+        std::slice::from_raw_parts_mut(
+            shm.as_ptr().add(r.offset as usize),
+            (end - r.offset) as usize,
+        )
+    };
+    let res = match r.op {
+        1 => cipher.encrypt(r.iv_sector, data),
+        2 => cipher.decrypt(r.iv_sector, data),
+        _ => return ErrorCode::BadRequest.code(),
+    };
+    match res {
+        Ok(()) => 0,
+        Err(_) => ErrorCode::InvalidArgument.code(),
+    }
+}
+
+/// One ring thread: takes submitted slots, spins briefly when there are
+/// none, then sleeps on the doorbell.
+fn ring_loop(
+    ring: &Ring,
+    cipher: &SoftCipher,
+    bufs: &RwLock<Vec<Arc<Shm>>>,
+    stop: &AtomicBool,
+    first: u32,
+    spin: Duration,
+) {
+    let mut cursor = first;
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if let Some((i, req)) = ring.take(&mut cursor) {
+            let status = ring_crypt(cipher, bufs, &req);
+            ring.complete(i, u32::from(status));
+            last = Instant::now();
+        } else if last.elapsed() < spin {
+            std::hint::spin_loop();
+        } else {
+            ring.sleep(RING_NAP);
+            last = Instant::now();
+        }
+    }
 }
 
 impl Daemon {
@@ -190,6 +286,7 @@ impl Daemon {
                     ));
                 }
                 c.hello = true;
+                c.version = v;
                 Ok(Response::Hello {
                     version: v,
                     provider: CUSTODIAN.into(),
@@ -257,7 +354,14 @@ impl Daemon {
                     .map_err(|e| refused(ErrorCode::InvalidArgument, e.to_string()))?;
                 let id = c.next_session;
                 c.next_session = c.next_session.wrapping_add(1).max(1);
-                c.sessions.insert(id, Session { cipher, shm });
+                c.sessions.insert(
+                    id,
+                    Session {
+                        cipher: Arc::new(cipher),
+                        bufs: Arc::new(RwLock::new(vec![Arc::new(shm)])),
+                        ring: None,
+                    },
+                );
                 Ok(Response::Session(id))
             }
             Request::Crypt {
@@ -267,24 +371,133 @@ impl Daemon {
                 offset,
                 len,
             } => {
-                let s = c.sessions.get_mut(&session).ok_or_else(|| {
+                let s = c.sessions.get(&session).ok_or_else(|| {
                     refused(ErrorCode::NoSuchSession, format!("no session {session}"))
                 })?;
+                let shm = s.bufs.read().expect("buffers lock")[0].clone();
                 let end = offset
                     .checked_add(len)
-                    .filter(|&e| e <= s.shm.len() as u64)
+                    .filter(|&e| e <= shm.len() as u64)
                     .ok_or_else(|| {
                         refused(
                             ErrorCode::InvalidArgument,
                             "offset/length outside the shared memory",
                         )
                     })?;
-                let data = &mut s.shm.as_mut_slice()[offset as usize..end as usize];
+                // SAFETY: offset..end is inside the mapping the Arc keeps alive.
+                let data = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        shm.as_ptr().add(offset as usize),
+                        (end - offset) as usize,
+                    )
+                };
                 let r = match op {
                     CryptOp::Encrypt => s.cipher.encrypt(iv_sector, data),
                     CryptOp::Decrypt => s.cipher.decrypt(iv_sector, data),
                 };
                 r.map_err(|e| refused(ErrorCode::InvalidArgument, e.to_string()))?;
+                Ok(Response::Done)
+            }
+            Request::AttachShm { session, shm_len } => {
+                if c.version < RING_VERSION {
+                    return Err(refused(
+                        ErrorCode::BadRequest,
+                        "ATTACH_SHM needs protocol version 2",
+                    ));
+                }
+                let fd = fd.ok_or_else(|| {
+                    refused(
+                        ErrorCode::BadRequest,
+                        "ATTACH_SHM needs a memfd (SCM_RIGHTS)",
+                    )
+                })?;
+                let s = c.sessions.get(&session).ok_or_else(|| {
+                    refused(ErrorCode::NoSuchSession, format!("no session {session}"))
+                })?;
+                if shm_len == 0 || shm_len > MAX_SHM {
+                    return Err(refused(
+                        ErrorCode::InvalidArgument,
+                        format!("shared memory of {shm_len} bytes is not 1..=64 MiB"),
+                    ));
+                }
+                let shm = Shm::from_peer(fd, shm_len as usize)
+                    .map_err(|e| refused(ErrorCode::InvalidArgument, e.to_string()))?;
+                let mut bufs = s.bufs.write().expect("buffers lock");
+                if bufs.len() >= MAX_BUFFERS {
+                    return Err(refused(
+                        ErrorCode::InvalidArgument,
+                        format!("a session maps at most {MAX_BUFFERS} buffers"),
+                    ));
+                }
+                bufs.push(Arc::new(shm));
+                Ok(Response::Session((bufs.len() - 1) as u32))
+            }
+            Request::StartRing {
+                session,
+                entries,
+                threads,
+                spin_us,
+            } => {
+                if c.version < RING_VERSION {
+                    return Err(refused(
+                        ErrorCode::BadRequest,
+                        "START_RING needs protocol version 2",
+                    ));
+                }
+                let fd = fd.ok_or_else(|| {
+                    refused(
+                        ErrorCode::BadRequest,
+                        "START_RING needs a memfd (SCM_RIGHTS)",
+                    )
+                })?;
+                let s = c.sessions.get_mut(&session).ok_or_else(|| {
+                    refused(ErrorCode::NoSuchSession, format!("no session {session}"))
+                })?;
+                if s.ring.is_some() {
+                    return Err(refused(
+                        ErrorCode::InvalidArgument,
+                        format!("session {session} already has a ring"),
+                    ));
+                }
+                if entries == 0 || entries > ring::MAX_ENTRIES {
+                    return Err(refused(
+                        ErrorCode::InvalidArgument,
+                        format!(
+                            "a ring has 1..={} entries, not {entries}",
+                            ring::MAX_ENTRIES
+                        ),
+                    ));
+                }
+                let shm = Shm::from_peer(fd, ring::ring_len(entries))
+                    .map_err(|e| refused(ErrorCode::InvalidArgument, e.to_string()))?;
+                let ring = Arc::new(
+                    Ring::new(shm, entries, false)
+                        .map_err(|e| refused(ErrorCode::InvalidArgument, e.to_string()))?,
+                );
+                let stop = Arc::new(AtomicBool::new(false));
+                let mut runner = RingRunner {
+                    ring: ring.clone(),
+                    stop: stop.clone(),
+                    threads: Vec::new(),
+                };
+                let n = threads.clamp(1, MAX_RING_THREADS);
+                let spin = Duration::from_micros(spin_us.min(MAX_RING_SPIN_US).into());
+                ring.set_threads(u32::from(n));
+                for k in 0..n {
+                    let (ring, stop) = (ring.clone(), stop.clone());
+                    let (cipher, bufs) = (s.cipher.clone(), s.bufs.clone());
+                    let first = entries / u32::from(n) * u32::from(k);
+                    // Only the first thread polls; helpers (woken for large
+                    // requests, or when it is busy) sleep as soon as idle.
+                    let spin_k = if k == 0 { spin } else { Duration::ZERO };
+                    let t = std::thread::Builder::new()
+                        .name("custodian-ring".into())
+                        .stack_size(256 << 10)
+                        .spawn(move || ring_loop(&ring, &cipher, &bufs, &stop, first, spin_k))
+                        .map_err(|e| refused(ErrorCode::Internal, format!("ring thread: {e}")))?;
+                    runner.threads.push(t);
+                }
+                s.ring = Some(runner);
                 Ok(Response::Done)
             }
             Request::CloseSession(id) => {
@@ -328,6 +541,7 @@ impl Daemon {
             uid,
             admin,
             hello: false,
+            version: 0,
             sessions: HashMap::new(),
             next_session: 1,
         };
@@ -373,6 +587,8 @@ struct ConnState {
     uid: u32,
     admin: bool,
     hello: bool,
+    /// The version HELLO chose.
+    version: u16,
     sessions: HashMap<u32, Session>,
     next_session: u32,
 }

@@ -1,15 +1,21 @@
 //! The `custodian` provider: a client of `wrapcrypt-custodiand`.
 //!
-//! Every key operation opens a short connection; a sector session keeps a
-//! small pool of connections, each with its own sealed memfd, so several
-//! threads (the FUSE workers) run sectors at once.
+//! Every key operation opens a short connection. A sector session's
+//! buffers (the FUSE workers' request buffers, and a small pool of slots
+//! for callers' own memory) each have a sealed memfd. With a version-2
+//! daemon they are all attached to one connection whose request ring
+//! (crate::ring) carries the CRYPTs; with a version-1 peer each buffer has
+//! its own connection and daemon session and every CRYPT is a socket round
+//! trip.
 
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::AsFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
@@ -17,7 +23,10 @@ use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::{SectorCipher, SectorError, SharedBuffer};
 
 use crate::error::ProviderError;
-use crate::protocol::{CryptOp, Request, Response, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION};
+use crate::protocol::{
+    CryptOp, Request, Response, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION, RING_VERSION,
+};
+use crate::ring::{Ring, RingRequest};
 use crate::shm::Shm;
 use crate::transport::{recv_frame, send_frame};
 use crate::types::{KeySpec, KeyStatus, MasterKeyStatus, Protection, RewrapDirection};
@@ -52,6 +61,42 @@ pub struct CustodianConfig {
     pub connections: usize,
     /// Bytes of shared memory per connection.
     pub shm_len: usize,
+    /// Daemon threads serving the version-2 request ring; 0 turns the
+    /// ring off (every CRYPT a socket round trip, as with a version-1
+    /// daemon).
+    pub ring_threads: u8,
+    /// µs a client spins for its ring answer before it sleeps.
+    pub ring_client_spin_us: u16,
+    /// µs a daemon ring thread polls for work before it sleeps (≤ 50).
+    pub ring_daemon_spin_us: u16,
+}
+
+/// Ring threads asked for by default (docs/custodian-ring.md: measured).
+pub const DEFAULT_RING_THREADS: u8 = 2;
+/// Client spin by default, µs.
+pub const DEFAULT_RING_CLIENT_SPIN_US: u16 = 10;
+/// Daemon spin by default, µs.
+pub const DEFAULT_RING_DAEMON_SPIN_US: u16 = 10;
+
+/// `WRAPCRYPT_CUSTODIAN_RING`: `off`, or `THREADS[,CLIENT_SPIN_US[,DAEMON_SPIN_US]]`
+/// (a tuning knob for benchmarks; unset means the defaults).
+fn ring_from_env() -> (u8, u16, u16) {
+    let d = (
+        DEFAULT_RING_THREADS,
+        DEFAULT_RING_CLIENT_SPIN_US,
+        DEFAULT_RING_DAEMON_SPIN_US,
+    );
+    let Ok(v) = std::env::var("WRAPCRYPT_CUSTODIAN_RING") else {
+        return d;
+    };
+    if v == "off" || v == "0" {
+        return (0, d.1, d.2);
+    }
+    let mut it = v.split(',').map(|x| x.trim().parse::<u16>().ok());
+    let t = it.next().flatten().map_or(d.0, |n| n.min(4) as u8);
+    let c = it.next().flatten().unwrap_or(d.1).min(1000);
+    let s = it.next().flatten().unwrap_or(d.2);
+    (t, c, s)
 }
 
 impl CustodianConfig {
@@ -62,7 +107,11 @@ impl CustodianConfig {
             autostart: None,
             connections: 4,
             shm_len: 1 << 20,
+            ring_threads: 0,
+            ring_client_spin_us: 0,
+            ring_daemon_spin_us: 0,
         }
+        .with_ring_env()
     }
 
     /// The system custodian, started on demand from the executable found
@@ -74,6 +123,15 @@ impl CustodianConfig {
             args: Vec::new(),
         });
         c
+    }
+
+    fn with_ring_env(mut self) -> Self {
+        (
+            self.ring_threads,
+            self.ring_client_spin_us,
+            self.ring_daemon_spin_us,
+        ) = ring_from_env();
+        self
     }
 
     /// Starts `program args… --daemonize` when the socket does not answer.
@@ -108,6 +166,8 @@ fn is_executable(p: &Path) -> bool {
 /// One authenticated, version-negotiated connection.
 struct Conn {
     sock: UnixStream,
+    /// The version HELLO chose.
+    version: u16,
 }
 
 impl Conn {
@@ -126,7 +186,7 @@ impl Conn {
             }
         };
         check_server(&cfg.socket, &sock)?;
-        let c = Conn { sock };
+        let mut c = Conn { sock, version: 0 };
         match c.call(
             &Request::Hello {
                 min: PROTOCOL_MIN_VERSION,
@@ -137,6 +197,7 @@ impl Conn {
             Response::Hello { version, .. }
                 if (PROTOCOL_MIN_VERSION..=PROTOCOL_VERSION).contains(&version) =>
             {
+                c.version = version;
                 Ok(c)
             }
             other => Err(ProviderError::Protocol(format!(
@@ -384,6 +445,18 @@ impl KeyProvider for CustodianProvider {
         wkb: &Wkb,
         sector_size: usize,
     ) -> Result<Arc<dyn SectorCipher>, ProviderError> {
+        Ok(self.open_session(wkb, sector_size)?)
+    }
+}
+
+impl CustodianProvider {
+    /// A sector session ([`KeyProvider::open_cipher`]) as its own type, for
+    /// callers that read its [`CustodianSession::stats`].
+    pub fn open_session(
+        &self,
+        wkb: &Wkb,
+        sector_size: usize,
+    ) -> Result<Arc<CustodianSession>, ProviderError> {
         let s = CustodianSession {
             cfg: self.cfg.clone(),
             wkb: Self::check(wkb)?,
@@ -394,32 +467,97 @@ impl KeyProvider for CustodianProvider {
             }),
             freed: Condvar::new(),
             shared: Mutex::new(Vec::new()),
+            ring: Mutex::new(None),
+            no_ring: AtomicBool::new(self.cfg.ring_threads == 0),
+            ring_requests: AtomicU64::new(0),
+            socket_requests: AtomicU64::new(0),
         };
         // Open one slot now so a bad blob or sector size fails here, not on
         // the first read.
-        let first = s.new_slot()?;
+        let first = s.new_link(s.slot_len())?;
         s.pool.lock().expect("pool lock").put_new(first);
         Ok(Arc::new(s))
     }
 }
 
-/// One connection with its shared memory and daemon-side session.
-struct Slot {
-    conn: Conn,
-    shm: Shm,
-    session: u32,
-}
-
 struct Pool {
-    idle: Vec<Slot>,
+    idle: Vec<Arc<SharedLink>>,
     total: usize,
 }
 
 impl Pool {
-    fn put_new(&mut self, s: Slot) {
+    fn put_new(&mut self, s: Arc<SharedLink>) {
         self.idle.push(s);
         self.total += 1;
     }
+}
+
+/// Slots in the request ring: one per buffer (32 FUSE workers use up to
+/// 64); buffers beyond it use a connection of their own.
+const RING_ENTRIES: u32 = 128;
+/// How often a client sleeping on a ring answer checks that the daemon
+/// still holds the connection (a dead daemon gives an error this fast).
+const RING_CHECK: Duration = Duration::from_millis(100);
+
+/// A version-2 connection serving a session's request ring: every
+/// buffer of the session is attached to it.
+struct RingConn {
+    /// For ATTACH_SHM (the ring itself needs no socket traffic).
+    conn: Mutex<Conn>,
+    fd: RawFd,
+    session: u32,
+    ring: Ring,
+    /// OPEN_SESSION's memfd (buffer 0, one sector, unused).
+    _first: Shm,
+    free: Mutex<Vec<u32>>,
+    dead: AtomicBool,
+}
+
+impl RingConn {
+    /// Whether the daemon still holds the connection: a dead daemon's end
+    /// of the socket is closed by the kernel (POLLHUP).
+    fn alive(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the descriptor lives as long as self.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        let gone = r > 0 && p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP) != 0;
+        if gone {
+            self.dead.store(true, Ordering::SeqCst);
+        }
+        !gone
+    }
+}
+
+/// How a buffer reaches the daemon.
+enum Chan {
+    /// Not connected (yet, or since the daemon went away).
+    None,
+    /// Version 1: a connection and a daemon session of its own.
+    Socket(Conn, u32),
+    /// Version 2: attached to the session's ring as `buffer`, owning `slot`.
+    Ring {
+        rc: Arc<RingConn>,
+        buffer: u32,
+        slot: u32,
+    },
+}
+
+/// Counters of a session's data path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// CRYPTs sent through the shared-memory ring.
+    pub ring_requests: u64,
+    /// CRYPTs sent as socket round trips.
+    pub socket_requests: u64,
+    /// Requests the daemon reports having served through the current ring.
+    pub daemon_served: u64,
+    /// Times a client had to wake a sleeping daemon ring thread.
+    pub daemon_wakeups: u64,
 }
 
 /// A sector session in the custodian (`SectorCipher` for the data path).
@@ -432,12 +570,18 @@ pub struct CustodianSession {
     /// Buffers handed out by `shared_buffer`: data inside one of them is
     /// processed in place, without the copies through a pool slot.
     shared: Mutex<Vec<Weak<SharedLink>>>,
+    /// The current ring connection (version 2).
+    ring: Mutex<Option<Arc<RingConn>>>,
+    /// Set when the daemon speaks only version 1 or refused the ring.
+    no_ring: AtomicBool,
+    ring_requests: AtomicU64,
+    socket_requests: AtomicU64,
 }
 
-/// A caller-owned shared-memory buffer's own connection and daemon session.
+/// A buffer's shared memory and its way to the daemon.
 struct SharedLink {
     shm: Shm,
-    chan: Mutex<Option<(Conn, u32)>>,
+    chan: Mutex<Chan>,
 }
 
 impl SharedLink {
@@ -445,6 +589,16 @@ impl SharedLink {
         let base = self.shm.as_ptr() as usize;
         let start = data.as_ptr() as usize;
         (start >= base && start + data.len() <= base + self.shm.len()).then(|| start - base)
+    }
+}
+
+impl Drop for SharedLink {
+    fn drop(&mut self) {
+        // The slot goes back to the ring; the daemon keeps the (zeroed)
+        // mapping until the session ends.
+        if let Chan::Ring { rc, slot, .. } = &*self.chan.get_mut().expect("channel lock") {
+            rc.free.lock().expect("free slots").push(*slot);
+        }
     }
 }
 
@@ -470,35 +624,157 @@ impl std::ops::DerefMut for SharedBuf {
 }
 
 impl CustodianSession {
-    fn new_slot(&self) -> Result<Slot, ProviderError> {
-        let shm_len = (self.cfg.shm_len / self.sector_size.max(1)).max(1) * self.sector_size;
-        let shm = Shm::create(shm_len)?;
-        let (conn, session) = self.open_session(&shm)?;
-        Ok(Slot { conn, shm, session })
+    /// Counters of this session's data path (which path carried the CRYPTs).
+    pub fn stats(&self) -> SessionStats {
+        let rc = self.ring.lock().expect("ring lock").clone();
+        SessionStats {
+            ring_requests: self.ring_requests.load(Ordering::Relaxed),
+            socket_requests: self.socket_requests.load(Ordering::Relaxed),
+            daemon_served: rc.as_ref().map_or(0, |r| r.ring.served()),
+            daemon_wakeups: rc.as_ref().map_or(0, |r| r.ring.wakeups()),
+        }
+    }
+
+    fn slot_len(&self) -> usize {
+        (self.cfg.shm_len / self.sector_size.max(1)).max(1) * self.sector_size
+    }
+
+    /// A buffer of `len` bytes (whole sectors) with its channel open.
+    fn new_link(&self, len: usize) -> Result<Arc<SharedLink>, ProviderError> {
+        let s = self.sector_size.max(1);
+        let shm = Shm::create(len.div_ceil(s).max(1) * s)?;
+        let chan = self.connect(&shm)?;
+        Ok(Arc::new(SharedLink {
+            shm,
+            chan: Mutex::new(chan),
+        }))
+    }
+
+    /// Attaches `shm` to the ring, or else opens a connection for it.
+    fn connect(&self, shm: &Shm) -> Result<Chan, ProviderError> {
+        if let Some((rc, buffer, slot)) = self.ring_attach(shm)? {
+            return Ok(Chan::Ring { rc, buffer, slot });
+        }
+        let (conn, session) = self.open_session(shm)?;
+        Ok(Chan::Socket(conn, session))
     }
 
     /// A new connection with a daemon session over `shm`.
     fn open_session(&self, shm: &Shm) -> Result<(Conn, u32), ProviderError> {
         let conn = Conn::open(&self.cfg)?;
+        let session = Self::session_on(&conn, &self.wkb, self.sector_size, shm)?;
+        Ok((conn, session))
+    }
+
+    fn session_on(
+        conn: &Conn,
+        wkb: &[u8],
+        sector_size: usize,
+        shm: &Shm,
+    ) -> Result<u32, ProviderError> {
         let req = Request::OpenSession {
-            wkb: self.wkb.clone(),
-            sector_size: self.sector_size as u32,
+            wkb: wkb.to_vec(),
+            sector_size: sector_size as u32,
             shm_len: shm.len() as u64,
         };
         match conn.call(&req, Some(shm.fd().as_fd()))? {
-            Response::Session(session) => Ok((conn, session)),
+            Response::Session(session) => Ok(session),
             other => Err(unexpected(other)),
         }
     }
 
+    /// A ring connection, or None when the daemon speaks only version 1
+    /// or refuses START_RING (then this session never asks again).
+    fn start_ring(&self) -> Result<Option<RingConn>, ProviderError> {
+        let conn = Conn::open(&self.cfg)?;
+        if conn.version < RING_VERSION {
+            return Ok(None);
+        }
+        let first = Shm::create(self.sector_size.max(512))?;
+        let session = Self::session_on(&conn, &self.wkb, self.sector_size, &first)?;
+        let ring = Ring::new(
+            Shm::create(crate::ring::ring_len(RING_ENTRIES))?,
+            RING_ENTRIES,
+            true,
+        )?;
+        let req = Request::StartRing {
+            session,
+            entries: RING_ENTRIES,
+            threads: self.cfg.ring_threads.max(1),
+            spin_us: self.cfg.ring_daemon_spin_us,
+        };
+        match conn.call(&req, Some(ring.shm().fd().as_fd())) {
+            Ok(Response::Done) => {}
+            Ok(other) => return Err(unexpected(other)),
+            Err(ProviderError::Refused { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        Ok(Some(RingConn {
+            fd: conn.sock.as_raw_fd(),
+            conn: Mutex::new(conn),
+            session,
+            ring,
+            _first: first,
+            free: Mutex::new((0..RING_ENTRIES).rev().collect()),
+            dead: AtomicBool::new(false),
+        }))
+    }
+
+    /// Attaches `shm` to the current ring (starting one if needed).
+    fn ring_attach(&self, shm: &Shm) -> Result<Option<(Arc<RingConn>, u32, u32)>, ProviderError> {
+        if self.no_ring.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let rc = {
+            let mut cur = self.ring.lock().expect("ring lock");
+            if cur.as_ref().is_some_and(|r| r.dead.load(Ordering::SeqCst)) {
+                *cur = None;
+            }
+            if cur.is_none() {
+                match self.start_ring()? {
+                    Some(r) => *cur = Some(Arc::new(r)),
+                    None => {
+                        self.no_ring.store(true, Ordering::Relaxed);
+                        return Ok(None);
+                    }
+                }
+            }
+            cur.clone().expect("set above")
+        };
+        let Some(slot) = rc.free.lock().expect("free slots").pop() else {
+            return Ok(None);
+        };
+        let req = Request::AttachShm {
+            session: rc.session,
+            shm_len: shm.len() as u64,
+        };
+        let r = rc
+            .conn
+            .lock()
+            .expect("ring connection")
+            .call(&req, Some(shm.fd().as_fd()));
+        match r {
+            Ok(Response::Session(buffer)) => {
+                rc.ring.claim(slot);
+                Ok(Some((rc, buffer, slot)))
+            }
+            other => {
+                rc.free.lock().expect("free slots").push(slot);
+                match other {
+                    Ok(o) => Err(unexpected(o)),
+                    Err(e) => {
+                        if matches!(e, ProviderError::Transport(_)) {
+                            rc.dead.store(true, Ordering::SeqCst);
+                        }
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
     fn new_shared(&self, len: usize) -> Result<SharedBuffer, ProviderError> {
-        let s = self.sector_size.max(1);
-        let shm = Shm::create(len.div_ceil(s).max(1) * s)?;
-        let chan = self.open_session(&shm)?;
-        let link = Arc::new(SharedLink {
-            shm,
-            chan: Mutex::new(Some(chan)),
-        });
+        let link = self.new_link(len)?;
         let mut reg = self.shared.lock().expect("shared lock");
         reg.retain(|w| w.strong_count() > 0);
         reg.push(Arc::downgrade(&link));
@@ -513,7 +789,7 @@ impl CustodianSession {
             .find_map(|l| l.contains(data).map(|off| (l, off)))
     }
 
-    /// CRYPT in place in a shared buffer: no copies.
+    /// CRYPT in place in a buffer: through the ring, or a socket round trip.
     fn crypt_shared(
         &self,
         link: &SharedLink,
@@ -521,27 +797,69 @@ impl CustodianSession {
         iv_sector: u64,
         offset: usize,
         len: usize,
+        prepare: &mut dyn FnMut(),
     ) -> Result<(), ProviderError> {
         let mut chan = link.chan.lock().expect("channel lock");
         // A daemon restart drops sessions; one retry on a fresh connection.
         for attempt in 0..2 {
-            if chan.is_none() {
-                *chan = Some(self.open_session(&link.shm)?);
+            prepare();
+            if let Chan::Ring { rc, .. } = &*chan {
+                if rc.dead.load(Ordering::SeqCst) {
+                    *chan = Chan::None;
+                }
             }
-            let (conn, session) = chan.as_ref().expect("set above");
-            let req = Request::Crypt {
-                session: *session,
-                op,
-                iv_sector,
-                offset: offset as u64,
-                len: len as u64,
+            if matches!(*chan, Chan::None) {
+                *chan = self.connect(&link.shm)?;
+            }
+            let r = match &*chan {
+                Chan::None => unreachable!("connected above"),
+                Chan::Ring { rc, buffer, slot } => {
+                    let spin = Duration::from_micros(self.cfg.ring_client_spin_us.into());
+                    self.ring_requests.fetch_add(1, Ordering::Relaxed);
+                    let req = RingRequest {
+                        buffer: *buffer,
+                        op: match op {
+                            CryptOp::Encrypt => 1,
+                            CryptOp::Decrypt => 2,
+                        },
+                        iv_sector,
+                        offset: offset as u64,
+                        len: len as u64,
+                    };
+                    rc.ring.submit(*slot, &req);
+                    match rc.ring.wait(*slot, spin, RING_CHECK, || rc.alive()) {
+                        Ok(0) => Ok(()),
+                        Ok(code) => Err(ProviderError::refused(
+                            CUSTODIAN,
+                            crate::ErrorCode::from_code(code as u16),
+                            format!(
+                                "the custodian refused a ring request ({len} bytes at {offset} of buffer {buffer})"
+                            ),
+                        )),
+                        Err(e) => {
+                            rc.dead.store(true, Ordering::SeqCst);
+                            Err(ProviderError::Transport(e))
+                        }
+                    }
+                }
+                Chan::Socket(conn, session) => {
+                    self.socket_requests.fetch_add(1, Ordering::Relaxed);
+                    let req = Request::Crypt {
+                        session: *session,
+                        op,
+                        iv_sector,
+                        offset: offset as u64,
+                        len: len as u64,
+                    };
+                    conn.call(&req, None).map(|_| ())
+                }
             };
-            match conn.call(&req, None) {
-                Ok(_) => return Ok(()),
-                Err(ProviderError::Transport(_)) if attempt == 0 => *chan = None,
+            match r {
+                Ok(()) => return Ok(()),
+                Err(ProviderError::Transport(_)) if attempt == 0 => self.drop_chan(&mut chan),
                 Err(e) => {
                     if matches!(e, ProviderError::Transport(_)) {
-                        *chan = None;
+                        self.drop_chan(&mut chan);
                     }
                     return Err(e);
                 }
@@ -550,8 +868,14 @@ impl CustodianSession {
         unreachable!("the second attempt returns")
     }
 
+    /// Forgets a channel whose connection failed (its ring slot stays with
+    /// the dead ring, which is dropped with its last user).
+    fn drop_chan(&self, chan: &mut Chan) {
+        *chan = Chan::None;
+    }
+
     /// Takes an idle slot, opens a new one under the limit, or waits.
-    fn take(&self) -> Result<Slot, ProviderError> {
+    fn take(&self) -> Result<Arc<SharedLink>, ProviderError> {
         let mut p = self.pool.lock().expect("pool lock");
         loop {
             if let Some(s) = p.idle.pop() {
@@ -560,13 +884,15 @@ impl CustodianSession {
             if p.total < self.cfg.connections.max(1) {
                 p.total += 1;
                 drop(p);
-                return self.new_slot().inspect_err(|_| self.forget());
+                return self
+                    .new_link(self.slot_len())
+                    .inspect_err(|_| self.forget());
             }
             p = self.freed.wait(p).expect("pool lock");
         }
     }
 
-    fn give_back(&self, s: Slot) {
+    fn give_back(&self, s: Arc<SharedLink>) {
         self.pool.lock().expect("pool lock").idle.push(s);
         self.freed.notify_one();
     }
@@ -585,10 +911,10 @@ impl CustodianSession {
         }
         if let Some((link, off)) = self.shared_of(data) {
             return self
-                .crypt_shared(&link, op, iv_sector, off, data.len())
+                .crypt_shared(&link, op, iv_sector, off, data.len(), &mut || {})
                 .map_err(|e| SectorError::Provider(e.to_string()));
         }
-        let chunk = (self.cfg.shm_len / self.sector_size).max(1) * self.sector_size;
+        let chunk = self.slot_len();
         for (i, part) in data.chunks_mut(chunk).enumerate() {
             let iv = iv_sector.wrapping_add((i * chunk / 512) as u64);
             self.crypt_chunk(op, iv, part)
@@ -597,42 +923,22 @@ impl CustodianSession {
         Ok(())
     }
 
+    /// Caller's memory: copied into a pool slot and back.
     fn crypt_chunk(&self, op: CryptOp, iv: u64, part: &mut [u8]) -> Result<(), ProviderError> {
-        // A daemon restart drops sessions; one retry on a fresh slot reopens it.
-        let mut attempt = 0;
-        loop {
-            let mut slot = self.take()?;
-            slot.shm.as_mut_slice()[..part.len()].copy_from_slice(part);
-            let req = Request::Crypt {
-                session: slot.session,
-                op,
-                iv_sector: iv,
-                offset: 0,
-                len: part.len() as u64,
-            };
-            match slot.conn.call(&req, None) {
-                Ok(_) => {
-                    part.copy_from_slice(&slot.shm.as_mut_slice()[..part.len()]);
-                    self.give_back(slot);
-                    return Ok(());
-                }
-                Err(ProviderError::Transport(e)) if attempt == 0 => {
-                    drop(slot);
-                    self.forget();
-                    attempt += 1;
-                    let _ = e;
-                }
-                Err(e) => {
-                    if matches!(e, ProviderError::Transport(_)) {
-                        drop(slot);
-                        self.forget();
-                    } else {
-                        self.give_back(slot);
-                    }
-                    return Err(e);
-                }
-            }
+        let slot = self.take()?;
+        let base = slot.shm.as_ptr();
+        let (src, n) = (part.as_ptr(), part.len());
+        // Copied in before every attempt: a daemon that died half-way
+        // left the slot half-done.
+        // SAFETY: the slot is ours until given back; n ≤ its size.
+        let mut copy_in = || unsafe { std::ptr::copy_nonoverlapping(src, base, n) };
+        let r = self.crypt_shared(&slot, op, iv, 0, n, &mut copy_in);
+        if r.is_ok() {
+            // SAFETY: as above; the daemon is done with the region.
+            unsafe { std::ptr::copy_nonoverlapping(base, part.as_mut_ptr(), part.len()) };
         }
+        self.give_back(slot);
+        r
     }
 }
 

@@ -12,6 +12,7 @@ pub mod custodian;
 mod error;
 pub mod pkcs11;
 pub mod protocol;
+pub mod ring;
 pub mod shm;
 pub mod soft;
 pub mod transport;

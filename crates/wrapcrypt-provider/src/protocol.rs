@@ -10,8 +10,11 @@ use crate::types::{
     RegisterStatus, RewrapDirection,
 };
 
-/// Highest protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Highest protocol version this crate speaks (2: version 1 plus the
+/// shared-memory request ring, ATTACH_SHM and START_RING).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// First version with ATTACH_SHM and START_RING (docs/provider-protocol.md §3a).
+pub const RING_VERSION: u16 = 2;
 /// Lowest protocol version this crate speaks.
 pub const PROTOCOL_MIN_VERSION: u16 = 1;
 /// Largest frame body.
@@ -29,6 +32,8 @@ pub mod op {
     pub const OPEN_SESSION: u16 = 0x0020;
     pub const CRYPT: u16 = 0x0021;
     pub const CLOSE_SESSION: u16 = 0x0022;
+    pub const ATTACH_SHM: u16 = 0x0023;
+    pub const START_RING: u16 = 0x0024;
     pub const STATUS: u16 = 0x0030;
     pub const INIT: u16 = 0x0031;
     pub const LOAD_NEW_MASTER_KEY: u16 = 0x0032;
@@ -89,6 +94,28 @@ pub enum Request {
     },
     /// Close a session.
     CloseSession(u32),
+    /// Version 2: map one more memfd into a session (another request
+    /// buffer); the fd travels with it. Answered with `Response::Session`
+    /// holding the buffer number (1, 2, …; 0 is OPEN_SESSION's memfd).
+    AttachShm {
+        /// session handle
+        session: u32,
+        /// bytes of the memfd
+        shm_len: u64,
+    },
+    /// Version 2: serve the session's request ring, a memfd of
+    /// `64 × (entries + 1)` bytes that travels with the request.
+    StartRing {
+        /// session handle
+        session: u32,
+        /// ring entries (1..=1024)
+        entries: u32,
+        /// daemon threads serving the ring (1..=4; the daemon may use fewer)
+        threads: u8,
+        /// µs a ring thread polls for more work before it sleeps (the
+        /// daemon caps it at 50)
+        spin_us: u16,
+    },
     /// Master-key registers and seal (admin).
     Status,
     /// Create the CURRENT master key (admin).
@@ -227,6 +254,8 @@ impl Request {
             Request::OpenSession { .. } => op::OPEN_SESSION,
             Request::Crypt { .. } => op::CRYPT,
             Request::CloseSession(_) => op::CLOSE_SESSION,
+            Request::AttachShm { .. } => op::ATTACH_SHM,
+            Request::StartRing { .. } => op::START_RING,
             Request::Status => op::STATUS,
             Request::Init => op::INIT,
             Request::LoadNewMasterKey => op::LOAD_NEW_MASTER_KEY,
@@ -286,6 +315,17 @@ impl Request {
             Request::CloseSession(s) => {
                 w.u32(*s);
             }
+            Request::AttachShm { session, shm_len } => {
+                w.u32(*session).u64(*shm_len);
+            }
+            Request::StartRing {
+                session,
+                entries,
+                threads,
+                spin_us,
+            } => {
+                w.u32(*session).u32(*entries).u8(*threads).u16(*spin_us);
+            }
             Request::Status | Request::Init | Request::LoadNewMasterKey | Request::SetMasterKey => {
             }
         }
@@ -336,6 +376,16 @@ impl Request {
                 }
             }
             op::CLOSE_SESSION => Request::CloseSession(r.u32()?),
+            op::ATTACH_SHM => Request::AttachShm {
+                session: r.u32()?,
+                shm_len: r.u64()?,
+            },
+            op::START_RING => Request::StartRing {
+                session: r.u32()?,
+                entries: r.u32()?,
+                threads: r.u8()?,
+                spin_us: r.u16()?,
+            },
             op::STATUS => Request::Status,
             op::INIT => Request::Init,
             op::LOAD_NEW_MASTER_KEY => Request::LoadNewMasterKey,
@@ -447,7 +497,7 @@ impl Response {
                 Response::Status(KeyStatus::new(state, register, wrapping_key, protection))
             }
             op::VERIFICATION_PATTERN => Response::Vp(r.str()?),
-            op::OPEN_SESSION => Response::Session(r.u32()?),
+            op::OPEN_SESSION | op::ATTACH_SHM => Response::Session(r.u32()?),
             op::STATUS => {
                 let protection = prot(r.u8()?)?;
                 let seal = r.str()?;
@@ -463,6 +513,7 @@ impl Response {
             }
             op::CRYPT
             | op::CLOSE_SESSION
+            | op::START_RING
             | op::INIT
             | op::LOAD_NEW_MASTER_KEY
             | op::SET_MASTER_KEY => Response::Done,
@@ -496,6 +547,20 @@ mod tests {
         );
         let err = encode_error(op::OPEN_SESSION, ErrorCode::UnknownWrappingKey, "gone");
         assert_eq!(hex::encode(&err), "002000060004676f6e65");
+        let attach = Request::AttachShm {
+            session: 1,
+            shm_len: 0x40000,
+        }
+        .encode();
+        assert_eq!(hex::encode(&attach), "00230000000000010000000000040000");
+        let ring = Request::StartRing {
+            session: 1,
+            entries: 64,
+            threads: 2,
+            spin_us: 30,
+        }
+        .encode();
+        assert_eq!(hex::encode(&ring), "00240000000000010000004002001e");
         let r = Response::Hello {
             version: 1,
             provider: "custodian".into(),
@@ -521,6 +586,16 @@ mod tests {
                 shm_len: 1 << 20,
             },
             Request::CloseSession(7),
+            Request::AttachShm {
+                session: 1,
+                shm_len: 4096,
+            },
+            Request::StartRing {
+                session: 1,
+                entries: 64,
+                threads: 2,
+                spin_us: 30,
+            },
             Request::Status,
             Request::Init,
             Request::LoadNewMasterKey,
