@@ -272,6 +272,17 @@ impl Daemon {
             };
             let problem = match regs.mkvp(r).and_then(|m| self.not_loaded(&regs, &m)) {
                 Some(e) => wire(&e),
+                None if r == Register::Old => {
+                    let seen = self.seen.lock().expect("kmip lock");
+                    match seen.states.get(&k.id) {
+                        Some(s) if !s.may_wrap() => format!(
+                            "{}: volumes still wrapped under it open while this custodian holds it; \
+                             re-wrap any that are left (wrapcrypt reencipher --from-old DEVICE)",
+                            problem_line(r, k, s)
+                        ),
+                        _ => String::new(),
+                    }
+                }
                 None => match self.check_wrap(&regs, r) {
                     Err(e) => wire(&e),
                     Ok(()) => String::new(),

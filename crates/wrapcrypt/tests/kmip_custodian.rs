@@ -329,10 +329,30 @@ fn kmip_master_keys_without_tpm() {
         .unwrap();
     let st = h.status();
     assert_eq!(kmip_reg(&st, "OLD")["kmip-state"], "Deactivated", "{st}");
+    // Destroyed (PyKMIP deletes the row): unknown to the key manager.
+    KmipClient::connect(&kms.config())
+        .unwrap()
+        .destroy(&cur)
+        .unwrap();
+    let o = h.ok(&["custodian", "status"]);
+    assert!(
+        o.stdout.contains(&format!(
+            "master key kmip:{cur} (OLD) is unknown to the key manager"
+        )) && o.stdout.contains("Item Not Found"),
+        "{o}"
+    );
     h.stop();
     assert_eq!(
         sha(&h.through_open(&img, &ka, "kcust-a", None, d.len())),
         sha(&d)
+    );
+    // After a restart the destroyed OLD key cannot come back: one line.
+    let o = h.ok(&["custodian", "status"]);
+    assert!(
+        o.stdout
+            .contains(&format!("master key kmip:{cur} (OLD) is not loaded"))
+            && o.stdout.contains("Item Not Found"),
+        "{o}"
     );
     assert_key_absent(&h.state(), k_cur.expose_secret(), "after the change");
     assert_key_absent(&h.state(), k_new.expose_secret(), "after the change");
