@@ -167,7 +167,8 @@ impl Daemon {
         let random = || MasterKey::random().map_err(ProviderError::Transport);
         match req {
             Request::Init => self.change(|r| {
-                if r.current.is_some() {
+                // A KMIP-backed CURRENT that is not loaded still counts.
+                if r.mkvp(Register::Current).is_some() {
                     return Err(refused(
                         ErrorCode::AlreadyInitialized,
                         "the custodian already has a CURRENT master key",

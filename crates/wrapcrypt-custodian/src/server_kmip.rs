@@ -147,14 +147,17 @@ impl Daemon {
                     .is_some_and(|k| k.mkvp[..] == *mkvp)
         })?;
         let k = regs.kmip[slot(r)].as_ref()?;
-        let why = self
-            .seen
-            .lock()
-            .expect("kmip lock")
-            .load_errors
-            .get(&k.id)
-            .cloned()
-            .unwrap_or_else(|| "not fetched yet".into());
+        let why = if self.kmip.is_none() {
+            "this custodian has no key manager configured (--kmip-config FILE)".to_string()
+        } else {
+            self.seen
+                .lock()
+                .expect("kmip lock")
+                .load_errors
+                .get(&k.id)
+                .cloned()
+                .unwrap_or_else(|| "not fetched yet".into())
+        };
         let copy = if self.store.is_tpm() {
             "its TPM-sealed copy is missing"
         } else {
