@@ -248,6 +248,20 @@ fn kmip_master_keys_without_tpm() {
         "Locate by group finds kmip:{cur}"
     );
     let k_cur = kmip_key(&kms, &cur);
+    // The daemon got a path, not a secret: argv and environment hold no key.
+    let pid = std::fs::read_to_string(h.state().join("custodiand.lock")).unwrap();
+    let argv = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap();
+    let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+    assert!(
+        argv.contains(&format!("--kmip-config {}", h.conf.display())),
+        "{argv}"
+    );
+    for f in ["cmdline", "environ"] {
+        let b = std::fs::read(format!("/proc/{}/{f}", pid.trim())).unwrap();
+        let hx = hex::encode(k_cur.expose_secret());
+        assert!(!b.windows(32).any(|w| w == k_cur.expose_secret()), "{f}");
+        assert!(!b.windows(hx.len()).any(|w| w == hx.as_bytes()), "{f}");
+    }
 
     let ka = s.key("ka", b"passphrase A");
     let img = s.image("v.img", 20);
