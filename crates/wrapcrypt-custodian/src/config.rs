@@ -24,6 +24,8 @@ pub struct Config {
     pub auto_init: bool,
     /// Fork into the background once ready (on-demand start).
     pub daemonize: bool,
+    /// Key-manager configuration: master keys are KMIP objects.
+    pub kmip_config: Option<PathBuf>,
 }
 
 /// The daemon's command line (clap: `--help`, one-line errors, and the
@@ -39,7 +41,7 @@ performs the sector crypto of waes-xts-plain64 volumes for FUSE servers over a \
 Unix socket, so no effective volume key exists outside its locked memory. \
 Started on demand by wrapcrypt or as wrapcrypt-custodiand.service.\n\n\
 The configuration file holds `key = value` lines (state_dir, socket, tcti, \
-allow_uids, auto_init); flags override it. It must be owned by root and \
+allow_uids, auto_init, kmip_config); flags override it. It must be owned by root and \
 writable by its owner only."
 )]
 struct Flags {
@@ -65,6 +67,11 @@ struct Flags {
     /// Fork into the background once ready (on-demand start).
     #[arg(long)]
     daemonize: bool,
+    /// Key-manager configuration (server, CA, client certificate and key
+    /// files, host group): master keys are created in and fetched from a
+    /// KMIP server (docs/kmip.md).
+    #[arg(long, value_name = "FILE")]
+    kmip_config: Option<PathBuf>,
     /// Write the man page wrapcrypt-custodiand.8 into DIR and exit.
     #[arg(long, value_name = "DIR", hide = true)]
     generate_man: Option<PathBuf>,
@@ -131,6 +138,7 @@ impl Config {
             allow_uids: Vec::new(),
             auto_init: true,
             daemonize: false,
+            kmip_config: None,
         };
         let mut tcti: Option<String> = None;
         let file = f
@@ -154,6 +162,9 @@ impl Config {
             c.auto_init = false;
         }
         c.daemonize = f.daemonize;
+        if f.kmip_config.is_some() {
+            c.kmip_config = f.kmip_config;
+        }
         c.tcti = match tcti.as_deref() {
             Some("none") => None,
             Some(t) => Some(t.to_string()),
@@ -195,6 +206,7 @@ impl Config {
                     }
                 }
                 "auto_init" => self.auto_init = v == "true",
+                "kmip_config" => self.kmip_config = Some(v.into()),
                 _ => return Err(format!("{}:{}: unknown key {k}", path.display(), n + 1)),
             }
         }

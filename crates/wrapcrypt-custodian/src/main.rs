@@ -2,10 +2,13 @@
 #![deny(missing_docs)]
 
 mod config;
+mod kmip;
+mod kmip_config;
 mod registers;
 mod seal;
 mod seal_error;
 mod server;
+mod server_kmip;
 mod tpm;
 
 use std::fs::{self, File, OpenOptions};
@@ -18,7 +21,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use config::Config;
-use registers::MasterKey;
+use kmip::KmipBackend;
+use kmip_config::KmipConfig;
 use seal::Store;
 use server::{Daemon, STOP};
 
@@ -90,15 +94,22 @@ fn start(cfg: &Config, ready: Option<OwnedFd>) -> Result<(), String> {
             eprintln!("wrapcrypt-custodiand: warning: mlockall failed ({e}); keys are still in locked buffers");
         }
         install_signal_handlers();
+        let kmip = match &cfg.kmip_config {
+            Some(p) => Some(KmipBackend::new(KmipConfig::read(p)?)),
+            None => None,
+        };
         let store = Store::open(&cfg.state_dir, cfg.tcti.as_deref()).map_err(|e| e.to_string())?;
-        let mut regs = store.load().map_err(|e| e.to_string())?;
-        if regs.current.is_none() && cfg.auto_init {
-            regs.current = Some(MasterKey::random().map_err(|e| e.to_string())?);
-            store.save(&regs).map_err(|e| e.to_string())?;
+        let regs = store.load().map_err(|e| e.to_string())?;
+        let d = Arc::new(Daemon::new(store, regs, cfg.allow_uids.clone(), kmip));
+        // Keys that were not sealed (no TPM) come back from the key
+        // manager; if it is unreachable the daemon still serves the others.
+        for line in d.fetch_missing() {
+            eprintln!("wrapcrypt-custodiand: {line}");
+        }
+        if cfg.auto_init && d.auto_init().map_err(|e| e.to_string())? {
             eprintln!("wrapcrypt-custodiand: created the CURRENT master key");
         }
         let listener = bind(&cfg.socket)?;
-        let d = Arc::new(Daemon::new(store, regs, cfg.allow_uids.clone()));
         Ok((d, listener))
     };
     let (d, listener) = match setup() {

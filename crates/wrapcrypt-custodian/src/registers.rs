@@ -126,6 +126,16 @@ pub(crate) fn internal(msg: &str) -> ProviderError {
     ProviderError::refused(CUSTODIAN, ErrorCode::Internal, msg)
 }
 
+/// A register whose master key is a key-manager object: its KMIP Unique
+/// Identifier and the MKVP of the key it held when loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KmipRef {
+    /// KMIP Unique Identifier.
+    pub id: String,
+    /// MKVP of the key (known even while the key is not loaded).
+    pub mkvp: [u8; MKVP_LEN],
+}
+
 /// The three registers, like a CCA coprocessor's.
 #[derive(Default)]
 pub struct Registers {
@@ -135,14 +145,62 @@ pub struct Registers {
     pub current: Option<MasterKey>,
     /// The previous CURRENT.
     pub old: Option<MasterKey>,
+    /// Key-manager backing of NEW, CURRENT, OLD (index [`slot`]); a
+    /// register may be backed while its key is not loaded (no TPM copy,
+    /// key manager unreachable since the start).
+    pub kmip: [Option<KmipRef>; 3],
 }
 
+/// Index of a register in [`Registers::kmip`].
+pub fn slot(r: Register) -> usize {
+    match r {
+        Register::New => 0,
+        Register::Current => 1,
+        Register::Old => 2,
+    }
+}
+
+/// The registers in slot order.
+pub const SLOTS: [Register; 3] = [Register::New, Register::Current, Register::Old];
+
 const STATE_MAGIC: &[u8; 4] = b"WCMR";
+/// Version 1: three fixed slots of keys; written while no register is
+/// KMIP-backed, so an older daemon still reads the state.
 const STATE_VERSION: u16 = 1;
-/// Length of the serialised registers.
+/// Version 2: per slot flags, optional key, optional KMIP reference.
+const STATE_VERSION_KMIP: u16 = 2;
+/// Length of the serialised registers (version 1).
 pub const STATE_LEN: usize = 6 + 3 * (1 + MASTER_KEY_LEN);
+const HAS_KEY: u8 = 1;
+const HAS_KMIP: u8 = 2;
 
 impl Registers {
+    /// The key in register `r`.
+    pub fn key(&self, r: Register) -> &Option<MasterKey> {
+        match r {
+            Register::New => &self.new,
+            Register::Current => &self.current,
+            Register::Old => &self.old,
+        }
+    }
+
+    /// The key in register `r`, mutable.
+    pub fn key_mut(&mut self, r: Register) -> &mut Option<MasterKey> {
+        match r {
+            Register::New => &mut self.new,
+            Register::Current => &mut self.current,
+            Register::Old => &mut self.old,
+        }
+    }
+
+    /// The MKVP of register `r`: of its key, else of its KMIP reference.
+    pub fn mkvp(&self, r: Register) -> Option<[u8; MKVP_LEN]> {
+        self.key(r)
+            .as_ref()
+            .map(|k| *k.mkvp())
+            .or_else(|| self.kmip[slot(r)].as_ref().map(|k| k.mkvp))
+    }
+
     /// The register holding a master key with this MKVP.
     pub fn find(&self, mkvp: &[u8]) -> Option<(Register, &MasterKey)> {
         [
@@ -162,7 +220,7 @@ impl Registers {
             (Register::Old, &self.old),
         ]
         .into_iter()
-        .map(|(r, k)| RegisterStatus::new(r, k.as_ref().map(|k| hex::encode(k.mkvp()))))
+        .map(|(r, _)| RegisterStatus::new(r, self.mkvp(r).map(hex::encode)))
         .collect()
     }
 
@@ -215,8 +273,57 @@ impl Registers {
         Ok(KeyStatus::new(state, Some(reg), ident, prot))
     }
 
-    /// Serialises the registers (plaintext; sealed by the caller).
-    pub fn to_secret(&self) -> SecretBytes {
+    /// Serialises the registers (plaintext; sealed by the caller). With
+    /// `omit_kmip_keys`, the key bytes of KMIP-backed registers are left
+    /// out (only their id and MKVP are kept): without a TPM they live in
+    /// locked memory only and are fetched again after a restart.
+    pub fn to_secret(&self, omit_kmip_keys: bool) -> SecretBytes {
+        if self.kmip.iter().all(Option::is_none) {
+            return self.to_secret_v1();
+        }
+        let mut len = 6;
+        for (i, r) in SLOTS.into_iter().enumerate() {
+            len += 1;
+            if self.key(r).is_some() && !(omit_kmip_keys && self.kmip[i].is_some()) {
+                len += MASTER_KEY_LEN;
+            }
+            if let Some(k) = &self.kmip[i] {
+                len += MKVP_LEN + 2 + k.id.len();
+            }
+        }
+        let mut s = SecretBytes::zeroed(len);
+        let b = s.expose_secret_mut();
+        b[..4].copy_from_slice(STATE_MAGIC);
+        b[4..6].copy_from_slice(&STATE_VERSION_KMIP.to_be_bytes());
+        let mut off = 6;
+        for (i, r) in SLOTS.into_iter().enumerate() {
+            let key = self
+                .key(r)
+                .as_ref()
+                .filter(|_| !(omit_kmip_keys && self.kmip[i].is_some()));
+            let flags_at = off;
+            off += 1;
+            let mut flags = 0;
+            if let Some(k) = key {
+                flags |= HAS_KEY;
+                b[off..off + MASTER_KEY_LEN].copy_from_slice(k.expose_secret());
+                off += MASTER_KEY_LEN;
+            }
+            if let Some(k) = &self.kmip[i] {
+                flags |= HAS_KMIP;
+                b[off..off + MKVP_LEN].copy_from_slice(&k.mkvp);
+                off += MKVP_LEN;
+                b[off..off + 2].copy_from_slice(&(k.id.len() as u16).to_be_bytes());
+                off += 2;
+                b[off..off + k.id.len()].copy_from_slice(k.id.as_bytes());
+                off += k.id.len();
+            }
+            b[flags_at] = flags;
+        }
+        s
+    }
+
+    fn to_secret_v1(&self) -> SecretBytes {
         let mut s = SecretBytes::zeroed(STATE_LEN);
         let b = s.expose_secret_mut();
         b[..4].copy_from_slice(STATE_MAGIC);
@@ -237,6 +344,9 @@ impl Registers {
     /// Parses what [`Registers::to_secret`] wrote.
     pub fn from_secret(s: &SecretBytes) -> Option<Registers> {
         let b = s.expose_secret();
+        if b.len() >= 6 && &b[..4] == STATE_MAGIC && b[4..6] == STATE_VERSION_KMIP.to_be_bytes() {
+            return Self::from_v2(&b[6..]);
+        }
         if b.len() != STATE_LEN || &b[..4] != STATE_MAGIC || b[4..6] != STATE_VERSION.to_be_bytes()
         {
             return None;
@@ -255,7 +365,39 @@ impl Registers {
             new: slot(0)?,
             current: slot(1)?,
             old: slot(2)?,
+            kmip: Default::default(),
         })
+    }
+
+    fn from_v2(mut b: &[u8]) -> Option<Registers> {
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (a, rest) = (b.get(..n)?, b.get(n..)?);
+            b = rest;
+            Some(a)
+        };
+        let mut r = Registers::default();
+        for (i, reg) in SLOTS.into_iter().enumerate() {
+            let flags = take(1)?[0];
+            if flags & !(HAS_KEY | HAS_KMIP) != 0 {
+                return None;
+            }
+            if flags & HAS_KEY != 0 {
+                *r.key_mut(reg) = Some(MasterKey::from_secret(SecretBytes::copy_from(take(
+                    MASTER_KEY_LEN,
+                )?)));
+            }
+            if flags & HAS_KMIP != 0 {
+                let mkvp: [u8; MKVP_LEN] = take(MKVP_LEN)?.try_into().ok()?;
+                let n = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+                let id = String::from_utf8(take(n)?.to_vec()).ok()?;
+                // A sealed key must be the one the reference names.
+                if r.key(reg).as_ref().is_some_and(|k| *k.mkvp() != mkvp) {
+                    return None;
+                }
+                r.kmip[i] = Some(KmipRef { id, mkvp });
+            }
+        }
+        b.is_empty().then_some(r)
     }
 }
 
@@ -264,7 +406,7 @@ fn show(k: &Option<MasterKey>) -> String {
         .map_or_else(|| "empty".into(), |k| hex::encode(k.mkvp))
 }
 
-fn mkvp_of(wkb: &Wkb) -> Result<&[u8], ProviderError> {
+pub fn mkvp_of(wkb: &Wkb) -> Result<&[u8], ProviderError> {
     if wkb.provider() != CUSTODIAN {
         return Err(ProviderError::WrongProvider {
             expected: CUSTODIAN.into(),
@@ -334,14 +476,34 @@ mod tests {
 
     #[test]
     fn registers_serialise() {
-        let r = Registers {
+        let mut r = Registers {
             new: None,
             current: Some(mk(3)),
             old: Some(mk(4)),
+            kmip: Default::default(),
         };
-        let back = Registers::from_secret(&r.to_secret()).unwrap();
+        let v1 = r.to_secret(true);
+        assert_eq!(v1.len(), STATE_LEN);
+        let back = Registers::from_secret(&v1).unwrap();
         assert!(back.new.is_none());
         assert_eq!(back.current.unwrap().mkvp(), mk(3).mkvp());
         assert_eq!(back.old.unwrap().mkvp(), mk(4).mkvp());
+        // KMIP-backed CURRENT: with omit, only id and MKVP are kept.
+        r.kmip[1] = Some(KmipRef {
+            id: "17".into(),
+            mkvp: *mk(3).mkvp(),
+        });
+        let kept = Registers::from_secret(&r.to_secret(false)).unwrap();
+        assert_eq!(kept.current.unwrap().mkvp(), mk(3).mkvp());
+        assert_eq!(kept.kmip[1].as_ref().unwrap().id, "17");
+        let omitted = r.to_secret(true);
+        assert!(!omitted.expose_secret().windows(32).any(|w| w == [3u8; 32]));
+        let back = Registers::from_secret(&omitted).unwrap();
+        assert!(back.current.is_none());
+        assert_eq!(back.mkvp(Register::Current), Some(*mk(3).mkvp()));
+        assert_eq!(back.old.unwrap().mkvp(), mk(4).mkvp());
+        // A reference that names another key than the sealed one: refused.
+        r.kmip[1].as_mut().unwrap().mkvp = *mk(9).mkvp();
+        assert!(Registers::from_secret(&r.to_secret(false)).is_none());
     }
 }

@@ -11,7 +11,7 @@ use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 use wrapcrypt_secret::SecretBytes;
 
-use crate::registers::{Registers, STATE_LEN};
+use crate::registers::Registers;
 pub use crate::seal_error::SealError;
 use crate::tpm;
 
@@ -147,6 +147,12 @@ impl Store {
         }
     }
 
+    /// Whether the storage key is sealed by a TPM (then KMIP-backed master
+    /// keys keep a sealed copy; without one they are never written).
+    pub fn is_tpm(&self) -> bool {
+        matches!(self.sealer, Sealer::Tpm(_))
+    }
+
     fn aead(&self) -> Aes256GcmSiv {
         Aes256GcmSiv::new_from_slice(self.storage_key.expose_secret()).expect("32-byte key")
     }
@@ -161,25 +167,30 @@ impl Store {
         };
         check_private(&path, false)?;
         let hdr = REG_MAGIC.len();
-        if raw.len() != hdr + 12 + STATE_LEN + 16 || &raw[..hdr] != REG_MAGIC {
+        // Version 1 registers have a fixed length, version 2 (KMIP
+        // references) a variable one; the plaintext says which.
+        if raw.len() < hdr + 12 + 6 + 16 || raw.len() > 1 << 16 || &raw[..hdr] != REG_MAGIC {
             return Err(SealError::Corrupt(path));
         }
-        let mut plain = SecretBytes::copy_from(&raw[hdr + 12..hdr + 12 + STATE_LEN]);
+        let body = raw.len() - hdr - 12 - 16;
+        let mut plain = SecretBytes::copy_from(&raw[hdr + 12..hdr + 12 + body]);
         self.aead()
             .decrypt_in_place_detached(
                 Nonce::from_slice(&raw[hdr..hdr + 12]),
                 REG_MAGIC,
                 plain.expose_secret_mut(),
-                Tag::from_slice(&raw[hdr + 12 + STATE_LEN..]),
+                Tag::from_slice(&raw[hdr + 12 + body..]),
             )
             .map_err(|_| SealError::Corrupt(path.clone()))?;
         Registers::from_secret(&plain).ok_or(SealError::Corrupt(path))
     }
 
     /// Saves the registers (atomically; a crash leaves the old or new set).
+    /// KMIP-backed keys are written (sealed) only when a TPM seals the
+    /// storage key; otherwise just their ids and MKVPs.
     pub fn save(&self, regs: &Registers) -> Result<(), SealError> {
         let path = self.dir.join(REGISTERS_FILE);
-        let mut plain = regs.to_secret();
+        let mut plain = regs.to_secret(!self.is_tpm());
         let mut nonce = [0u8; 12];
         wrapcrypt_secret::fill_random(&mut nonce).map_err(io_err(&path))?;
         let tag = self
@@ -190,7 +201,7 @@ impl Store {
                 plain.expose_secret_mut(),
             )
             .map_err(|_| SealError::Corrupt(path.clone()))?;
-        let mut out = Vec::with_capacity(REG_MAGIC.len() + 12 + STATE_LEN + 16);
+        let mut out = Vec::with_capacity(REG_MAGIC.len() + 12 + plain.len() + 16);
         out.extend_from_slice(REG_MAGIC);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plain.expose_secret());

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use wrapcrypt_provider::protocol::{
@@ -22,7 +22,8 @@ use wrapcrypt_provider::{
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::{SectorCipher, SoftCipher};
 
-use crate::registers::{MasterKey, Registers};
+use crate::kmip::{KmipBackend, KmipSeen};
+use crate::registers::{mkvp_of, MasterKey, Registers};
 use crate::seal::Store;
 
 /// Largest shared-memory window a session may map.
@@ -33,17 +34,21 @@ pub static STOP: AtomicBool = AtomicBool::new(false);
 
 /// The daemon's state shared by all connections.
 pub struct Daemon {
-    store: Store,
-    regs: RwLock<Registers>,
+    pub(crate) store: Store,
+    pub(crate) regs: RwLock<Registers>,
     allow_uids: Vec<u32>,
     own_uid: u32,
+    /// The key manager holding the master keys, if configured.
+    pub(crate) kmip: Option<KmipBackend>,
+    /// Lock order: `regs` before `seen`, never the reverse.
+    pub(crate) seen: Mutex<KmipSeen>,
 }
 
-fn refused(code: ErrorCode, msg: impl Into<String>) -> ProviderError {
+pub(crate) fn refused(code: ErrorCode, msg: impl Into<String>) -> ProviderError {
     ProviderError::refused(CUSTODIAN, code, msg)
 }
 
-fn seal_err(e: crate::seal::SealError) -> ProviderError {
+pub(crate) fn seal_err(e: crate::seal::SealError) -> ProviderError {
     refused(ErrorCode::SealFailure, e.to_string())
 }
 
@@ -149,13 +154,20 @@ fn ring_loop(
 
 impl Daemon {
     /// A daemon over loaded registers.
-    pub fn new(store: Store, regs: Registers, allow_uids: Vec<u32>) -> Daemon {
+    pub fn new(
+        store: Store,
+        regs: Registers,
+        allow_uids: Vec<u32>,
+        kmip: Option<KmipBackend>,
+    ) -> Daemon {
         Daemon {
             store,
             regs: RwLock::new(regs),
             allow_uids,
             // SAFETY: geteuid has no preconditions.
             own_uid: unsafe { libc::geteuid() },
+            kmip,
+            seen: Mutex::new(KmipSeen::default()),
         }
     }
 
@@ -169,13 +181,32 @@ impl Daemon {
     }
 
     fn unwrap(&self, wkb: &Wkb) -> Result<SecretBytes, ProviderError> {
+        self.load_if_missing(wkb);
         let regs = self.regs.read().expect("registers lock");
+        if let Some(e) = self.not_loaded(&regs, mkvp_of(wkb)?) {
+            return Err(e);
+        }
         let (_, mk) = regs.key_for(wkb)?;
         mk.unwrap(wkb)
     }
 
     fn rewrap(&self, dir: RewrapDirection, wkb: &Wkb) -> Result<Wkb, ProviderError> {
+        self.load_if_missing(wkb);
+        let target_reg = match dir {
+            RewrapDirection::ToNew => Register::New,
+            RewrapDirection::FromOld => Register::Current,
+        };
+        self.refresh(&[target_reg]);
         let regs = self.regs.read().expect("registers lock");
+        if let Some(e) = self.not_loaded(&regs, mkvp_of(wkb)?) {
+            return Err(e);
+        }
+        if let Some(m) = regs.mkvp(target_reg) {
+            if let Some(e) = self.not_loaded(&regs, &m) {
+                return Err(e);
+            }
+        }
+        self.check_wrap(&regs, target_reg)?;
         let (from, mk) = regs.key_for(wkb)?;
         let (want, target, target_reg) = match dir {
             RewrapDirection::ToNew => (Register::Current, &regs.new, Register::New),
@@ -205,7 +236,7 @@ impl Daemon {
 
     /// Changes the registers with `f`, persists them, and rolls back in
     /// memory if sealing fails.
-    fn change(
+    pub(crate) fn change(
         &self,
         f: impl FnOnce(&mut Registers) -> Result<Box<dyn FnOnce(&mut Registers)>, ProviderError>,
     ) -> Result<(), ProviderError> {
@@ -218,11 +249,22 @@ impl Daemon {
         Ok(())
     }
 
-    fn admin(&self, req: &Request) -> Result<Response, ProviderError> {
+    /// A master-key change, through the key manager when one is configured.
+    pub(crate) fn admin_request(&self, req: &Request) -> Result<Response, ProviderError> {
+        if self.kmip.is_some() || matches!(req, Request::StageKmipKey(_)) {
+            return self.kmip_admin(req);
+        }
+        self.plain_admin(req)
+    }
+
+    /// A master-key change with random keys (no key manager), and
+    /// SET_MASTER_KEY in both cases.
+    pub(crate) fn plain_admin(&self, req: &Request) -> Result<Response, ProviderError> {
         let random = || MasterKey::random().map_err(ProviderError::Transport);
         match req {
             Request::Init => self.change(|r| {
-                if r.current.is_some() {
+                // A KMIP-backed CURRENT that is not loaded still counts.
+                if r.mkvp(Register::Current).is_some() {
                     return Err(refused(
                         ErrorCode::AlreadyInitialized,
                         "the custodian already has a CURRENT master key",
@@ -233,7 +275,11 @@ impl Daemon {
             }),
             Request::LoadNewMasterKey => self.change(|r| {
                 let prev = r.new.replace(random()?);
-                Ok(Box::new(move |r: &mut Registers| r.new = prev))
+                let prev_ref = r.kmip[0].take();
+                Ok(Box::new(move |r: &mut Registers| {
+                    r.new = prev;
+                    r.kmip[0] = prev_ref;
+                }))
             }),
             Request::SetMasterKey => self.change(|r| {
                 if r.new.is_none() {
@@ -245,10 +291,13 @@ impl Daemon {
                 let dropped = r.old.take();
                 r.old = r.current.take();
                 r.current = r.new.take();
+                let refs = r.kmip.clone();
+                r.kmip = [None, refs[0].clone(), refs[1].clone()];
                 Ok(Box::new(move |r: &mut Registers| {
                     r.new = r.current.take();
                     r.current = r.old.take();
                     r.old = dropped;
+                    r.kmip = refs;
                 }))
             }),
             _ => unreachable!("admin() is called for admin requests only"),
@@ -294,7 +343,9 @@ impl Daemon {
                 })
             }
             Request::Generate(spec) => {
+                self.refresh(&[Register::Current]);
                 let regs = self.regs.read().expect("registers lock");
+                self.check_current(&regs)?;
                 let cur = Self::current(&regs)?;
                 let key = SecretBytes::random(spec.algorithm.key_len())?;
                 Ok(Response::Wkb(cur.wrap(&spec, &key)?.encode()))
@@ -311,14 +362,20 @@ impl Daemon {
                         ),
                     ));
                 }
+                self.refresh(&[Register::Current]);
                 let regs = self.regs.read().expect("registers lock");
+                self.check_current(&regs)?;
                 Ok(Response::Wkb(
                     Self::current(&regs)?.wrap(&spec, &key)?.encode(),
                 ))
             }
             Request::Validate(b) => {
                 let w = Wkb::parse(&b)?;
+                self.load_if_missing(&w);
                 let regs = self.regs.read().expect("registers lock");
+                if let Some(e) = self.not_loaded(&regs, mkvp_of(&w)?) {
+                    return Err(e);
+                }
                 Ok(Response::Status(regs.validate(&w)?))
             }
             Request::VerificationPattern(b) => {
@@ -510,12 +567,13 @@ impl Daemon {
                 let regs = self.regs.read().expect("registers lock");
                 Ok(Response::MasterKeys(MasterKeyStatus::new(
                     regs.status(),
-                    self.store.describe(),
+                    self.seal_text(),
                     Protection::SeparateProcess,
                 )))
             }
+            Request::KmipStatus => Ok(Response::Kmip(self.kmip_status())),
             ref admin => {
-                let r = self.admin(admin);
+                let r = self.admin_request(admin);
                 eprintln!(
                     "wrapcrypt-custodiand: uid {} op 0x{:04x}: {}",
                     c.uid,

@@ -561,3 +561,52 @@ fn ring_fast_path_is_used_and_matches_soft_cipher() {
     assert!(ring.stats().daemon_served >= 1);
     d.stop();
 }
+
+/// Without a key manager: KMIP_STATUS reports no backend and no object
+/// ids, STAGE_KMIP_KEY is refused as unsupported, and the state stays
+/// version 1 (an older daemon reads it).
+#[test]
+fn kmip_requests_without_a_key_manager() {
+    let d = Daemon::start(&[]);
+    let p = d.provider();
+    let k = p.kmip_status().unwrap();
+    assert_eq!(k.backend, "");
+    assert_eq!(k.registers.len(), 3);
+    assert!(k.registers.iter().all(|r| r.object_id.is_empty()));
+    assert_eq!(k.object_id(Register::Current), None);
+    let cur = p
+        .status()
+        .unwrap()
+        .mkvp(Register::Current)
+        .unwrap()
+        .to_string();
+    let r = &k.registers[1];
+    assert_eq!(
+        (r.register, r.mkvp.as_str(), r.loaded),
+        (Register::Current, cur.as_str(), true)
+    );
+    // Version 1 registers: magic 6 + nonce 12 + (6 + 3 × 33) + tag 16 bytes.
+    let regs = std::fs::metadata(d.dir.path().join("state/registers.bin")).unwrap();
+    assert_eq!(regs.len(), 6 + 12 + 105 + 16);
+    let e = p.stage_kmip_key("1").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unsupported, "{e}");
+    assert!(e.to_string().contains("--kmip-config"), "{e}");
+    // A bad key-manager configuration stops the start with one line.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("kmip.conf");
+    std::fs::write(&conf, "server = 127.0.0.1:1\n").unwrap();
+    std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = Command::new(DAEMON)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .args(["--tcti", "none", "--kmip-config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("ca = FILE is missing"), "{err}");
+}

@@ -20,7 +20,9 @@ pub use wrapcrypt_volume::rewrap::{stored_vp, PAES_VP_TOKEN, PROVIDER_TOKEN, VP_
 
 /// The custodian client. `WRAPCRYPT_CUSTODIAN_SOCKET` (a path, not a
 /// secret) points it at another daemon instance, e.g. in tests; the daemon
-/// started on demand then keeps its state beside that socket.
+/// started on demand then keeps its state beside that socket, uses the TPM
+/// `WRAPCRYPT_CUSTODIAN_TCTI` and the key manager configured in the file
+/// `WRAPCRYPT_CUSTODIAN_KMIP_CONFIG` (paths and names, never secrets).
 pub fn custodian() -> CustodianProvider {
     match std::env::var_os("WRAPCRYPT_CUSTODIAN_SOCKET") {
         None => CustodianProvider::new(CustodianConfig::system_default()),
@@ -29,7 +31,7 @@ pub fn custodian() -> CustodianProvider {
             let state = sock.with_extension("state");
             let mut cfg = CustodianConfig::new(&sock);
             if let Some(prog) = wrapcrypt_provider::custodian::find_daemon() {
-                let args: Vec<OsString> = vec![
+                let mut args: Vec<OsString> = vec![
                     "--socket".into(),
                     sock.clone().into_os_string(),
                     "--state-dir".into(),
@@ -37,6 +39,11 @@ pub fn custodian() -> CustodianProvider {
                     "--tcti".into(),
                     std::env::var_os("WRAPCRYPT_CUSTODIAN_TCTI").unwrap_or_else(|| "none".into()),
                 ];
+                // A path, not a secret: the daemon reads the key manager's
+                // address and certificate files from it.
+                if let Some(k) = std::env::var_os("WRAPCRYPT_CUSTODIAN_KMIP_CONFIG") {
+                    args.extend(["--kmip-config".into(), k]);
+                }
                 cfg = cfg.with_autostart(prog, args);
             }
             CustodianProvider::new(cfg)

@@ -29,7 +29,7 @@ use crate::protocol::{
 use crate::ring::{Ring, RingRequest};
 use crate::shm::Shm;
 use crate::transport::{recv_frame, send_frame};
-use crate::types::{KeySpec, KeyStatus, MasterKeyStatus, Protection, RewrapDirection};
+use crate::types::{KeySpec, KeyStatus, KmipStatus, MasterKeyStatus, Protection, RewrapDirection};
 use crate::wkb::Wkb;
 use crate::KeyProvider;
 
@@ -395,6 +395,19 @@ impl CustodianProvider {
     /// NEW becomes CURRENT, CURRENT becomes OLD, OLD is destroyed (admin).
     pub fn set_master_key(&self) -> Result<(), ProviderError> {
         self.done(&Request::SetMasterKey)
+    }
+
+    /// Which key-manager objects back NEW / CURRENT / OLD, and their states.
+    pub fn kmip_status(&self) -> Result<KmipStatus, ProviderError> {
+        match self.call(&Request::KmipStatus)? {
+            Response::Kmip(k) => Ok(k),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Gets the existing key-manager object `id` into NEW (admin).
+    pub fn stage_kmip_key(&self, id: &str) -> Result<(), ProviderError> {
+        self.done(&Request::StageKmipKey(id.to_string()))
     }
 }
 

@@ -25,8 +25,8 @@ pub use error::{ErrorCode, ProviderError};
 pub use pkcs11::{Pkcs11Provider, Pkcs11Uri, PKCS11};
 pub use soft::{SoftProvider, SOFT};
 pub use types::{
-    KeyAlgorithm, KeySpec, KeyState, KeyStatus, MasterKeyStatus, Protection, Register,
-    RegisterStatus, RewrapDirection,
+    KeyAlgorithm, KeySpec, KeyState, KeyStatus, KmipRegister, KmipStatus, MasterKeyStatus,
+    Protection, Register, RegisterStatus, RewrapDirection,
 };
 pub use wkb::{Mechanism, Wkb, WkbError, WrappingKeyId};
 

@@ -6,8 +6,8 @@ use wrapcrypt_secret::SecretBytes;
 
 use crate::error::ErrorCode;
 use crate::types::{
-    KeyAlgorithm, KeySpec, KeyState, KeyStatus, MasterKeyStatus, Protection, Register,
-    RegisterStatus, RewrapDirection,
+    KeyAlgorithm, KeySpec, KeyState, KeyStatus, KmipRegister, KmipStatus, MasterKeyStatus,
+    Protection, Register, RegisterStatus, RewrapDirection,
 };
 
 /// Highest protocol version this crate speaks (2: version 1 plus the
@@ -38,6 +38,8 @@ pub mod op {
     pub const INIT: u16 = 0x0031;
     pub const LOAD_NEW_MASTER_KEY: u16 = 0x0032;
     pub const SET_MASTER_KEY: u16 = 0x0033;
+    pub const KMIP_STATUS: u16 = 0x0034;
+    pub const STAGE_KMIP_KEY: u16 = 0x0035;
 }
 
 /// Direction of a CRYPT request.
@@ -124,6 +126,10 @@ pub enum Request {
     LoadNewMasterKey,
     /// NEW → CURRENT → OLD (admin).
     SetMasterKey,
+    /// The key-manager objects behind the registers.
+    KmipStatus,
+    /// Get an existing key-manager object by id into NEW (admin).
+    StageKmipKey(String),
 }
 
 /// A successful response body.
@@ -149,6 +155,8 @@ pub enum Response {
     Session(u32),
     /// The master-key registers.
     MasterKeys(MasterKeyStatus),
+    /// The key-manager backing of the registers.
+    Kmip(KmipStatus),
     /// Done, nothing to return.
     Done,
 }
@@ -260,6 +268,8 @@ impl Request {
             Request::Init => op::INIT,
             Request::LoadNewMasterKey => op::LOAD_NEW_MASTER_KEY,
             Request::SetMasterKey => op::SET_MASTER_KEY,
+            Request::KmipStatus => op::KMIP_STATUS,
+            Request::StageKmipKey(_) => op::STAGE_KMIP_KEY,
         }
     }
 
@@ -267,7 +277,10 @@ impl Request {
     pub fn is_admin(&self) -> bool {
         matches!(
             self,
-            Request::Init | Request::LoadNewMasterKey | Request::SetMasterKey
+            Request::Init
+                | Request::LoadNewMasterKey
+                | Request::SetMasterKey
+                | Request::StageKmipKey(_)
         )
     }
 
@@ -326,8 +339,14 @@ impl Request {
             } => {
                 w.u32(*session).u32(*entries).u8(*threads).u16(*spin_us);
             }
-            Request::Status | Request::Init | Request::LoadNewMasterKey | Request::SetMasterKey => {
+            Request::StageKmipKey(id) => {
+                w.str(id);
             }
+            Request::Status
+            | Request::Init
+            | Request::LoadNewMasterKey
+            | Request::SetMasterKey
+            | Request::KmipStatus => {}
         }
         w.0
     }
@@ -390,6 +409,8 @@ impl Request {
             op::INIT => Request::Init,
             op::LOAD_NEW_MASTER_KEY => Request::LoadNewMasterKey,
             op::SET_MASTER_KEY => Request::SetMasterKey,
+            op::KMIP_STATUS => Request::KmipStatus,
+            op::STAGE_KMIP_KEY => Request::StageKmipKey(r.str()?),
             _ => return Err(bad("request (unknown opcode)")),
         };
         r.end()?;
@@ -445,6 +466,19 @@ impl Response {
                     w.u8(r.register.code())
                         .u8(r.mkvp.is_some() as u8)
                         .str(r.mkvp.as_deref().unwrap_or(""));
+                }
+            }
+            Response::Kmip(k) => {
+                w.str(&k.backend)
+                    .str(&k.unreachable)
+                    .u8(k.registers.len() as u8);
+                for r in &k.registers {
+                    w.u8(r.register.code())
+                        .str(&r.object_id)
+                        .str(&r.mkvp)
+                        .u8(r.loaded as u8)
+                        .str(&r.state)
+                        .str(&r.problem);
                 }
             }
             Response::Done => {}
@@ -511,12 +545,31 @@ impl Response {
                 }
                 Response::MasterKeys(MasterKeyStatus::new(regs, seal, protection))
             }
+            op::KMIP_STATUS => {
+                let backend = r.str()?;
+                let unreachable = r.str()?;
+                let n = r.u8()?;
+                let mut regs = Vec::new();
+                for _ in 0..n {
+                    let reg = Register::from_code(r.u8()?).ok_or(bad("register"))?;
+                    let object_id = r.str()?;
+                    let mkvp = r.str()?;
+                    let loaded = r.u8()? != 0;
+                    let state = r.str()?;
+                    let problem = r.str()?;
+                    regs.push(KmipRegister::new(
+                        reg, object_id, mkvp, loaded, state, problem,
+                    ));
+                }
+                Response::Kmip(KmipStatus::new(backend, unreachable, regs))
+            }
             op::CRYPT
             | op::CLOSE_SESSION
             | op::START_RING
             | op::INIT
             | op::LOAD_NEW_MASTER_KEY
-            | op::SET_MASTER_KEY => Response::Done,
+            | op::SET_MASTER_KEY
+            | op::STAGE_KMIP_KEY => Response::Done,
             _ => return Err(bad("response (unknown opcode)")),
         };
         r.end()?;
@@ -600,6 +653,8 @@ mod tests {
             Request::Init,
             Request::LoadNewMasterKey,
             Request::SetMasterKey,
+            Request::KmipStatus,
+            Request::StageKmipKey("42".into()),
         ];
         for q in reqs {
             let e = q.encode();
@@ -633,6 +688,20 @@ mod tests {
         ));
         let b = mk.encode(op::STATUS);
         assert_eq!(Response::decode(op::STATUS, &b).unwrap().unwrap(), mk);
+        let k = Response::Kmip(KmipStatus::new(
+            "127.0.0.1:5696 group web".into(),
+            String::new(),
+            vec![KmipRegister::new(
+                Register::Current,
+                "7".into(),
+                "ab".into(),
+                true,
+                "Active".into(),
+                String::new(),
+            )],
+        ));
+        let b = k.encode(op::KMIP_STATUS);
+        assert_eq!(Response::decode(op::KMIP_STATUS, &b).unwrap().unwrap(), k);
         let e = encode_error(op::STATUS, ErrorCode::PermissionDenied, "no");
         assert_eq!(
             Response::decode(op::STATUS, &e).unwrap().unwrap_err(),

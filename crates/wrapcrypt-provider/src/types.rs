@@ -302,3 +302,74 @@ impl RegisterStatus {
         RegisterStatus { register, mkvp }
     }
 }
+
+/// One register's key-manager backing, as KMIP_STATUS reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KmipRegister {
+    /// Which register.
+    pub register: Register,
+    /// The KMIP Unique Identifier backing it (empty: not a KMIP key).
+    pub object_id: String,
+    /// Its master-key verification pattern (hex), empty if the register is empty.
+    pub mkvp: String,
+    /// Whether the custodian holds the key in memory now.
+    pub loaded: bool,
+    /// The object's KMIP State (`Active`, `Deactivated`, …), empty if unknown.
+    pub state: String,
+    /// One line saying why the register cannot wrap or serve, empty if fine.
+    pub problem: String,
+}
+
+/// The custodian's key-manager backend and the objects behind its registers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KmipStatus {
+    /// `host:port group G`, or empty when no key manager is configured.
+    pub backend: String,
+    /// Empty when the key manager answered just now, else why it did not.
+    pub unreachable: String,
+    /// NEW, CURRENT, OLD in this order.
+    pub registers: Vec<KmipRegister>,
+}
+
+impl KmipRegister {
+    /// A register value (for the daemon and the codec).
+    pub fn new(
+        register: Register,
+        object_id: String,
+        mkvp: String,
+        loaded: bool,
+        state: String,
+        problem: String,
+    ) -> Self {
+        KmipRegister {
+            register,
+            object_id,
+            mkvp,
+            loaded,
+            state,
+            problem,
+        }
+    }
+}
+
+impl KmipStatus {
+    /// A status value (for the daemon and the codec).
+    pub fn new(backend: String, unreachable: String, registers: Vec<KmipRegister>) -> Self {
+        KmipStatus {
+            backend,
+            unreachable,
+            registers,
+        }
+    }
+
+    /// The KMIP object id behind `register`, if it is KMIP-backed.
+    pub fn object_id(&self, register: Register) -> Option<&str> {
+        self.registers
+            .iter()
+            .find(|r| r.register == register)
+            .map(|r| r.object_id.as_str())
+            .filter(|s| !s.is_empty())
+    }
+}

@@ -14,6 +14,30 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kmip-server.sh")
 }
 
+fn launch(dir: &Path) -> (u16, Duration) {
+    let t = Instant::now();
+    let out = Command::new("bash")
+        .arg(script())
+        .arg("start")
+        .arg(dir)
+        .output()
+        .expect("run scripts/kmip-server.sh");
+    let start_time = t.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "PyKMIP server did not start (scripts/install-deps.sh installs it): {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("port="))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("port=N from kmip-server.sh");
+    (port, start_time)
+}
+
 pub struct KmipServer {
     dir: tempfile::TempDir,
     pub port: u16,
@@ -26,32 +50,29 @@ impl KmipServer {
             .prefix(&format!("kmip-{test}-"))
             .tempdir()
             .expect("temporary directory");
-        let t = Instant::now();
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .expect("run scripts/kmip-server.sh");
-        let start_time = t.elapsed();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "PyKMIP server did not start (scripts/install-deps.sh installs it): {}{}",
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("port="))
-            .and_then(|p| p.trim().parse().ok())
-            .expect("port=N from kmip-server.sh");
+        let (port, start_time) = launch(dir.path());
         eprintln!("{test}: PyKMIP server on 127.0.0.1:{port} started in {start_time:.2?} (certificates included)");
         KmipServer {
             dir,
             port,
             start_time,
         }
+    }
+
+    /// Stops the server, keeping its certificates and database.
+    pub fn stop(&self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+
+    /// Starts the stopped server again on the same database (on a new port).
+    pub fn restart(&mut self) {
+        let (port, t) = launch(self.dir.path());
+        eprintln!("PyKMIP server restarted on 127.0.0.1:{port} in {t:.2?}");
+        self.port = port;
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -95,10 +116,6 @@ impl KmipServer {
 
 impl Drop for KmipServer {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
+        self.stop();
     }
 }

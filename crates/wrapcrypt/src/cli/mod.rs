@@ -538,12 +538,15 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-/// custodian init|status|load-new-master-key|set-master-key
+/// custodian init|status|load-new-master-key|set-master-key|stage-kmip-key ID
 #[derive(Args, Debug)]
 pub struct CustodianArgs {
-    /// init, status, load-new-master-key or set-master-key.
+    /// init, status, load-new-master-key, set-master-key or stage-kmip-key.
     #[arg(value_name = "ACTION")]
     pub sub: String,
+    /// stage-kmip-key: the KMIP Unique Identifier of the key to put into NEW.
+    #[arg(value_name = "ID")]
+    pub id: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
