@@ -141,7 +141,7 @@ pub enum Action {
     #[command(name = "repair", disable_help_flag = true)]
     Repair(RepairArgs),
     /// Reencrypts the data under a new key (offline, cryptsetup-compatible).
-    #[command(name = "reencrypt")]
+    #[command(name = "reencrypt", disable_help_flag = true)]
     Reencrypt(ReencryptArgs),
     /// Removes every keyslot.
     #[command(name = "erase", alias = "luksErase", disable_help_flag = true)]
