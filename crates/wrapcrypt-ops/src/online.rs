@@ -40,7 +40,9 @@ use wrapcrypt_volume::{ExitClass, Volume};
 use crate::error::OpsError;
 use crate::open::payload;
 use crate::open::reencrypting::split_payload;
-use crate::reencrypt::{self as ops_reencrypt, wrapped::Providers, ReencryptOptions, ReencryptOutcome};
+use crate::reencrypt::{
+    self as ops_reencrypt, wrapped::Providers, ReencryptOptions, ReencryptOutcome,
+};
 
 /// The run in progress in this server, stopped and waited for by
 /// [`shutdown`] before the server exits.
@@ -157,7 +159,8 @@ fn run_request(
     let mut p = SecretBytes::zeroed(u32::from_le_bytes(len) as usize);
     rd.read_exact(p.expose_secret_mut())
         .map_err(|_| bad("short payload"))?;
-    let d = payload::decode(p.expose_secret()).map_err(|e| ReencryptError::Invalid(e.to_string()))?;
+    let d =
+        payload::decode(p.expose_secret()).map_err(|e| ReencryptError::Invalid(e.to_string()))?;
     drop(p);
     // Later lines: `stop`, or the client went away.
     let watch = std::thread::spawn({
@@ -298,7 +301,13 @@ pub fn reencrypt(
         .ok_or_else(|| OpsError::usage("Device reencryption not in progress."))?;
     // A hotzone a crash interrupted is recovered by the server's run
     // first, under the gate, like every hotzone.
-    let p = split_payload(&h, &info, &keys, opts.provider, ServeConfig::new(name, &dev))?;
+    let p = split_payload(
+        &h,
+        &info,
+        &keys,
+        opts.provider,
+        ServeConfig::new(name, &dev),
+    )?;
     drop(keys);
     // The server takes the header lock for the run.
     drop(vol);

@@ -17,9 +17,9 @@ use wrapcrypt_volume::{Volume, VolumeError};
 use super::payload::{self, KeySource, Part};
 use super::{check_cipher, check_free, OpenOptions};
 use crate::error::OpsError;
-use crate::wrapped::ProviderChoice;
 use crate::providers::PROVIDER_TOKEN;
 use crate::reencrypt::wrapped::Providers;
+use crate::wrapped::ProviderChoice;
 
 fn unsupported(what: &str) -> OpsError {
     OpsError::usage(format!(

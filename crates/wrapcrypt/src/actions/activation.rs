@@ -125,7 +125,9 @@ pub fn serve() -> Result<(), CliError> {
     let r = wrapcrypt_activate::run_server(start.config, live.clone(), |r| {
         if r.is_ok() {
             if let Err(e) = wrapcrypt_ops::online::serve(&name, live.clone()) {
-                eprintln!("wrapcrypt server {name}: no control socket, so no online reencryption: {e}");
+                eprintln!(
+                    "wrapcrypt server {name}: no control socket, so no online reencryption: {e}"
+                );
             }
         }
         let _ = ready.send(r);
