@@ -611,3 +611,122 @@ fn reencrypt_onto_custodian_key_never_in_reencrypting_process() {
         "new key material in the reencrypting process: {hits:?}"
     );
 }
+
+/// Online `reencrypt --cipher waes-xts-plain64 --active-name` of an open
+/// clear-key volume: the run is inside the FUSE server, so the server and
+/// the client are stopped (SIGSTOP) a few times mid-run and read. The new
+/// key, recovered from the custodian's memory as above, is in neither;
+/// the old clear key (control) is in the server, which serves it.
+#[test]
+fn online_reencrypt_onto_custodian_key_never_in_server_or_client() {
+    use wrapped_common::Custodian;
+    let s = common::Scratch::new();
+    let c = Custodian::new(&s);
+    let kf = s.key("pw", b"online-proof");
+    let img = s.image("o.img", 16 + 128);
+    common::format(common::CS, &img, &kf, common::FAST);
+    let old_key = hex::decode(common::volume_key(common::CS, &img, &kf, &[])).unwrap();
+    let cpid: u32 = std::fs::read_to_string(s.path("c.state").join("custodiand.lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let name = format!("wcomem{}", std::process::id());
+    c.ok(&["open", &img, &name, "--key-file", &kf]);
+    struct Close(String, PathBuf);
+    impl Drop for Close {
+        fn drop(&mut self) {
+            let _ = Command::new(bin())
+                .args(["close", &self.0])
+                .env("WRAPCRYPT_CUSTODIAN_SOCKET", &self.1)
+                .status();
+        }
+    }
+    let _guard = Close(name.clone(), s.path("c.sock"));
+    let spid = active_state(&name)["pid"].as_u64().unwrap() as u32;
+    let mut args = vec![
+        "reencrypt",
+        "-q",
+        "--active-name",
+        &name,
+        "--cipher",
+        "waes-xts-plain64",
+        "--hotzone-size",
+        "256K",
+        "--key-file",
+        &kf,
+    ];
+    args.extend_from_slice(common::FAST);
+    args.push(&img);
+    let mut child = c
+        .cmd(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (mut server, mut client, mut holder) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        random_io(&name, 8, 4);
+        // SAFETY: pausing and resuming processes this test started.
+        unsafe {
+            libc::kill(spid as i32, libc::SIGSTOP);
+            libc::kill(pid as i32, libc::SIGSTOP);
+        }
+        server.push(support_mem::process_memory(spid));
+        client.push(support_mem::process_memory(pid));
+        holder.push(support_mem::process_memory(cpid));
+        unsafe {
+            libc::kill(pid as i32, libc::SIGCONT);
+            libc::kill(spid as i32, libc::SIGCONT);
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "online reencrypt: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(server.len() >= 2, "the run ended before two snapshots");
+    let d = c.ok(&["luksDump", "--json", &img]);
+    let d: serde_json::Value = serde_json::from_str(d.stdout.trim()).unwrap();
+    let vp = d["wrapped-key"]["verification-pattern"]
+        .as_str()
+        .expect("new VP")
+        .to_string();
+    let mut found: Vec<[u8; 32]> = Vec::new();
+    for m in &holder {
+        for k in support_mem::aes256_schedules(m) {
+            if !found.contains(&k) {
+                found.push(k);
+            }
+        }
+    }
+    let new_key = found
+        .iter()
+        .flat_map(|a| found.iter().map(move |b| [&a[..], &b[..]].concat()))
+        .find(|k| clear_vp(k) == vp)
+        .expect("control failed: the new key is not in the custodian's memory");
+    let needles = support_mem::xts512_needles(&new_key);
+    let old_needles = support_mem::xts512_needles(&old_key);
+    let hits = |snaps: &[Vec<u8>], n: &[(String, Vec<u8>)]| -> usize {
+        snaps.iter().map(|m| support_mem::find(m, n).len()).sum()
+    };
+    let (in_server, in_client) = (hits(&server, &needles), hits(&client, &needles));
+    let old_in_server = hits(&server, &old_needles);
+    println!(
+        "online reencrypt onto a custodian key: {} snapshots; new key ({} needles): FUSE server {in_server} hits, client {in_client} hits; old clear key in the server (control): {old_in_server} hits",
+        server.len(),
+        needles.len()
+    );
+    assert!(
+        old_in_server > 0,
+        "control failed: the old key is not in the server"
+    );
+    assert_eq!(in_server, 0, "new key material in the FUSE server");
+    assert_eq!(in_client, 0, "new key material in the client");
+}

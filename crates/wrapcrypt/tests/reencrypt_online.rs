@@ -7,6 +7,7 @@
 
 mod common;
 mod reencrypt_common;
+mod wrapped_common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -230,4 +231,39 @@ fn offline_reencrypt_of_an_open_device_is_refused() {
     assert_eq!(o.code, 1, "{o}");
     assert!(o.stderr.contains("sector size"), "{o}");
     assert_eq!(sha256_file(&img), before, "nothing changed");
+}
+
+#[test]
+fn online_onto_a_custodian_key_keeps_the_data() {
+    let s = Scratch::new();
+    let c = wrapped_common::Custodian::new(&s);
+    let (img, kf, h) = seeded(&s, "w.img", 16 + 32, "4096");
+    let name = format!("wcow{}", std::process::id());
+    let _a = Active {
+        name: name.clone(),
+        mnt: s.p("unused"),
+    };
+    let dev = format!("/dev/mapper/{name}");
+    c.ok(&["open", &img, &name, "--key-file", &kf]);
+    let o = c.wc(
+        &online_args(
+            &name,
+            &kf,
+            &img,
+            &["--cipher", "waes-xts-plain64", "--hotzone-size", "2M"],
+        ),
+        None,
+    );
+    assert_eq!(o.code, 0, "online onto waes: {o}");
+    assert_eq!(sha256_file(&dev), h, "data served after the switch");
+    c.ok(&["close", &name]);
+    let (code, v) = c.validate(&img, &kf);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["verification-pattern-matches"], true, "{v}");
+    c.ok(&["open", &img, &name, "--key-file", &kf]);
+    assert_eq!(
+        sha256_file(&dev),
+        h,
+        "data through the custodian after a reopen"
+    );
 }
