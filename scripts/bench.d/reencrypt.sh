@@ -45,3 +45,33 @@ done
 bw=$(best "${w[@]}"); bc=$(best "${c[@]}"); bd=$(best "${d[@]}")
 echo "offline reencrypt (checksum, 256 MiB): MB/s ÷ O_DIRECT dd copy|$(ratio "$bd" "$bw")|${bw}s vs dd ${bd}s|wrapcrypt reencrypt IMG; dd iflag=direct oflag=direct"
 echo "offline reencrypt (checksum, 256 MiB): wrapcrypt ÷ cryptsetup time|$(ratio "$bw" "$bc")|${bw}s vs ${bc}s|cryptsetup reencrypt --force-offline-reencrypt IMG"
+
+# 3. Online: fio 4 KiB random reads (QD16, libaio, O_DIRECT) on the open
+# volume while `reencrypt --active-name` runs, ÷ the same fio on the same
+# open volume without it, in one round each (alternating, best of ROUNDS).
+# fio runs for as long as the reencryption takes (its time is printed).
+name=wcbench-online$$
+fio_iops() { # DEV SECONDS
+  fio --name=r --filename="$1" --rw=randread --bs=4k --iodepth=16 --ioengine=libaio \
+    --direct=1 --runtime="$2" --time_based --size=200M --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["read"]["iops"])'
+}
+on=() off=() durs=()
+for _ in $(seq "$ROUNDS"); do
+  cp "$base" "$work/o.img"; sync
+  "$W" open "$work/o.img" "$name" --key-file "$work/pass"
+  t0=$(now)
+  "$W" reencrypt -q --active-name "$name" "${FAST[@]}" --hotzone-size 4M --key-file "$work/pass" "$work/o.img" &
+  rp=$!
+  sleep 0.2
+  dur_guess=1
+  on+=("$(fio_iops "/dev/mapper/$name" "$dur_guess")")
+  wait "$rp"
+  durs+=("$(secs "$t0" "$(now)")")
+  off+=("$(fio_iops "/dev/mapper/$name" "$dur_guess")")
+  "$W" close "$name"
+  rm -f "$work/o.img"
+done
+bon=$(python3 -c 'import sys; print(max(float(x) for x in sys.argv[1:]))' "${on[@]}")
+boff=$(python3 -c 'import sys; print(max(float(x) for x in sys.argv[1:]))' "${off[@]}")
+echo "online reencrypt (256 MiB, 4 MiB hotzones): fio 4 KiB randread QD16 IOPS during ÷ without|$(ratio "$bon" "$boff")|${bon%.*} vs ${boff%.*} IOPS; reencryption took $(best "${durs[@]}")s (fio 1 s inside it)|wrapcrypt reencrypt --active-name NAME; fio --rw=randread --bs=4k --iodepth=16 --direct=1"

@@ -4,7 +4,7 @@
 //! only grows, and it moves between requests, never inside one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use wrapcrypt_sector::{SectorCipher, SectorError};
 
@@ -94,13 +94,27 @@ impl SectorCipher for SplitCipher {
     }
 }
 
+/// Which sectors may not start a request: the hotzone moving now, and
+/// the requests in flight (IV-sector ranges), so a hotzone waits only for
+/// requests that touch it and only those wait for it.
+#[derive(Default)]
+struct Hot {
+    zone: Option<(u64, u64)>,
+    in_flight: Vec<(u64, u64)>,
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
 /// The cipher a server serves, replaceable while it runs: a volume opened
 /// before its reencryption began switches to a [`SplitCipher`], and the
-/// reencryption moves each hotzone while it holds the data path off
-/// ([`LiveCipher::exclusive`]).
+/// reencryption moves each hotzone while requests that touch it wait
+/// ([`LiveCipher::exclusive`]); requests elsewhere go on.
 pub struct LiveCipher {
     cur: RwLock<Arc<dyn SectorCipher>>,
-    gate: RwLock<()>,
+    hot: Mutex<Hot>,
+    moved: Condvar,
     sector: usize,
 }
 
@@ -110,7 +124,8 @@ impl LiveCipher {
         LiveCipher {
             sector: c.sector_size(),
             cur: RwLock::new(c),
-            gate: RwLock::new(()),
+            hot: Mutex::new(Hot::default()),
+            moved: Condvar::new(),
         }
     }
 
@@ -127,14 +142,29 @@ impl LiveCipher {
                 sector_size: self.sector,
             });
         }
-        self.exclusive(|| *self.cur.write().unwrap_or_else(|p| p.into_inner()) = c);
+        self.exclusive(0, u64::MAX, || {
+            *self.cur.write().unwrap_or_else(|p| p.into_inner()) = c
+        });
         Ok(())
     }
 
-    /// Runs `f` with no request between its cipher and its backing I/O.
-    pub fn exclusive<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        f()
+    /// Runs `f` while no request touches IV sectors `[start, end)`: new
+    /// ones wait, and `f` starts once those in flight have ended.
+    pub fn exclusive<T>(&self, start: u64, end: u64, f: impl FnOnce() -> T) -> T {
+        let zone = (start, end);
+        let mut h = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        while h.zone.is_some() {
+            h = self.moved.wait(h).unwrap_or_else(|p| p.into_inner());
+        }
+        h.zone = Some(zone);
+        while h.in_flight.iter().any(|r| overlaps(*r, zone)) {
+            h = self.moved.wait(h).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(h);
+        let r = f();
+        self.hot.lock().unwrap_or_else(|p| p.into_inner()).zone = None;
+        self.moved.notify_all();
+        r
     }
 }
 
@@ -151,8 +181,25 @@ impl SectorCipher for LiveCipher {
     fn shared_buffer(&self, len: usize) -> Option<wrapcrypt_sector::SharedBuffer> {
         self.current().shared_buffer(len)
     }
-    fn io_gate(&self) -> Option<&RwLock<()>> {
-        Some(&self.gate)
+    fn io_begin(&self, iv_sector: u64, len: usize) {
+        let r = (iv_sector, iv_sector + (len as u64).div_ceil(512));
+        let mut h = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        while h.zone.is_some_and(|z| overlaps(z, r)) {
+            h = self.moved.wait(h).unwrap_or_else(|p| p.into_inner());
+        }
+        h.in_flight.push(r);
+    }
+    fn io_end(&self, iv_sector: u64, len: usize) {
+        let r = (iv_sector, iv_sector + (len as u64).div_ceil(512));
+        let mut h = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = h.in_flight.iter().position(|x| *x == r) {
+            h.in_flight.swap_remove(i);
+        }
+        let waiting = h.zone.is_some_and(|z| overlaps(z, r));
+        drop(h);
+        if waiting {
+            self.moved.notify_all();
+        }
     }
 }
 
@@ -194,5 +241,43 @@ mod tests {
         assert!(d.iter().all(|&b| b == 1));
         assert!(s.set_boundary(3).is_err(), "not on a 4096-byte sector");
         assert!(s.encrypt(0, &mut [0u8; 512]).is_err(), "partial sector");
+    }
+
+    #[test]
+    fn a_hotzone_holds_off_only_the_requests_that_touch_it() {
+        use std::time::{Duration, Instant};
+        let live = Arc::new(LiveCipher::new(Arc::new(Add(1, 512))));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = live.clone();
+        let t = std::thread::spawn(move || {
+            l.exclusive(0, 8, || {
+                tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+            })
+        });
+        rx.recv().unwrap();
+        let t0 = Instant::now();
+        live.io_begin(8, 4096); // sectors 8..16: outside the zone
+        assert!(
+            t0.elapsed() < Duration::from_millis(200),
+            "waited outside the zone"
+        );
+        live.io_end(8, 4096);
+        live.io_begin(4, 512); // inside
+        assert!(
+            t0.elapsed() >= Duration::from_millis(250),
+            "did not wait inside the zone"
+        );
+        live.io_end(4, 512);
+        t.join().unwrap();
+        // A zone waits for a request in flight that touches it.
+        live.io_begin(0, 512);
+        let l = live.clone();
+        let t0 = Instant::now();
+        let t = std::thread::spawn(move || l.exclusive(0, 8, Instant::now));
+        std::thread::sleep(Duration::from_millis(200));
+        live.io_end(0, 512);
+        let ran = t.join().unwrap();
+        assert!(ran.duration_since(t0) >= Duration::from_millis(190));
     }
 }

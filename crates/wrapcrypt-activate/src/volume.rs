@@ -83,6 +83,27 @@ impl DerefMut for AlignedBuf {
     }
 }
 
+/// One request's sectors between `io_begin` and `io_end` (their layout
+/// cannot move meanwhile), ended on every path out.
+struct InFlight<'a> {
+    cipher: &'a dyn SectorCipher,
+    iv: u64,
+    len: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(cipher: &'a dyn SectorCipher, iv: u64, len: usize) -> Self {
+        cipher.io_begin(iv, len);
+        InFlight { cipher, iv, len }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.cipher.io_end(self.iv, self.len);
+    }
+}
+
 /// An errno to return to the FUSE client.
 pub(crate) type Errno = i32;
 
@@ -164,10 +185,7 @@ impl Volume {
     }
 
     fn read_sectors(&self, start: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        let _layout = self
-            .cipher
-            .io_gate()
-            .map(|g| g.read().unwrap_or_else(|p| p.into_inner()));
+        let _layout = InFlight::new(&*self.cipher, self.iv(start), buf.len());
         read_full(&self.backing, buf, self.data_offset + start)?;
         self.cipher
             .decrypt(self.iv(start), buf)
@@ -175,10 +193,7 @@ impl Volume {
     }
 
     fn write_sectors(&self, start: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        let _layout = self
-            .cipher
-            .io_gate()
-            .map(|g| g.read().unwrap_or_else(|p| p.into_inner()));
+        let _layout = InFlight::new(&*self.cipher, self.iv(start), buf.len());
         // Encrypt the whole batch first: a cipher failure writes nothing.
         self.cipher
             .encrypt(self.iv(start), buf)

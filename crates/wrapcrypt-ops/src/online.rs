@@ -116,10 +116,12 @@ struct Gate<'a> {
 impl OnlineGate for Gate<'_> {
     fn exclusive(
         &self,
+        start: u64,
         done: u64,
         step: &mut dyn FnMut() -> Result<(), ReencryptError>,
     ) -> Result<(), ReencryptError> {
-        self.live.exclusive(|| {
+        let iv = |b: u64| self.iv_tweak + b / 512;
+        self.live.exclusive(iv(start), iv(done), || {
             step()?;
             self.split
                 .set_boundary(self.iv_tweak + done / 512)

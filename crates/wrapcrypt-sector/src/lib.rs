@@ -117,11 +117,17 @@ pub trait SectorCipher: Send + Sync {
         None
     }
     /// A cipher whose layout can change while it serves (a volume in
-    /// online reencryption) hands out this lock: a data path holds it
-    /// shared from encrypting to writing the ciphertext, and from reading
-    /// ciphertext to decrypting it, so the layout never moves in between.
-    fn io_gate(&self) -> Option<&std::sync::RwLock<()>> {
-        None
+    /// online reencryption) must not have it change under a request: a
+    /// data path calls `io_begin` before it encrypts (or reads ciphertext)
+    /// and `io_end` after it wrote the ciphertext (or decrypted), for the
+    /// same sectors (`iv_sector` and `len` as for `encrypt`). `io_begin`
+    /// may wait while those sectors move to another layout.
+    fn io_begin(&self, iv_sector: u64, len: usize) {
+        let _ = (iv_sector, len);
+    }
+    /// Ends what `io_begin` started.
+    fn io_end(&self, iv_sector: u64, len: usize) {
+        let _ = (iv_sector, len);
     }
 }
 

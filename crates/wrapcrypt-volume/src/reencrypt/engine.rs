@@ -430,12 +430,13 @@ pub fn resume(
     let mut recovered = false;
     if let Some(hid) = run.info.hotzone {
         let hot = h.meta.segments[&hid].clone();
+        let start = hot.offset.saturating_sub(run.l.data_offset);
         let end = match hot.size {
-            SegmentSize::Fixed(n) => hot.offset.saturating_sub(run.l.data_offset) + n,
+            SegmentSize::Fixed(n) => start + n,
             SegmentSize::Dynamic => run.l.data_size,
         };
         match opts.online {
-            Some(g) => g.exclusive(end, &mut || run.recover(&hot))?,
+            Some(g) => g.exclusive(start, end, &mut || run.recover(&hot))?,
             None => run.recover(&hot)?,
         }
         recovered = true;
@@ -455,7 +456,7 @@ pub fn resume(
     while done < data_size {
         let len = hotzone.min(data_size - done);
         match opts.online {
-            Some(g) => g.exclusive(done + len, &mut || run.step(done, len))?,
+            Some(g) => g.exclusive(done, done + len, &mut || run.step(done, len))?,
             None => run.step(done, len)?,
         }
         done += len;

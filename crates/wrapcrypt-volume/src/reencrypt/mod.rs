@@ -100,11 +100,12 @@ pub trait WrappedCiphers {
 /// hotzone moves while no request runs between its cipher and its
 /// backing I/O, and the served layout moves with it.
 pub trait OnlineGate {
-    /// Runs `step` (one hotzone, or the recovery of one) exclusively; once
-    /// it succeeded, the data before `done` bytes is served in the new
-    /// layout.
+    /// Runs `step` (one hotzone `[start, done)` in data bytes, or the
+    /// recovery of one) while no request touches those bytes; once it
+    /// succeeded, the data before `done` is served in the new layout.
     fn exclusive(
         &self,
+        start: u64,
         done: u64,
         step: &mut dyn FnMut() -> Result<(), ReencryptError>,
     ) -> Result<(), ReencryptError>;
