@@ -59,6 +59,7 @@ fn init_opts() -> InitOptions<'static> {
         },
         pbkdf: fast(),
         new_key: None,
+        more_keyslots: vec![],
         new_tokens: vec![],
     }
 }

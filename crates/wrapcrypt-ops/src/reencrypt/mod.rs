@@ -179,21 +179,23 @@ pub(crate) fn start(
         if !unknown.is_empty() {
             return Err(OpsError::Volume(VolumeError::Requirements(unknown)));
         }
-        // As cryptsetup: the new key gets the passphrase of one keyslot;
-        // with several, the one to keep must be named.
+        // As cryptsetup: with --key-slot (or one keyslot) the new key gets
+        // that keyslot's passphrase and the others go at the end; without
+        // it, interactively, every keyslot's passphrase is asked and each
+        // gets a keyslot of the new key.
         let h = vol.luks2_header()?;
-        let bound = h
+        let bound: Vec<u32> = h
             .meta
             .keyslots
             .iter()
             .filter(|(id, k)| k.kind == "luks2" && h.meta.keyslot_is_bound(**id))
-            .count();
-        if bound > 1 && opts.key_slot.is_none() {
-            return Err(OpsError::usage(if opts.key_file {
-                "Key file can be used only with --key-slot or with exactly one key slot active."
-            } else {
-                "Several keyslots are active: name the one to keep with --key-slot (the others are removed when the reencryption ends)."
-            }));
+            .map(|(id, _)| *id)
+            .collect();
+        let every = bound.len() > 1 && opts.key_slot.is_none();
+        if every && opts.key_file {
+            return Err(OpsError::usage(
+                "Key file can be used only with --key-slot or with exactly one key slot active.",
+            ));
         }
         if h.meta
             .tokens
@@ -227,10 +229,31 @@ pub(crate) fn start(
             }
             _ => None,
         };
-        let pass = prompter.passphrase(&prompt)?;
+        let mut passes = Vec::new();
+        if every {
+            for id in &bound {
+                passes.push((
+                    *id,
+                    prompter.passphrase(&format!("Enter passphrase for key slot {id}: "))?,
+                ));
+            }
+        } else {
+            passes.push((
+                opts.key_slot.unwrap_or(u32::MAX),
+                prompter.passphrase(&prompt)?,
+            ));
+        }
         let init = InitOptions {
-            passphrase: pass.expose_secret(),
-            keyslot: opts.key_slot,
+            passphrase: passes[0].1.expose_secret(),
+            keyslot: if every {
+                Some(passes[0].0)
+            } else {
+                opts.key_slot
+            },
+            more_keyslots: passes[1..]
+                .iter()
+                .map(|(id, p)| (*id, p.expose_secret()))
+                .collect(),
             cipher,
             key_size,
             sector_size: opts.sector_size,

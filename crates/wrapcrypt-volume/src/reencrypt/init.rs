@@ -60,6 +60,10 @@ pub struct InitOptions<'a> {
     /// The new volume key, made by the caller: a wrapped-key cipher's blob,
     /// generated inside its provider. Default: random bytes (a clear key).
     pub new_key: Option<SecretBytes>,
+    /// Further keyslots of the old key to carry over, each with its own
+    /// passphrase (cryptsetup asks for every keyslot's): the new key gets
+    /// a keyslot for each.
+    pub more_keyslots: Vec<(u32, &'a [u8])>,
     /// Tokens of the new key (a wrapped key's provider and verification
     /// pattern), added with the reencryption metadata and bound to the new
     /// keyslot; the caller's `WrappedCiphers::finalize` unbinds them.
@@ -166,47 +170,70 @@ pub fn init(vol: &mut Volume, opts: &InitOptions) -> Result<ReencryptKeys, Reenc
             .map_err(|e| VolumeError::Param(format!("random volume key: {e}")))?,
     };
 
-    // Write 1: the new keyslot, unbound, under the area cipher of the
-    // keyslot that opened (as cryptsetup does, whatever the new key size).
-    let from = &h.meta.keyslots[&opened];
-    let (area_cipher, area_key_size) = match (&from.area.encryption, from.area.key_size) {
-        (Some(c), Some(k)) if !c.starts_with("cipher_null") => (c.clone(), k),
-        _ => ("aes-xts-plain64".to_string(), 64),
-    };
+    // Write 1: a new keyslot per passphrase (the opened one, then
+    // `more_keyslots`), unbound, each under the area cipher of the keyslot
+    // it replaces (as cryptsetup does, whatever the new key size): areas
+    // first, then one header write.
+    let mut sources: Vec<(u32, &[u8])> = vec![(opened, opts.passphrase)];
+    for &(slot, pass) in &opts.more_keyslots {
+        if slot == opened || sources.iter().any(|(s, _)| *s == slot) {
+            continue;
+        }
+        let (_, key) = vol.luks2_unlock(&h, pass, Some(slot), true)?;
+        if !key.ct_eq(old_key.expose_secret()) {
+            return Err(ReencryptError::Invalid(format!(
+                "keyslot {slot} holds another volume key"
+            )));
+        }
+        sources.push((slot, pass));
+    }
     let af_hash = opts.pbkdf.hash.clone().unwrap_or_else(|| "sha256".into());
-    let kdf = opts.pbkdf.resolve(area_key_size as usize)?;
-    let (ks, material) = seal_keyslot(
-        &h,
-        &[],
-        &new_key,
-        opts.passphrase,
-        kdf,
-        &area_cipher,
-        area_key_size,
-        &af_hash,
-        None,
-    )?;
-    let new_slot = (0..KEYSLOTS_MAX)
-        .find(|i| !h.meta.keyslots.contains_key(i))
-        .ok_or(VolumeError::NoFreeKeyslot)?;
     let new_digest = (0..8)
         .find(|i| !h.meta.digests.contains_key(i))
         .ok_or(VolumeError::NoFreeKeyslot)?;
     let mut n = h.clone();
-    let area_offset = ks.area.offset;
-    n.meta.keyslots.insert(new_slot, ks);
+    let (mut planned, mut areas, mut new_slots) = (Vec::new(), Vec::new(), Vec::new());
+    for (from_slot, pass) in &sources {
+        let from = &h.meta.keyslots[from_slot];
+        let (area_cipher, area_key_size) = match (&from.area.encryption, from.area.key_size) {
+            (Some(c), Some(k)) if !c.starts_with("cipher_null") => (c.clone(), k),
+            _ => ("aes-xts-plain64".to_string(), 64),
+        };
+        let kdf = opts.pbkdf.resolve(area_key_size as usize)?;
+        let (ks, material) = seal_keyslot(
+            &h,
+            &planned,
+            &new_key,
+            pass,
+            kdf,
+            &area_cipher,
+            area_key_size,
+            &af_hash,
+            None,
+        )?;
+        let slot = (0..KEYSLOTS_MAX)
+            .find(|i| !n.meta.keyslots.contains_key(i))
+            .ok_or(VolumeError::NoFreeKeyslot)?;
+        planned.push((ks.area.offset, ks.area.size));
+        areas.push((ks.area.offset, material));
+        n.meta.keyslots.insert(slot, ks);
+        new_slots.push(slot);
+    }
+    let new_slot = new_slots[0];
     n.meta.digests.insert(
         new_digest,
         crate::make_digest(
             &new_key,
             HashAlg::Sha256,
-            vec![new_slot],
+            new_slots.clone(),
             vec![],
             opts.pbkdf.force_iterations,
         )?,
     );
     n.validate(!vol.is_detached())?;
-    vol.write_area(area_offset, &material)?;
+    for (off, material) in &areas {
+        vol.write_area(*off, material)?;
+    }
     vol.luks2_write(n)?;
     let h = vol.luks2_header()?.clone();
 
