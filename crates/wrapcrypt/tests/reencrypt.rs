@@ -195,7 +195,12 @@ fn bad_input_is_refused_without_change() {
     );
     let none = "Device reencryption not in progress.";
     refused(&img, &["-d", &kf, "--resume-only"], 1, none);
-    refused(&img, &["-d", &kf, "--encrypt"], 1, "not supported yet");
+    refused(
+        &img,
+        &["-d", &kf, "--encrypt"],
+        1,
+        "Encryption without detached header",
+    );
     refused(
         &img,
         &["-d", &kf, "--init-only", "--resume-only"],

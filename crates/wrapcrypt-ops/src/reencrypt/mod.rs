@@ -16,7 +16,10 @@ use wrapcrypt_volume::{PbkdfOptions, Volume, VolumeError};
 use crate::error::OpsError;
 use crate::wrapped::ProviderChoice;
 
+mod encrypt;
 mod wrapped;
+
+pub use encrypt::{encrypt, EncryptOptions};
 
 /// What `reencrypt` is asked to do.
 pub struct ReencryptOptions<'a> {

@@ -8,9 +8,12 @@
 //!   passphrase (both keyslots of a key change share it).
 //! * [`init`] writes the initial reencryption header of a key change
 //!   (`reencrypt --init-only`).
+//! * [`init_encrypt`] writes the initial detached header of an
+//!   encryption in place (`reencrypt --encrypt --header`).
 //! * [`resume`] verifies the metadata digest, recovers an interrupted
 //!   hotzone, runs the remaining hotzones and finalizes the header.
 
+mod encrypt_init;
 mod engine;
 mod init;
 mod layout;
@@ -25,6 +28,7 @@ use wrapcrypt_sector::SectorCipher;
 
 use crate::{Header, Volume, VolumeError};
 
+pub use encrypt_init::{init_encrypt, EncryptInitOptions};
 pub use engine::{resume, Finished, ResumeOptions};
 pub use init::{init, InitOptions, InitResilience};
 
