@@ -103,10 +103,16 @@ pub fn reencrypt<'a>(
     progress: Option<&'a mut dyn FnMut(u64, u64)>,
     stop: Option<&'a AtomicBool>,
 ) -> Result<ReencryptOutcome, OpsError> {
-    if let Some(m) = opts.mode_change {
+    let decrypt = opts.mode_change == Some("--decrypt");
+    if let Some(m) = opts.mode_change.filter(|_| !decrypt) {
         return Err(OpsError::usage(format!(
             "reencrypt {m} is not supported yet; only key, cipher and sector size changes are."
         )));
+    }
+    if decrypt && !vol.is_detached() {
+        return Err(OpsError::usage(
+            "LUKS2 decryption requires --header option.",
+        ));
     }
     if opts.init_only && opts.resume_only {
         return Err(OpsError::usage(
@@ -146,6 +152,15 @@ pub fn reencrypt<'a>(
         let pass = prompter.passphrase(&prompt)?;
         reencrypt::unlock_keys(vol, pass.expose_secret(), opts.key_slot).map_err(map)?
     } else {
+        if decrypt {
+            let pass = prompter.passphrase(&prompt)?;
+            let keys = reencrypt::init_decrypt(vol, pass.expose_secret(), opts.key_slot, &res)
+                .map_err(map)?;
+            if opts.init_only {
+                return Ok(ReencryptOutcome::Initialized);
+            }
+            return run(vol, opts, &keys, progress, stop);
+        }
         let unknown = vol
             .luks2_header()?
             .meta
@@ -229,10 +244,21 @@ pub fn reencrypt<'a>(
         }
         keys
     };
+    run(vol, opts, &keys, progress, stop)
+}
+
+/// Runs the reencryption the header records to its end.
+fn run<'a>(
+    vol: &mut Volume,
+    opts: &ReencryptOptions,
+    keys: &reencrypt::ReencryptKeys,
+    progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    stop: Option<&'a AtomicBool>,
+) -> Result<ReencryptOutcome, OpsError> {
     let provs = wrapped::Providers::new(vol.luks2_header()?, opts.provider);
     let done = reencrypt::resume(
         vol,
-        &keys,
+        keys,
         ResumeOptions {
             hotzone_size: opts.hotzone_size,
             // A shorter-lived borrow, so that `provs` need not outlive 'a.

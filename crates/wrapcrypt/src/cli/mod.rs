@@ -499,7 +499,7 @@ pub struct ReencryptArgs {
     /// Encrypt a plain device in place (with a detached --header).
     #[arg(long, visible_alias = "new", short = 'N')]
     pub encrypt: bool,
-    /// Decrypt the device (not supported yet).
+    /// Decrypt the device in place (with a detached --header).
     #[arg(long)]
     pub decrypt: bool,
     /// Data shift of --encrypt, in bytes (K, M, G suffixes; not supported yet).
