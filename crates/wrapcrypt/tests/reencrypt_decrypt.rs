@@ -301,3 +301,43 @@ fn cryptsetup_killed_mid_decrypt_hotzone_recovered_by_wrapcrypt() {
         assert_decrypted(&img, &hdr, &plain);
     }
 }
+
+/// SIGINT stops wrapcrypt's decrypt after the hotzone in flight
+/// ("Reencryption interrupted.", exit 1), the header records the
+/// progress, and cryptsetup's `--resume-only` (no repair) finishes.
+#[test]
+fn wrapcrypt_decrypt_interrupted_finished_by_cryptsetup() {
+    use std::process::Stdio;
+    let s = Scratch::new();
+    let (img, hdr, kf, plain) = encrypted(&s);
+    let start = seqid(&hdr);
+    let mut a = cs_decrypt(&hdr, &kf, &img, &["--hotzone-size", "256K"]);
+    a.retain(|x| x != "--force-offline-reencrypt" && x != "-q");
+    let mut child = WC
+        .cmd(&a)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wrapcrypt runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    // init (1 header write) and two hotzones (2 each).
+    while seqid(&hdr) < start + 1 + 2 * 2 {
+        assert!(child.try_wait().expect("wait").is_none(), "ended too early");
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Reencryption interrupted."));
+    let j = json(&hdr);
+    assert!(j["config"].get("requirements").is_some(), "{j}");
+    assert!(!hot_on_disk(&hdr), "no hotzone left cut off");
+    let r = cs_decrypt(&hdr, &kf, &img, &["--resume-only"]);
+    CS.ok(&r);
+    assert_decrypted(&img, &hdr, &plain);
+}
