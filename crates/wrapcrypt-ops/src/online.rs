@@ -279,6 +279,14 @@ pub fn reencrypt(
             dev.display()
         )));
     }
+    let backward = reencrypt::state(&vol)
+        .map_err(|e| OpsError::usage(e.to_string()))?
+        .is_some_and(|i| i.direction != wrapcrypt_format::luks2::ReencryptDirection::Forward);
+    if opts.mode_change.is_some() || backward {
+        return Err(OpsError::usage(
+            "Online reencryption does only key, cipher and wrapped-key changes (forward); close the device to encrypt or decrypt it.",
+        ));
+    }
     // The open device keeps its block size: the sector size stays.
     let cur_sector = vol
         .luks2_header()?

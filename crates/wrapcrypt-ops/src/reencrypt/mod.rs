@@ -16,7 +16,10 @@ use wrapcrypt_volume::{PbkdfOptions, Volume, VolumeError};
 use crate::error::OpsError;
 use crate::wrapped::ProviderChoice;
 
+mod encrypt;
 pub(crate) mod wrapped;
+
+pub use encrypt::{encrypt, EncryptOptions};
 
 /// What `reencrypt` is asked to do.
 pub struct ReencryptOptions<'a> {
@@ -127,10 +130,16 @@ pub(crate) fn start(
     opts: &ReencryptOptions,
     prompter: &mut dyn Prompter,
 ) -> Result<Option<ReencryptKeys>, OpsError> {
-    if let Some(m) = opts.mode_change {
+    let decrypt = opts.mode_change == Some("--decrypt");
+    if let Some(m) = opts.mode_change.filter(|_| !decrypt) {
         return Err(OpsError::usage(format!(
             "reencrypt {m} is not supported yet; only key, cipher and sector size changes are."
         )));
+    }
+    if decrypt && !vol.is_detached() {
+        return Err(OpsError::usage(
+            "LUKS2 decryption requires --header option.",
+        ));
     }
     if opts.init_only && opts.resume_only {
         return Err(OpsError::usage(
@@ -170,6 +179,15 @@ pub(crate) fn start(
         let pass = prompter.passphrase(&prompt)?;
         reencrypt::unlock_keys(vol, pass.expose_secret(), opts.key_slot).map_err(map)?
     } else {
+        if decrypt {
+            let pass = prompter.passphrase(&prompt)?;
+            let keys = reencrypt::init_decrypt(vol, pass.expose_secret(), opts.key_slot, &res)
+                .map_err(map)?;
+            if opts.init_only {
+                return Ok(None);
+            }
+            return Ok(Some(keys));
+        }
         let unknown = vol
             .luks2_header()?
             .meta

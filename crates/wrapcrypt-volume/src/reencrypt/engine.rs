@@ -84,7 +84,7 @@ struct Run<'v> {
     buf: Vec<u8>,
 }
 
-fn cipher(
+pub(super) fn cipher(
     seg: &Segment,
     key: &SecretBytes,
     side: Side,
@@ -107,6 +107,11 @@ fn cipher(
     new_soft_cipher(&spec, key, seg.sector_size as usize)
         .map(Arc::from)
         .map_err(|e| err(e.to_string()))
+}
+
+/// One hash per `block` bytes of `buf` (the checksum resilience).
+pub(super) fn checksums(hash: HashAlg, block: u64, buf: &[u8]) -> Vec<u8> {
+    Run::checksums(hash, block, buf)
 }
 
 fn io(op: &'static str, dev: &Device, e: std::io::Error) -> ReencryptError {
@@ -310,7 +315,8 @@ impl Run<'_> {
     }
 }
 
-/// Finishes the reencryption recorded in `vol`'s header with `keys`.
+/// Finishes the forward reencryption recorded in `vol`'s header with
+/// `keys` (see [`super::resume`]).
 pub fn resume(
     vol: &mut Volume,
     keys: &ReencryptKeys,

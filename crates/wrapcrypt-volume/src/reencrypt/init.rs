@@ -74,7 +74,7 @@ pub struct InitOptions<'a> {
 const CHECKSUM_BLOCK: u32 = 4096;
 
 /// The largest gap of the keyslots area no keyslot uses: (offset, size).
-fn largest_gap(h: &Luks2Header) -> Option<(u64, u64)> {
+pub(super) fn largest_gap(h: &Luks2Header) -> Option<(u64, u64)> {
     let end = h.meta.keyslots_end(h.hdr_size);
     let mut used: Vec<(u64, u64)> = h
         .meta
@@ -91,6 +91,55 @@ fn largest_gap(h: &Luks2Header) -> Option<(u64, u64)> {
         cur = cur.max(b);
     }
     best
+}
+
+/// The on-disk resilience of `r` (checksums in 4096-byte blocks).
+pub(super) fn resilience_of(r: &InitResilience) -> Result<Resilience, ReencryptError> {
+    Ok(match r {
+        InitResilience::Checksum { hash } => {
+            HashAlg::from_name(hash).map_err(|e| ReencryptError::Invalid(e.to_string()))?;
+            Resilience::Checksum {
+                hash: hash.clone(),
+                sector_size: CHECKSUM_BLOCK,
+            }
+        }
+        InitResilience::Journal => Resilience::Journal,
+        InitResilience::None => Resilience::None,
+    })
+}
+
+/// The `reencrypt` keyslot over the area `[offset, offset + size)`.
+pub(super) fn reencrypt_keyslot(
+    offset: u64,
+    size: u64,
+    resilience: &Resilience,
+    mode: ReencryptMode,
+    direction: ReencryptDirection,
+) -> Keyslot {
+    let mut area_extra = Map::new();
+    if let Resilience::Checksum { hash, sector_size } = resilience {
+        area_extra.insert("hash".into(), Value::from(hash.clone()));
+        area_extra.insert("sector_size".into(), Value::from(*sector_size));
+    }
+    let mut ks_extra = Map::new();
+    ks_extra.insert("mode".into(), mode.as_str().into());
+    ks_extra.insert("direction".into(), direction.as_str().into());
+    Keyslot {
+        kind: "reencrypt".into(),
+        key_size: 1,
+        area: KeyslotArea {
+            kind: resilience.as_str().to_string(),
+            offset,
+            size,
+            encryption: None,
+            key_size: None,
+            extra: area_extra,
+        },
+        kdf: None,
+        af: None,
+        priority: Some(0),
+        extra: ks_extra,
+    }
 }
 
 /// Starts a key change on `vol` (`reencrypt --init-only`); returns the keys
@@ -153,17 +202,7 @@ pub fn init(vol: &mut Volume, opts: &InitOptions) -> Result<ReencryptKeys, Reenc
             "Unsupported encryption sector size {sector_size}."
         )));
     }
-    let resilience = match &opts.resilience {
-        InitResilience::Checksum { hash } => {
-            HashAlg::from_name(hash).map_err(|e| ReencryptError::Invalid(e.to_string()))?;
-            Resilience::Checksum {
-                hash: hash.clone(),
-                sector_size: CHECKSUM_BLOCK,
-            }
-        }
-        InitResilience::Journal => Resilience::Journal,
-        InitResilience::None => Resilience::None,
-    };
+    let resilience = resilience_of(&opts.resilience)?;
     let new_key = match &opts.new_key {
         Some(k) => SecretBytes::copy_from(k.expose_secret()),
         None => SecretBytes::random(key_len)
@@ -243,35 +282,15 @@ pub fn init(vol: &mut Volume, opts: &InitOptions) -> Result<ReencryptKeys, Reenc
         .find(|i| !n.meta.keyslots.contains_key(i))
         .ok_or(VolumeError::NoFreeKeyslot)?;
     let (area_offset, area_size) = largest_gap(&n).ok_or(VolumeError::NoFreeKeyslot)?;
-    let mut area_extra = Map::new();
-    if let Resilience::Checksum { hash, sector_size } = &resilience {
-        area_extra.insert("hash".into(), Value::from(hash.clone()));
-        area_extra.insert("sector_size".into(), Value::from(*sector_size));
-    }
-    let mut ks_extra = Map::new();
-    ks_extra.insert("mode".into(), ReencryptMode::Reencrypt.as_str().into());
-    ks_extra.insert(
-        "direction".into(),
-        ReencryptDirection::Forward.as_str().into(),
-    );
     n.meta.keyslots.insert(
         rslot,
-        Keyslot {
-            kind: "reencrypt".into(),
-            key_size: 1,
-            area: KeyslotArea {
-                kind: resilience.as_str().to_string(),
-                offset: area_offset,
-                size: area_size,
-                encryption: None,
-                key_size: None,
-                extra: area_extra,
-            },
-            kdf: None,
-            af: None,
-            priority: Some(0),
-            extra: ks_extra,
-        },
+        reencrypt_keyslot(
+            area_offset,
+            area_size,
+            &resilience,
+            ReencryptMode::Reencrypt,
+            ReencryptDirection::Forward,
+        ),
     );
     for v in &opts.new_tokens {
         let id = (0..wrapcrypt_format::luks2::TOKENS_MAX)

@@ -8,9 +8,14 @@
 //!   passphrase (both keyslots of a key change share it).
 //! * [`init`] writes the initial reencryption header of a key change
 //!   (`reencrypt --init-only`).
+//! * [`init_encrypt`] writes the initial detached header of an
+//!   encryption in place (`reencrypt --encrypt --header`).
 //! * [`resume`] verifies the metadata digest, recovers an interrupted
 //!   hotzone, runs the remaining hotzones and finalizes the header.
 
+mod backward;
+mod decrypt_init;
+mod encrypt_init;
 mod engine;
 mod init;
 mod layout;
@@ -25,7 +30,9 @@ use wrapcrypt_sector::SectorCipher;
 
 use crate::{Header, Volume, VolumeError};
 
-pub use engine::{resume, Finished, ResumeOptions};
+pub use decrypt_init::init_decrypt;
+pub use encrypt_init::{init_encrypt, EncryptInitOptions};
+pub use engine::{Finished, ResumeOptions};
 pub use init::{init, InitOptions, InitResilience};
 
 /// Why a reencryption could not start or go on.
@@ -132,6 +139,32 @@ impl ReencryptKeys {
         self.new
             .as_ref()
             .ok_or_else(|| ReencryptError::Invalid("the new volume key is not unlocked".into()))
+    }
+}
+
+/// Finishes the reencryption recorded in `vol`'s header with `keys`: a
+/// decryption runs backward (`backward.rs`), everything else forward
+/// (`engine.rs`).
+pub fn resume(
+    vol: &mut Volume,
+    keys: &ReencryptKeys,
+    opts: ResumeOptions,
+) -> Result<Finished, ReencryptError> {
+    let info = state(vol)?;
+    match info {
+        Some(i)
+            if i.mode == wrapcrypt_format::luks2::ReencryptMode::Decrypt
+                && i.direction == wrapcrypt_format::luks2::ReencryptDirection::Backward =>
+        {
+            vol.require_writable()?;
+            if opts.online.is_some() {
+                return Err(ReencryptError::Unsupported(
+                    "online decryption (the backward direction)".into(),
+                ));
+            }
+            backward::resume_decrypt(vol, keys, opts)
+        }
+        _ => engine::resume(vol, keys, opts),
     }
 }
 

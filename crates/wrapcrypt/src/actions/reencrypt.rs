@@ -54,16 +54,22 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
         sector_size: a.sector_size,
         pbkdf: pbkdf(&a.pbkdf),
         key_file: a.on.key.key_file.is_some(),
-        mode_change: if a.encrypt {
-            Some("--encrypt")
-        } else if a.decrypt {
-            Some("--decrypt")
-        } else {
-            None
-        },
+        mode_change: if a.decrypt { Some("--decrypt") } else { None },
     };
-    let mut vol = load(&a.on.dev, true)?;
-    let mut p = prompter(g, key_source(&a.on.key, None), None);
+    let encrypt_init = a.encrypt && !a.resume_only;
+    if !a.encrypt && (a.reduce_device_size.is_some() || a.uuid.is_some() || a.label.is_some()) {
+        return Err(CliError::usage(
+            "Options --reduce-device-size, --uuid and --label are for --encrypt.",
+        ));
+    }
+    // --encrypt asks for the new keyslot's passphrase (a key file, or a
+    // prompt asked twice on a terminal).
+    let key = key_source(&a.on.key, None);
+    let mut p = if encrypt_init {
+        prompter(g, None, key)
+    } else {
+        prompter(g, key, None)
+    };
     let tty = std::io::stderr().is_terminal() && !g.batch_mode;
     let start = Instant::now();
     let mut bar = |done: u64, total: u64| {
@@ -92,32 +98,44 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
         }
     };
     on_interrupt();
-    let out = match a.active_name.as_deref() {
-        Some(name) => {
-            if a.force_offline_reencrypt {
-                return Err(CliError::usage(
-                    "Options --active-name and --force-offline-reencrypt cannot be combined.",
-                ));
+    let out = if encrypt_init {
+        let enc = reencrypt::EncryptOptions {
+            header: a.on.dev.header.header.as_deref().map(std::path::Path::new),
+            reduce_device_size: a.reduce_device_size,
+            uuid: a.uuid.as_deref(),
+            label: a.label.as_deref(),
+            subsystem: a.subsystem.as_deref(),
+        };
+        reencrypt::encrypt(&opts, &enc, &mut p, Some(&mut bar), Some(&STOP))?
+    } else {
+        let mut vol = load(&a.on.dev, true)?;
+        match a.active_name.as_deref() {
+            Some(name) => {
+                if a.force_offline_reencrypt {
+                    return Err(CliError::usage(
+                        "Options --active-name and --force-offline-reencrypt cannot be combined.",
+                    ));
+                }
+                wrapcrypt_ops::online::reencrypt(
+                    vol,
+                    name,
+                    &opts,
+                    paths(&a.on.dev).1,
+                    &mut p,
+                    &mut bar,
+                    &STOP,
+                )?
             }
-            wrapcrypt_ops::online::reencrypt(
-                vol,
-                name,
-                &opts,
-                paths(&a.on.dev).1,
-                &mut p,
-                &mut bar,
-                &STOP,
-            )?
-        }
-        None => {
-            // An open device is reencrypted only through its server.
-            if let Some(name) = wrapcrypt_activate::is_backing_in_use(vol.data_path()) {
-                return Err(CliError::new(5, format!(
-                    "Device {} is in use (active as {name}): reencrypt it online with --active-name {name}, or close it first.",
-                    device.display()
-                )));
+            None => {
+                // An open device is reencrypted only through its server.
+                if let Some(name) = wrapcrypt_activate::is_backing_in_use(vol.data_path()) {
+                    return Err(CliError::new(5, format!(
+                        "Device {} is in use (active as {name}): reencrypt it online with --active-name {name}, or close it first.",
+                        device.display()
+                    )));
+                }
+                reencrypt::reencrypt(&mut vol, &opts, &mut p, Some(&mut bar), Some(&STOP))?
             }
-            reencrypt::reencrypt(&mut vol, &opts, &mut p, Some(&mut bar), Some(&STOP))?
         }
     };
     if g.verbose {

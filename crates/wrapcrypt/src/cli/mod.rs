@@ -496,12 +496,24 @@ pub struct ReencryptArgs {
     /// The new encryption sector size in bytes.
     #[arg(long, value_name = "BYTES")]
     pub sector_size: Option<u32>,
-    /// Encrypt a plain device (not supported yet).
+    /// Encrypt a plain device in place (with a detached --header).
     #[arg(long, visible_alias = "new", short = 'N')]
     pub encrypt: bool,
-    /// Decrypt the device (not supported yet).
+    /// Decrypt the device in place (with a detached --header).
     #[arg(long)]
     pub decrypt: bool,
+    /// Data shift of --encrypt, in bytes (K, M, G suffixes; not supported yet).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub reduce_device_size: Option<u64>,
+    /// UUID of the header --encrypt writes.
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
+    /// Label of the header --encrypt writes.
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+    /// Subsystem of the header --encrypt writes.
+    #[arg(long, value_name = "TEXT")]
+    pub subsystem: Option<String>,
     /// Reencrypt an active device by its mapping name (online; not supported yet).
     #[arg(long, value_name = "NAME")]
     pub active_name: Option<String>,

@@ -244,3 +244,56 @@ pub fn wc_init(img: &str, kf: &str, extra: &[&str]) -> Out {
     a.push(img);
     WC.run(&a)
 }
+
+/// Both header copies of `img` (16 KiB metadata) flag a hotzone, with the
+/// same seqid.
+pub fn hot_on_disk(img: &str) -> bool {
+    let mut b = vec![0u8; 0x8000];
+    if std::fs::File::open(img)
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        return false;
+    }
+    let has = |r: &[u8]| r.windows(15).any(|w| w == b"in-reencryption");
+    has(&b[..0x4000]) && has(&b[0x4000..]) && b[16..24] == b[0x4000 + 16..0x4000 + 24]
+}
+
+/// Runs cryptsetup ARGS and kills it (SIGKILL) while a hotzone is being
+/// rewritten (stopped first, so the state is seen whole): the state a power
+/// cut leaves.
+pub fn kill_mid_hotzone(args: &[&str], img: &str) {
+    let mut child = Command::new("cryptsetup")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cryptsetup runs");
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+    let signal = |sig| assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill");
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(child.try_wait().expect("wait").is_none(), "ended too early");
+        assert!(Instant::now() < deadline, "no progress");
+        if hot_on_disk(img) {
+            signal(libc::SIGSTOP);
+            while !stopped() {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            if hot_on_disk(img) {
+                break;
+            }
+            signal(libc::SIGCONT);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    signal(libc::SIGKILL);
+    child.wait().expect("wait");
+}
