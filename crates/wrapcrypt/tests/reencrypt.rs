@@ -395,3 +395,38 @@ fn detached_header() {
         );
     }
 }
+
+/// Several keyslots and no `--key-slot`, passphrases on stdin one per
+/// line: each keyslot's passphrase is asked and each gets a keyslot of the
+/// new key, as cryptsetup does (same header from both tools' init); after
+/// the run every passphrase opens the new key and the data is unchanged.
+#[test]
+fn several_keyslots_each_passphrase_asked_as_cryptsetup_does() {
+    let s = Scratch::new();
+    let (img, kf, h) = seeded(&s, "m.img", 20, "4096");
+    let kf2 = s.key("pw2", b"second passphrase");
+    assert_eq!(add_key(CS, &img, &kf, &kf2, Some(1)).code, 0);
+    let stdin = b"reencrypt test passphrase\nsecond passphrase\n";
+    let init = |tool: Tool, img: &str| {
+        let mut a = vec!["reencrypt", "-q", "--init-only"];
+        a.extend_from_slice(FAST);
+        a.push(img);
+        let o = tool.run_stdin(&a, Some(stdin));
+        assert_eq!(o.code, 0, "{tool:?} init: {o}");
+    };
+    let (w, c) = (s.copy(&img, "w.img"), s.copy(&img, "c.img"));
+    init(WC, &w);
+    init(CS, &c);
+    assert_eq!(masked_dump(&w), masked_dump(&c), "luksDump");
+    assert_eq!(masked_json(&w), masked_json(&c), "JSON");
+    // Either passphrase resumes; both open the new key afterwards.
+    assert_eq!(wc_resume(&w, &kf2, &[]).code, 0);
+    let j = json(&w);
+    let slots: Vec<&String> = j["keyslots"].as_object().unwrap().keys().collect();
+    assert_eq!(slots, ["2", "3"], "{j}");
+    for (slot, k) in [("2", &kf), ("3", &kf2)] {
+        assert_eq!(test_pass(CS, &w, k, &["-S", slot]), 0, "slot {slot}");
+        assert_eq!(test_pass(WC, &w, k, &["-S", slot]), 0, "slot {slot}");
+    }
+    assert_eq!(data_hash(&w, &kf, "4096"), h);
+}

@@ -230,18 +230,21 @@ pub fn init(vol: &mut Volume, opts: &InitOptions) -> Result<ReencryptKeys, Reenc
     let new_digest = (0..8)
         .find(|i| !h.meta.digests.contains_key(i))
         .ok_or(VolumeError::NoFreeKeyslot)?;
-    let mut n = h.clone();
-    let (mut planned, mut areas, mut new_slots) = (Vec::new(), Vec::new(), Vec::new());
+    // One header write per keyslot, as cryptsetup does (its epoch
+    // counts them): each step leaves an ordinary volume with one more
+    // unbound keyslot of the new key.
+    let mut new_slots = Vec::new();
     for (from_slot, pass) in &sources {
-        let from = &h.meta.keyslots[from_slot];
+        let cur = vol.luks2_header()?.clone();
+        let from = &cur.meta.keyslots[from_slot];
         let (area_cipher, area_key_size) = match (&from.area.encryption, from.area.key_size) {
             (Some(c), Some(k)) if !c.starts_with("cipher_null") => (c.clone(), k),
             _ => ("aes-xts-plain64".to_string(), 64),
         };
         let kdf = opts.pbkdf.resolve(area_key_size as usize)?;
         let (ks, material) = seal_keyslot(
-            &h,
-            &planned,
+            &cur,
+            &[],
             &new_key,
             pass,
             kdf,
@@ -251,29 +254,32 @@ pub fn init(vol: &mut Volume, opts: &InitOptions) -> Result<ReencryptKeys, Reenc
             None,
         )?;
         let slot = (0..KEYSLOTS_MAX)
-            .find(|i| !n.meta.keyslots.contains_key(i))
+            .find(|i| !cur.meta.keyslots.contains_key(i))
             .ok_or(VolumeError::NoFreeKeyslot)?;
-        planned.push((ks.area.offset, ks.area.size));
-        areas.push((ks.area.offset, material));
+        let mut n = cur.clone();
+        let area_offset = ks.area.offset;
         n.meta.keyslots.insert(slot, ks);
         new_slots.push(slot);
+        match n.meta.digests.get_mut(&new_digest) {
+            Some(d) => d.keyslots.push(slot),
+            None => {
+                n.meta.digests.insert(
+                    new_digest,
+                    crate::make_digest(
+                        &new_key,
+                        HashAlg::Sha256,
+                        vec![slot],
+                        vec![],
+                        opts.pbkdf.force_iterations,
+                    )?,
+                );
+            }
+        }
+        n.validate(!vol.is_detached())?;
+        vol.write_area(area_offset, &material)?;
+        vol.luks2_write(n)?;
     }
     let new_slot = new_slots[0];
-    n.meta.digests.insert(
-        new_digest,
-        crate::make_digest(
-            &new_key,
-            HashAlg::Sha256,
-            new_slots.clone(),
-            vec![],
-            opts.pbkdf.force_iterations,
-        )?,
-    );
-    n.validate(!vol.is_detached())?;
-    for (off, material) in &areas {
-        vol.write_area(*off, material)?;
-    }
-    vol.luks2_write(n)?;
     let h = vol.luks2_header()?.clone();
 
     // Write 2: the reencryption metadata.
