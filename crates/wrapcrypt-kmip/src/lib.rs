@@ -15,6 +15,7 @@
 //! length, never its content. See docs/kmip.md.
 
 pub mod client;
+pub mod config;
 pub mod enums;
 pub mod error;
 pub mod message;
@@ -23,6 +24,7 @@ pub mod tag;
 pub mod ttlv;
 
 pub use client::{ClientConfig, KmipClient};
+pub use config::KmipConfig;
 pub use enums::{
     CryptographicAlgorithm, ObjectType, Operation, ResultReason, ResultStatus,
     RevocationReasonCode, State,

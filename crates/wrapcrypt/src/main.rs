@@ -9,7 +9,8 @@ mod exit;
 mod prompt;
 
 use actions::{
-    activation, bench, custodian, generate, header, inventory, keyslots, reencrypt, tokens, wrapped,
+    activation, bench, custodian, fleet, generate, header, inventory, keyslots, reencrypt, tokens,
+    wrapped,
 };
 use cli::argv::{self, Parsed};
 use cli::{Action, Cli};
@@ -51,6 +52,7 @@ fn run(c: &Cli) -> Result<(), CliError> {
         Action::SetKey(a) => wrapped::setkey(g, a),
         Action::Keys(a) => inventory::keys(a),
         Action::Crypttab(a) => inventory::crypttab(a),
+        Action::Fleet(a) => fleet::run(a),
     }
 }
 

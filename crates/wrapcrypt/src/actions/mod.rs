@@ -5,6 +5,7 @@ pub mod activation;
 pub mod bench;
 pub mod common;
 pub mod custodian;
+pub mod fleet;
 pub mod generate;
 pub mod header;
 pub mod inventory;

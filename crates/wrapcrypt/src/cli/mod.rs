@@ -170,6 +170,9 @@ pub enum Action {
     /// Prints a volume's /etc/crypttab line.
     #[command(name = "crypttab", disable_help_flag = true)]
     Crypttab(CrypttabArgs),
+    /// Central volume inventory in the KMIP key manager.
+    #[command(name = "fleet", disable_help_flag = true)]
+    Fleet(FleetArgs),
 }
 
 /// luksFormat DEVICE [KEYFILE]
@@ -653,4 +656,27 @@ pub struct CrypttabArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub key: KeyFileOpts,
+}
+
+/// fleet register DEVICE… | fleet inventory
+#[derive(Args, Debug)]
+pub struct FleetArgs {
+    /// register or inventory.
+    #[arg(value_name = "ACTION")]
+    pub sub: String,
+    /// register: the LUKS2 devices to record.
+    #[arg(value_name = "DEVICE")]
+    pub devices: Vec<String>,
+    /// The key-manager configuration (server, ca, cert, key, group).
+    #[arg(long, value_name = "FILE")]
+    pub kmip_config: Option<String>,
+    /// The host name recorded / whose headers are checked (default: this host's).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// inventory: the custodian's current master-key verification pattern.
+    #[arg(long, value_name = "HEX")]
+    pub current_mkvp: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
