@@ -21,13 +21,17 @@ use wrapcrypt_kmip::{KmipClient, LocateQuery, ObjectType};
 use wrapped_common::*;
 
 fn write_conf(path: &Path, kms: &KmipServer, port: u16, group: &str) {
+    write_conf_as(path, kms, port, group, "client");
+}
+
+fn write_conf_as(path: &Path, kms: &KmipServer, port: u16, group: &str, id: &str) {
     std::fs::write(
         path,
         format!(
             "server = 127.0.0.1:{port}\nca = {}\ncert = {}\nkey = {}\ngroup = {group}\ntimeout = 10\n",
             kms.path("ca.pem").display(),
-            kms.path("client.pem").display(),
-            kms.path("client.key").display(),
+            kms.path(&format!("{id}.pem")).display(),
+            kms.path(&format!("{id}.key")).display(),
         ),
     )
     .unwrap();
@@ -272,6 +276,19 @@ fn fleet_inventory() {
         "xyz",
     ]);
     assert_eq!(o.code, 1, "{o}");
+    // A client certificate of another CA: refused, one line.
+    let rogue = s.p("rogue.conf");
+    write_conf_as(Path::new(&rogue), &kms, kms.port, "web", "rogue");
+    let o = WC.run(&["fleet", "inventory", "--kmip-config", &rogue]);
+    eprintln!("rogue certificate: exit {} {}", o.code, o.stderr.trim());
+    assert_eq!(o.code, 2, "{o}");
+    assert_eq!(o.stderr.trim().lines().count(), 1, "{o}");
+    // Another certificate identity (CN) sees none of these records: PyKMIP
+    // objects belong to the CN that registered them (docs/fleet.md).
+    let other = s.p("other.conf");
+    write_conf_as(Path::new(&other), &kms, kms.port, "web", "other");
+    let inv = inventory(&other, &[]);
+    assert_eq!(inv["volumes"].as_array().unwrap().len(), 0, "{inv}");
     eprintln!("fleet_inventory: {:.1?}", t0.elapsed());
 }
 
