@@ -247,6 +247,40 @@ fn fleet_inventory() {
         "{o}"
     );
 
+    // A register interrupted between Register and Destroy leaves an older
+    // duplicate: the newest record wins, the older id is reported as stale;
+    // the next register removes both. A foreign object in the group is skipped.
+    let v3id = by_name(&mut k, &u3);
+    let mut old: Value = serde_json::from_slice(&k.get_opaque(&v3id[0]).unwrap()).unwrap();
+    old["registered-at"] = 1.into();
+    old["header-sha256"] = "00".into();
+    let name3 = format!("wrapcrypt-vol-{u3}");
+    let dup = k
+        .register_opaque(&name3, &["web-inventory"], old.to_string().as_bytes())
+        .unwrap();
+    let junk = k
+        .register_opaque("not-a-record", &["web-inventory"], b"junk")
+        .unwrap();
+    let inv = inventory(&conf, &["--host", "host2", "--current-mkvp", &mk2]);
+    assert_eq!(flags(&inv), want, "{inv}");
+    assert_eq!(inv["stale"], serde_json::json!([dup]), "{inv}");
+    assert_eq!(inv["skipped"][0]["id"], junk.as_str(), "{inv}");
+    WC.ok(&[
+        "fleet",
+        "register",
+        "--kmip-config",
+        &conf,
+        "--host",
+        "host2",
+        &v3,
+    ]);
+    assert_eq!(by_name(&mut k, &u3).len(), 1);
+    let inv = inventory(&conf, &["--host", "host2", "--current-mkvp", &mk2]);
+    assert_eq!(inv["stale"], serde_json::json!([]), "{inv}");
+    let v3flags = &flags(&inv)[&u3];
+    assert_eq!(v3flags, &fl(&[], true), "re-registered: header known again");
+    k.destroy(&junk).unwrap();
+
     // Bad input: the key manager down (a closed port), a device that is
     // not LUKS, a bad --current-mkvp. One line each, cryptsetup's codes.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
