@@ -223,3 +223,70 @@ fn waes_volume_suspends_and_resumes_with_its_data() {
     assert_eq!(sha256(&std::fs::read(&out).unwrap()), sha256(&data));
     c.ok(&["close", &name]);
 }
+
+/// The FUSE connection id of `name`'s mount (its anonymous device minor).
+fn fuse_connection(name: &str) -> String {
+    let mp = format!("/run/wrapcrypt/{name}/fuse");
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mi
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(mp.as_str()))
+        .unwrap_or_else(|| panic!("{mp} not mounted"));
+    let dev = line.split(' ').nth(2).unwrap();
+    dev.split_once(':').unwrap().1.to_string()
+}
+
+#[test]
+fn a_session_that_ends_while_suspended_releases_the_held_requests() {
+    let s = Scratch::new();
+    let img = s.image("v.img", 32);
+    let kf = s.key("pass", b"suspend-abort");
+    let mut args = vec!["luksFormat", "-q", img.as_str(), kf.as_str()];
+    args.extend(FAST);
+    WC.ok(&args);
+    let name = format!("wcsuspa{}", std::process::id());
+    WC.ok(&["open", &img, &name, "--key-file", &kf]);
+    let _guard = Close(name.clone());
+    write_data(&s, &name, 9);
+    let pid = state(&name)["pid"].as_u64().unwrap() as u32;
+    WC.ok(&["luksSuspend", &name]);
+    let mut dd = start_read(&name, &s.p("read"));
+    assert!(wait_for(&mut dd, Duration::from_secs(1)).is_none());
+    // The kernel ends the session (as on a forced unmount): no close, no
+    // abort request; the server must notice and let its held workers go.
+    let conn = fuse_connection(&name);
+    if !std::path::Path::new("/sys/fs/fuse/connections/")
+        .join(&conn)
+        .exists()
+    {
+        // fusectl, as systemd mounts it at boot (left mounted: shared, harmless).
+        let st = Command::new("mount")
+            .args(["-t", "fusectl", "fusectl", "/sys/fs/fuse/connections"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount fusectl");
+    }
+    std::fs::write(format!("/sys/fs/fuse/connections/{conn}/abort"), "1").unwrap();
+    let st = wait_for(&mut dd, Duration::from_secs(5)).expect("read still blocked");
+    assert!(!st.success());
+    let t0 = Instant::now();
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    while alive() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !alive(),
+        "server still running {:?} after the session ended",
+        t0.elapsed()
+    );
+    println!("server ended {:?} after the connection abort", t0.elapsed());
+    // Whatever is left is cleaned up by status/close.
+    assert_eq!(WC.run(&["status", &name]).code, 4);
+    assert!(!std::path::Path::new(&format!("/dev/mapper/{name}")).exists());
+    assert!(!std::path::Path::new(&format!("/run/wrapcrypt/{name}")).exists());
+}
