@@ -18,7 +18,7 @@ use wrapped_common::{format_waes, Custodian};
 struct Close(String);
 impl Drop for Close {
     fn drop(&mut self) {
-        let _ = WC.cmd(&["close", &self.0]).status();
+        let _ = WC.cmd(&["close", &self.0]).stderr(Stdio::null()).status();
     }
 }
 
