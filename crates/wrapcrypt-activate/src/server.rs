@@ -127,6 +127,19 @@ pub fn run_server(
     cipher: Arc<dyn SectorCipher>,
     ready: impl FnOnce(Result<&ActiveInfo, &ActivateError>),
 ) -> Result<(), ActivateError> {
+    run_server_with_end(cfg, cipher, ready, || {})
+}
+
+/// [`run_server`], calling `on_end` as soon as the session is over (the
+/// first worker that was serving returns: unmount or abort), before the
+/// others are joined: workers held by the cipher (a suspended device)
+/// must be let go there, or they are never joined.
+pub fn run_server_with_end(
+    cfg: ServeConfig,
+    cipher: Arc<dyn SectorCipher>,
+    ready: impl FnOnce(Result<&ActiveInfo, &ActivateError>),
+    on_end: impl FnOnce(),
+) -> Result<(), ActivateError> {
     let mut ready = Some(ready);
     let started = start(&cfg, cipher);
     let (info, fs, workers) = match started {
@@ -137,6 +150,13 @@ pub fn run_server(
         }
     };
     (ready.take().expect("once"))(Ok(&info));
+    // Threads that ended during set-up (a ring thread whose REGISTER
+    // failed) do not mean the session is over.
+    let ended_early = workers.iter().filter(|w| w.is_finished()).count();
+    while workers.iter().filter(|w| w.is_finished()).count() == ended_early {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    on_end();
     for w in workers {
         let _ = w.join();
     }

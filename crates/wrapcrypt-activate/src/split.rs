@@ -101,6 +101,39 @@ impl SectorCipher for SplitCipher {
 struct Hot {
     zone: Option<(u64, u64)>,
     in_flight: Vec<(u64, u64)>,
+    /// `luksSuspend`: the zone covers the whole device until resumed.
+    suspended: bool,
+    /// The session ended: requests held by a suspend go on (and fail).
+    aborted: bool,
+}
+
+/// What a suspended device serves: no key, every request fails.
+struct NoKey(usize);
+
+impl SectorCipher for NoKey {
+    fn sector_size(&self) -> usize {
+        self.0
+    }
+    fn encrypt(&self, _: u64, _: &mut [u8]) -> Result<(), SectorError> {
+        Err(SectorError::Provider("the device is suspended".into()))
+    }
+    fn decrypt(&self, _: u64, _: &mut [u8]) -> Result<(), SectorError> {
+        Err(SectorError::Provider("the device is suspended".into()))
+    }
+}
+
+/// Why [`LiveCipher::suspend`] or [`LiveCipher::resume`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SuspendError {
+    /// Suspend of a suspended device.
+    AlreadySuspended,
+    /// Resume of a device that is not suspended.
+    NotSuspended,
+    /// The session is ending.
+    Aborted,
+    /// The new cipher's sector size differs from the device's.
+    SectorSize,
 }
 
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
@@ -148,11 +181,75 @@ impl LiveCipher {
         Ok(())
     }
 
+    /// `luksSuspend`: waits until no request is in flight, then holds every
+    /// new one and drops the cipher (a soft key is zeroized as its last
+    /// `Arc` goes; a provider session is closed).
+    pub fn suspend(&self) -> Result<(), SuspendError> {
+        let mut h = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if h.aborted {
+                return Err(SuspendError::Aborted);
+            }
+            if h.suspended {
+                return Err(SuspendError::AlreadySuspended);
+            }
+            if h.zone.is_none() {
+                break;
+            }
+            h = self.moved.wait(h).unwrap_or_else(|p| p.into_inner());
+        }
+        h.zone = Some((0, u64::MAX));
+        h.suspended = true;
+        while !h.in_flight.is_empty() && !h.aborted {
+            h = self.moved.wait(h).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(h);
+        let old = std::mem::replace(
+            &mut *self.cur.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(NoKey(self.sector)),
+        );
+        drop(old);
+        Ok(())
+    }
+
+    /// Whether the device is suspended.
+    pub fn is_suspended(&self) -> bool {
+        self.hot.lock().unwrap_or_else(|p| p.into_inner()).suspended
+    }
+
+    /// `luksResume`: serves `c` and lets the held requests go on.
+    pub fn resume(&self, c: Arc<dyn SectorCipher>) -> Result<(), SuspendError> {
+        if c.sector_size() != self.sector {
+            return Err(SuspendError::SectorSize);
+        }
+        let mut h = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        if !h.suspended {
+            return Err(SuspendError::NotSuspended);
+        }
+        if h.aborted {
+            return Err(SuspendError::Aborted);
+        }
+        *self.cur.write().unwrap_or_else(|p| p.into_inner()) = c;
+        h.suspended = false;
+        h.zone = None;
+        drop(h);
+        self.moved.notify_all();
+        Ok(())
+    }
+
+    /// The session ended: requests held by a suspend are let go and fail
+    /// (EIO), so the workers can end; a suspend is refused from now on.
+    pub fn abort(&self) {
+        self.hot.lock().unwrap_or_else(|p| p.into_inner()).aborted = true;
+        self.moved.notify_all();
+    }
+
     /// Runs `f` while no request touches IV sectors `[start, end)`: new
     /// ones wait, and `f` starts once those in flight have ended.
     pub fn exclusive<T>(&self, start: u64, end: u64, f: impl FnOnce() -> T) -> T {
         let zone = (start, end);
         let mut h = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        // A suspended device holds its zone until resumed.
         while h.zone.is_some() {
             h = self.moved.wait(h).unwrap_or_else(|p| p.into_inner());
         }
@@ -184,7 +281,7 @@ impl SectorCipher for LiveCipher {
     fn io_begin(&self, iv_sector: u64, len: usize) {
         let r = (iv_sector, iv_sector + (len as u64).div_ceil(512));
         let mut h = self.hot.lock().unwrap_or_else(|p| p.into_inner());
-        while h.zone.is_some_and(|z| overlaps(z, r)) {
+        while h.zone.is_some_and(|z| overlaps(z, r)) && !(h.suspended && h.aborted) {
             h = self.moved.wait(h).unwrap_or_else(|p| p.into_inner());
         }
         h.in_flight.push(r);
@@ -195,7 +292,7 @@ impl SectorCipher for LiveCipher {
         if let Some(i) = h.in_flight.iter().position(|x| *x == r) {
             h.in_flight.swap_remove(i);
         }
-        let waiting = h.zone.is_some_and(|z| overlaps(z, r));
+        let waiting = h.zone.is_some_and(|z| overlaps(z, r)) || h.suspended;
         drop(h);
         if waiting {
             self.moved.notify_all();
@@ -241,6 +338,50 @@ mod tests {
         assert!(d.iter().all(|&b| b == 1));
         assert!(s.set_boundary(3).is_err(), "not on a 4096-byte sector");
         assert!(s.encrypt(0, &mut [0u8; 512]).is_err(), "partial sector");
+    }
+
+    #[test]
+    fn suspend_holds_requests_until_resume_and_abort_fails_them() {
+        use std::time::{Duration, Instant};
+        let live = Arc::new(LiveCipher::new(Arc::new(Add(1, 512))));
+        live.suspend().unwrap();
+        assert_eq!(live.suspend(), Err(SuspendError::AlreadySuspended));
+        assert!(
+            live.decrypt(0, &mut [0u8; 512]).is_err(),
+            "no key while suspended"
+        );
+        let l = live.clone();
+        let t = std::thread::spawn(move || {
+            l.io_begin(8, 512);
+            let mut d = [0u8; 512];
+            let r = l.encrypt(8, &mut d).map(|()| d[0]);
+            l.io_end(8, 512);
+            (Instant::now(), r)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!t.is_finished(), "a request ran while suspended");
+        let t0 = Instant::now();
+        live.resume(Arc::new(Add(3, 512))).unwrap();
+        let (ran, r) = t.join().unwrap();
+        assert!(ran >= t0);
+        assert_eq!(r.unwrap(), 3, "served by the new cipher");
+        assert_eq!(
+            live.resume(Arc::new(Add(3, 512))),
+            Err(SuspendError::NotSuspended)
+        );
+        // Abort lets a held request go, and it fails.
+        live.suspend().unwrap();
+        let l = live.clone();
+        let t = std::thread::spawn(move || {
+            l.io_begin(0, 512);
+            let r = l.decrypt(0, &mut [0u8; 512]);
+            l.io_end(0, 512);
+            r
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        live.abort();
+        assert!(t.join().unwrap().is_err());
+        assert!(live.resume(Arc::new(Add(1, 512))).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod providers;
 pub mod reencipher;
 pub mod reencrypt;
 pub mod setkey;
+pub mod suspend;
 pub mod tokens;
 pub mod validate;
 pub mod wrapped;

@@ -59,19 +59,39 @@ pub fn serve(name: &str, live: Arc<LiveCipher>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("wc-control".into())
         .spawn(move || {
-            for conn in l.incoming().flatten() {
+            for mut conn in l.incoming().flatten() {
                 if !peer_allowed(&conn) {
+                    continue;
+                }
+                let Some(line) = request_line(&mut conn) else {
+                    continue;
+                };
+                let op = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v["op"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+                let busy = running.as_ref().is_some_and(|(_, h)| !h.is_finished());
+                if op == "suspend" || op == "resume" || op == "abort" {
+                    if busy && op != "abort" {
+                        let _ = writeln!(conn, "error 5 Device {name} is in online reencryption; wait for it or stop it before luksSuspend.");
+                        continue;
+                    }
+                    let (name, live) = (name.clone(), live.clone());
+                    std::thread::spawn(move || crate::suspend::handle(conn, &op, &name, &live));
+                    continue;
+                }
+                if busy {
+                    let _ = writeln!(conn, "error A reencryption of this device is already running.");
+                    continue;
+                }
+                if live.is_suspended() {
+                    let _ = writeln!(conn, "error Device {name} is suspended; luksResume it first.");
                     continue;
                 }
                 let stop = Arc::new(AtomicBool::new(false));
                 let (name, live, s) = (name.clone(), live.clone(), stop.clone());
-                let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-                if running.as_ref().is_some_and(|(_, h)| !h.is_finished()) {
-                    let mut c = conn;
-                    let _ = writeln!(c, "error A reencryption of this device is already running.");
-                    continue;
-                }
-                let h = std::thread::spawn(move || handle(conn, &name, &live, s));
+                let h = std::thread::spawn(move || handle(conn, line, &name, &live, s));
                 *running = Some((stop, h));
             }
         })?;
@@ -86,6 +106,26 @@ pub fn shutdown() {
         stop.store(true, Ordering::SeqCst);
         let _ = h.join();
     }
+}
+
+/// The request's first line, read byte by byte so that the payload after
+/// it stays in the socket; a client that sends none within 5 s is dropped.
+fn request_line(c: &mut UnixStream) -> Option<String> {
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 64 * 1024 {
+        match c.read(&mut b) {
+            Ok(1) if b[0] == b'\n' => {
+                c.set_read_timeout(None).ok()?;
+                return String::from_utf8(line).ok();
+            }
+            Ok(1) => line.push(b[0]),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Root, or the server's own user (SO_PEERCRED).
@@ -130,12 +170,12 @@ impl OnlineGate for Gate<'_> {
     }
 }
 
-fn handle(conn: UnixStream, name: &str, live: &LiveCipher, stop: Arc<AtomicBool>) {
+fn handle(conn: UnixStream, line: String, name: &str, live: &LiveCipher, stop: Arc<AtomicBool>) {
     let mut out = match conn.try_clone() {
         Ok(c) => c,
         Err(_) => return,
     };
-    let r = run_request(conn, name, live, stop, &mut out);
+    let r = run_request(conn, line, name, live, stop, &mut out);
     let line = match r {
         Ok(f) => format!("done {} {} {}", f.bytes, f.steps, f.recovered as u8),
         Err(ReencryptError::Interrupted { done, total }) => format!("interrupted {done} {total}"),
@@ -146,6 +186,7 @@ fn handle(conn: UnixStream, name: &str, live: &LiveCipher, stop: Arc<AtomicBool>
 
 fn run_request(
     conn: UnixStream,
+    line: String,
     name: &str,
     live: &LiveCipher,
     stop: Arc<AtomicBool>,
@@ -153,8 +194,6 @@ fn run_request(
 ) -> Result<reencrypt::Finished, ReencryptError> {
     let bad = |m: &str| ReencryptError::Invalid(m.to_string());
     let mut rd = BufReader::new(conn);
-    let mut line = String::new();
-    rd.read_line(&mut line).map_err(|_| bad("no request"))?;
     let req: serde_json::Value = serde_json::from_str(&line).map_err(|_| bad("bad request"))?;
     let mut len = [0u8; 4];
     rd.read_exact(&mut len).map_err(|_| bad("no payload"))?;

@@ -22,6 +22,8 @@ fn run(c: &Cli) -> Result<(), CliError> {
         Action::LuksFormat(a) => keyslots::format(g, a),
         Action::Open(a) => activation::open(g, a),
         Action::Close(a) => activation::close(a),
+        Action::Suspend(a) => activation::suspend(a),
+        Action::Resume(a) => activation::resume(g, a),
         Action::Status(a) => activation::status(a),
         Action::Serve => activation::serve(),
         Action::Generate(a) => generate::run(a),

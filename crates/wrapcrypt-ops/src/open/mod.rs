@@ -87,15 +87,42 @@ pub fn prepare(
     reg: &Registry,
     prompter: &mut dyn Prompter,
 ) -> Result<SecretBytes, OpsError> {
+    prepare_with(vol, opts, reg, prompter, false)
+}
+
+/// `luksResume`: unlocks as [`prepare`] does and returns the same payload,
+/// for the server that already serves `opts.name` (so the name is not
+/// checked to be free).
+pub fn prepare_resume(
+    vol: Volume,
+    opts: &OpenOptions,
+    reg: &Registry,
+    prompter: &mut dyn Prompter,
+) -> Result<SecretBytes, OpsError> {
+    prepare_with(vol, opts, reg, prompter, true)
+}
+
+fn prepare_with(
+    vol: Volume,
+    opts: &OpenOptions,
+    reg: &Registry,
+    prompter: &mut dyn Prompter,
+    resume: bool,
+) -> Result<SecretBytes, OpsError> {
     let (dev, name) = (opts.device, opts.name);
     let mut req = opts.unlock.clone();
     req.need_bound = true;
     if vol.version() == 1 {
-        return prepare_luks1(vol, opts, &req, reg, prompter);
+        return prepare_luks1(vol, opts, &req, reg, prompter, resume);
     }
     if let Some(info) =
         wrapcrypt_volume::reencrypt::state(&vol).map_err(|e| OpsError::usage(e.to_string()))?
     {
+        if resume {
+            return Err(OpsError::usage(
+                "Resume of a device in reencryption is not supported; close it and open it again.",
+            ));
+        }
         return reencrypting::prepare(vol, opts, info, prompter);
     }
     vol.check_requirements()?;
@@ -112,7 +139,9 @@ pub fn prepare(
             "Cipher {enc} needs the kernel's paes cipher through device-mapper, which this host does not have."
         )));
     }
-    check_free(name, dev)?;
+    if !resume {
+        check_free(name, dev)?;
+    }
     let u = wrapcrypt_unlock::unlock(&vol, &req, reg, prompter)?;
     let mut cfg = ServeConfig::new(name, dev);
     cfg.data_offset = if vol.is_detached() || seg.offset > 0 {
@@ -178,11 +207,14 @@ fn prepare_luks1(
     req: &UnlockRequest,
     reg: &Registry,
     prompter: &mut dyn Prompter,
+    resume: bool,
 ) -> Result<SecretBytes, OpsError> {
     let h = vol.luks1_header()?.clone();
     let enc = h.cipher_spec();
     check_cipher(&enc)?;
-    check_free(opts.name, opts.device)?;
+    if !resume {
+        check_free(opts.name, opts.device)?;
+    }
     let u = wrapcrypt_unlock::unlock(&vol, req, reg, prompter)?;
     let mut cfg = ServeConfig::new(opts.name, opts.device);
     // A detached header's payload offset counts on the data device too.

@@ -14,7 +14,7 @@ use wrapcrypt_unlock::{external, Registry, UnlockRequest};
 
 use super::common::{key_source, load, prompter, provider_choice, read_pin};
 use crate::cli::opts::Global;
-use crate::cli::{NameArgs, OpenArgs, StatusArgs};
+use crate::cli::{Dev, NameArgs, OpenArgs, ResumeArgs, StatusArgs, SuspendArgs};
 use crate::exit::CliError;
 
 /// open / luksOpen DEVICE NAME (or --test-passphrase DEVICE).
@@ -122,16 +122,24 @@ pub fn serve() -> Result<(), CliError> {
     // can switch the layout while the device stays open.
     let live = std::sync::Arc::new(wrapcrypt_activate::LiveCipher::new(cipher));
     let name = start.config.name.clone();
-    let r = wrapcrypt_activate::run_server(start.config, live.clone(), |r| {
-        if r.is_ok() {
-            if let Err(e) = wrapcrypt_ops::online::serve(&name, live.clone()) {
-                eprintln!(
-                    "wrapcrypt server {name}: no control socket, so no online reencryption: {e}"
+    let ending = live.clone();
+    let r = wrapcrypt_activate::run_server_with_end(
+        start.config,
+        live.clone(),
+        |r| {
+            if r.is_ok() {
+                if let Err(e) = wrapcrypt_ops::online::serve(&name, live.clone()) {
+                    eprintln!(
+                    "wrapcrypt server {name}: no control socket, so no online reencryption or suspend: {e}"
                 );
+                }
             }
-        }
-        let _ = ready.send(r);
-    });
+            let _ = ready.send(r);
+        },
+        // Requests a suspend holds fail (EIO) once the session is over,
+        // so the workers end and close does not hang.
+        move || ending.abort(),
+    );
     // A reencryption in flight finishes its hotzone before the server goes.
     wrapcrypt_ops::online::shutdown();
     r?;
@@ -141,7 +149,61 @@ pub fn serve() -> Result<(), CliError> {
 /// close NAME.
 pub fn close(a: &NameArgs) -> Result<(), CliError> {
     let name = &a.name;
+    if wrapcrypt_ops::suspend::is_suspended(name) {
+        // The loop detach flushes and waits for requests the suspend
+        // holds: the server fails them first (no key to serve them).
+        wrapcrypt_ops::suspend::abort(name)?;
+    }
     wrapcrypt_activate::close(name)?;
+    Ok(())
+}
+
+/// luksSuspend NAME.
+pub fn suspend(a: &SuspendArgs) -> Result<(), CliError> {
+    wrapcrypt_ops::suspend::suspend(&a.name)?;
+    Ok(())
+}
+
+/// luksResume NAME: unlocks the volume the server serves, as open does.
+pub fn resume(g: &Global, a: &ResumeArgs) -> Result<(), CliError> {
+    let name = a.name.as_str();
+    let st = wrapcrypt_ops::suspend::check_resumable(name)?;
+    let device = st.info.backing.to_string_lossy().into_owned();
+    let dev = Dev {
+        device: device.clone(),
+        header: a.header.clone(),
+    };
+    let vol = load(&dev, false)?;
+    let pin = read_pin(a.provider.pin.pin_file.as_deref())?;
+    let prompt = format!("Enter passphrase for {device}: ");
+    let req = UnlockRequest {
+        token_id: a.tokens.id.token_id,
+        token_type: a.tokens.token_type.as_deref(),
+        token_only: a.tokens.token_only,
+        key_slot: a.slot.key_slot,
+        has_key_file: a.key.key_file.is_some(),
+        need_bound: true,
+        pin: pin.as_ref(),
+        tpm2_device: a.tokens.tpm2.tpm2_device.as_deref(),
+        prompt: &prompt,
+        verbose: g.verbose,
+    };
+    let reg = if g.disable_external_tokens {
+        Registry::default()
+    } else {
+        Registry::with_external(&external::search_path())
+    };
+    let mut p = prompter(g, key_source(&a.key, None), None);
+    let opts = OpenOptions {
+        device: &device,
+        name,
+        read_only: st.info.read_only,
+        allow_discards: st.info.allow_discards,
+        unlock: req,
+        provider: provider_choice(&a.provider, &pin),
+    };
+    let pl = open::prepare_resume(vol, &opts, &reg, &mut p)?;
+    wrapcrypt_ops::suspend::resume(name, &pl)?;
     Ok(())
 }
 
@@ -180,12 +242,18 @@ pub fn status(a: &StatusArgs) -> Result<(), CliError> {
                 "discards": i.allow_discards,
                 "fuse-transport": (!i.fuse_transport.is_empty()).then_some(&i.fuse_transport),
                 "reencryption": i.extra.get("reencryption"),
+                "suspended": !x("suspended").is_empty(),
             })
         );
         return Ok(());
     }
     println!(
-        "/dev/mapper/{name} is active{}.",
+        "/dev/mapper/{name} is active{}{}.",
+        if x("suspended").is_empty() {
+            ""
+        } else {
+            " (suspended)"
+        },
         if st.in_use { " and is in use" } else { "" }
     );
     println!("  type:    {}", x("type"));
@@ -218,6 +286,9 @@ pub fn status(a: &StatusArgs) -> Result<(), CliError> {
     );
     if i.allow_discards {
         println!("  flags:   discards");
+    }
+    if !x("suspended").is_empty() {
+        println!("  suspended: yes (I/O blocked, key dropped; luksResume {name})");
     }
     if !x("reencryption").is_empty() {
         println!("  reencryption: {}", x("reencryption"));

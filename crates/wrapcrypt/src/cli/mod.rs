@@ -89,6 +89,12 @@ pub enum Action {
     /// Shows the state of /dev/mapper/NAME.
     #[command(name = "status", disable_help_flag = true)]
     Status(StatusArgs),
+    /// Suspends /dev/mapper/NAME: I/O blocks and the key is dropped.
+    #[command(name = "luksSuspend", disable_help_flag = true)]
+    Suspend(SuspendArgs),
+    /// Resumes a suspended /dev/mapper/NAME (unlocks it again).
+    #[command(name = "luksResume", disable_help_flag = true)]
+    Resume(ResumeArgs),
     /// The server process of an open volume (internal).
     #[command(name = "__serve", hide = true, disable_help_flag = true)]
     Serve,
@@ -235,6 +241,38 @@ pub struct StatusArgs {
     /// Print JSON (docs/json-output.md).
     #[arg(long)]
     pub json: bool,
+}
+
+/// luksSuspend NAME
+#[derive(Args, Debug)]
+pub struct SuspendArgs {
+    /// The name under /dev/mapper.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Header option (accepted; the server knows its volume).
+    #[command(flatten)]
+    pub header: HeaderOpt,
+}
+
+/// luksResume NAME
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// The name under /dev/mapper.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Header option.
+    #[command(flatten)]
+    pub header: HeaderOpt,
+    /// `--key-file`, `--keyfile-size`, `--keyfile-offset`.
+    #[command(flatten)]
+    pub key: KeyFileOpts,
+    /// `--key-slot`.
+    #[command(flatten)]
+    pub slot: KeySlotOpt,
+    #[command(flatten)]
+    pub tokens: TokenSelect,
+    #[command(flatten)]
+    pub provider: ProviderOpts,
 }
 
 /// close NAME
