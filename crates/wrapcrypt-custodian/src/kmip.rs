@@ -6,8 +6,8 @@ use wrapcrypt_kmip::ops::attr;
 use wrapcrypt_kmip::{KeySpec, KmipClient, KmipError, State};
 use wrapcrypt_secret::SecretBytes;
 
-use crate::kmip_config::KmipConfig;
 use crate::registers::MASTER_KEY_LEN;
+use wrapcrypt_kmip::KmipConfig;
 
 /// What the key manager says about one object.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,7 +3,6 @@
 
 mod config;
 mod kmip;
-mod kmip_config;
 mod registers;
 mod seal;
 mod seal_error;
@@ -22,9 +21,9 @@ use std::sync::Arc;
 
 use config::Config;
 use kmip::KmipBackend;
-use kmip_config::KmipConfig;
 use seal::Store;
 use server::{Daemon, STOP};
+use wrapcrypt_kmip::KmipConfig;
 
 fn main() {
     // Before anything else: no core dumps, no ptrace by other users.
