@@ -15,14 +15,7 @@ use reencrypt_common::*;
 /// --header` init of it. Returns (data, header, key file, plaintext hash).
 fn cs_encrypt_init(s: &Scratch, resilience: &str) -> (String, String, String, String) {
     let kf = s.key("pw", b"encrypt test passphrase");
-    let img = s.p("data.img");
-    let st = std::process::Command::new("head")
-        .args(["-c", &(4u64 << 20).to_string(), "/dev/urandom"])
-        .stdout(std::fs::File::create(&img).expect("data"))
-        .status()
-        .expect("head");
-    assert!(st.success());
-    let plain = sha256_file(&img);
+    let (img, plain) = random_file(s, "data.img", 4 << 20);
     let hdr = s.p("hdr.img");
     let mut a = vec![
         "reencrypt",

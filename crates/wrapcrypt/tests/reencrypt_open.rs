@@ -14,19 +14,6 @@ use common::*;
 use reencrypt_common::*;
 use wrapped_common::*;
 
-/// Random plaintext for the whole opened volume: (file, its SHA-256).
-fn new_plaintext(s: &Scratch, bytes: u64) -> (String, String) {
-    let p = s.p("p2.bin");
-    let st = Command::new("head")
-        .args(["-c", &bytes.to_string(), "/dev/urandom"])
-        .stdout(std::fs::File::create(&p).unwrap())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let h = sha256_file(&p);
-    (p, h)
-}
-
 fn dd_to(src: &str, name: &str) {
     let st = Command::new("dd")
         .args(["bs=1M", "oflag=direct", "status=none"])
@@ -80,7 +67,7 @@ fn open_mid_reencryption_by_cryptsetup_reads_and_writes_both_layouts() {
         h,
         "reads across the boundary"
     );
-    let (p2, h2) = new_plaintext(&s, 32 << 20);
+    let (p2, h2) = random_file(&s, "p2.bin", 32 << 20);
     dd_to(&p2, &name);
     assert_eq!(sha256_file(&format!("/dev/mapper/{name}")), h2);
     WC.ok(&["close", &name]);
@@ -136,7 +123,7 @@ fn open_mid_reencryption_onto_a_custodian_key() {
         h,
         "reads across the boundary"
     );
-    let (p2, h2) = new_plaintext(&s, 32 << 20);
+    let (p2, h2) = random_file(&s, "p2.bin", 32 << 20);
     dd_to(&p2, &name);
     c.ok(&["close", &name]);
     assert_eq!(boundary(&img), done);

@@ -67,6 +67,19 @@ pub fn sha256_file(path: &str) -> String {
     String::from_utf8_lossy(&o.stdout)[..64].to_string()
 }
 
+/// A file `name` in `s` of `bytes` random bytes: (path, its SHA-256).
+pub fn random_file(s: &Scratch, name: &str, bytes: u64) -> (String, String) {
+    let p = s.p(name);
+    let st = Command::new("head")
+        .args(["-c", &bytes.to_string(), "/dev/urandom"])
+        .stdout(std::fs::File::create(&p).expect("random file"))
+        .status()
+        .expect("head");
+    assert!(st.success());
+    let h = sha256_file(&p);
+    (p, h)
+}
+
 /// A cryptsetup-formatted image of `mib` MiB (data from 16 MiB on) whose
 /// data area holds random plaintext encrypted under its volume key.
 /// Returns (image, key file, SHA-256 of the plaintext).
@@ -76,17 +89,7 @@ pub fn seeded(s: &Scratch, name: &str, mib: u64, sector: &str) -> (String, Strin
     let mut o = FAST.to_vec();
     o.extend(["--sector-size", sector]);
     format(CS, &img, &kf, &o);
-    let plain = s.p("plain.bin");
-    let st = Command::new("head")
-        .args([
-            "-c",
-            &((mib << 20) - DATA_OFFSET).to_string(),
-            "/dev/urandom",
-        ])
-        .stdout(std::fs::File::create(&plain).expect("plain"))
-        .status()
-        .expect("head");
-    assert!(st.success());
+    let (plain, _) = random_file(s, "plain.bin", (mib << 20) - DATA_OFFSET);
     let key = volume_key(CS, &img, &kf, &[]);
     xts(
         &["enc", &img, &DATA_OFFSET.to_string(), sector, &plain],
