@@ -490,6 +490,37 @@ fn clear_vp(key: &[u8]) -> String {
     hex::encode(&buf[..32])
 }
 
+/// The new key of a volume reencrypted onto the custodian, which the test
+/// does not know: the pair of AES-256 key schedules found in the
+/// custodian's memory snapshots `holder` whose XTS key reproduces the
+/// volume's new verification pattern (from `luksDump --json`).
+fn new_key_from_custodian(c: &wrapped_common::Custodian, img: &str, holder: &[Vec<u8>]) -> Vec<u8> {
+    let d = c.ok(&["luksDump", "--json", img]);
+    let d: serde_json::Value = serde_json::from_str(d.stdout.trim()).unwrap();
+    let vp = d["wrapped-key"]["verification-pattern"]
+        .as_str()
+        .expect("new VP")
+        .to_string();
+    let mut found: Vec<[u8; 32]> = Vec::new();
+    for m in holder {
+        for k in support_mem::aes256_schedules(m) {
+            if !found.contains(&k) {
+                found.push(k);
+            }
+        }
+    }
+    found
+        .iter()
+        .flat_map(|a| found.iter().map(move |b| [&a[..], &b[..]].concat()))
+        .find(|k| clear_vp(k) == vp)
+        .unwrap_or_else(|| {
+            panic!(
+                "control failed: none of the {} AES-256 schedules in the custodian's memory makes the new VP",
+                found.len()
+            )
+        })
+}
+
 /// `reencrypt --cipher waes-xts-plain64` of a clear-key volume: the new
 /// key is generated inside the custodian and the data moves through its
 /// session, so the reencrypting process never holds it. While the run
@@ -557,37 +588,8 @@ fn reencrypt_onto_custodian_key_never_in_reencrypting_process() {
         "the run ended before two snapshots ({}): make the volume larger",
         snaps.len()
     );
-    let d = c.ok(&["luksDump", "--json", &img]);
-    let d: serde_json::Value = serde_json::from_str(d.stdout.trim()).unwrap();
-    let vp = d["wrapped-key"]["verification-pattern"]
-        .as_str()
-        .expect("new VP")
-        .to_string();
-
     // The new key, from the custodian's memory.
-    let mut found: Vec<[u8; 32]> = Vec::new();
-    for m in &holder {
-        for k in support_mem::aes256_schedules(m) {
-            if !found.contains(&k) {
-                found.push(k);
-            }
-        }
-    }
-    let mut new_key = None;
-    for a in &found {
-        for b in &found {
-            let k = [&a[..], &b[..]].concat();
-            if a != b && clear_vp(&k) == vp {
-                new_key = Some(k);
-            }
-        }
-    }
-    let new_key = new_key.unwrap_or_else(|| {
-        panic!(
-            "control failed: none of the {} AES-256 schedules in the custodian's memory makes the new VP",
-            found.len()
-        )
-    });
+    let new_key = new_key_from_custodian(&c, &img, &holder);
     assert_ne!(new_key, old_key);
     let needles = support_mem::xts512_needles(&new_key);
     let (mut hits, mut old_hits) = (Vec::new(), 0);
@@ -596,11 +598,10 @@ fn reencrypt_onto_custodian_key_never_in_reencrypting_process() {
         old_hits += support_mem::find(m, &old_needles).len();
     }
     println!(
-        "reencrypt onto a custodian key: {} snapshots of the reencrypting process; new key: {} hits of {} needles; old clear key (control): {old_hits} hits; custodian: {} AES-256 schedules, the new key among them",
+        "reencrypt onto a custodian key: {} snapshots of the reencrypting process; new key: {} hits of {} needles; old clear key (control): {old_hits} hits; the new key recovered from the custodian's memory",
         snaps.len(),
         hits.len(),
-        needles.len(),
-        found.len()
+        needles.len()
     );
     assert!(
         old_hits > 0,
@@ -692,25 +693,7 @@ fn online_reencrypt_onto_custodian_key_never_in_server_or_client() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(server.len() >= 2, "the run ended before two snapshots");
-    let d = c.ok(&["luksDump", "--json", &img]);
-    let d: serde_json::Value = serde_json::from_str(d.stdout.trim()).unwrap();
-    let vp = d["wrapped-key"]["verification-pattern"]
-        .as_str()
-        .expect("new VP")
-        .to_string();
-    let mut found: Vec<[u8; 32]> = Vec::new();
-    for m in &holder {
-        for k in support_mem::aes256_schedules(m) {
-            if !found.contains(&k) {
-                found.push(k);
-            }
-        }
-    }
-    let new_key = found
-        .iter()
-        .flat_map(|a| found.iter().map(move |b| [&a[..], &b[..]].concat()))
-        .find(|k| clear_vp(k) == vp)
-        .expect("control failed: the new key is not in the custodian's memory");
+    let new_key = new_key_from_custodian(&c, &img, &holder);
     let needles = support_mem::xts512_needles(&new_key);
     let old_needles = support_mem::xts512_needles(&old_key);
     let hits = |snaps: &[Vec<u8>], n: &[(String, Vec<u8>)]| -> usize {

@@ -28,7 +28,7 @@ use wrapcrypt_format::luks2::{
 };
 use wrapcrypt_sector::SectorCipher;
 
-use super::engine::{checksums, cipher, DEFAULT_HOTZONE};
+use super::engine::{checksums, cipher, read_data, write_data, DEFAULT_HOTZONE};
 use super::layout::{part, Layouts};
 use super::{verify, Finished, ReencryptError, ReencryptKeys, ResumeOptions, Side};
 use crate::{Device, Volume, VolumeError};
@@ -120,23 +120,11 @@ impl Back<'_> {
     }
 
     fn read(&self, off: u64, len: u64) -> Result<Vec<u8>, ReencryptError> {
-        let mut buf = vec![0u8; len as usize];
-        self.data
-            .read_exact_at(self.l.data_offset + off, &mut buf)
-            .map_err(|e| io("reading data", &self.data, e))?;
-        Ok(buf)
+        read_data(&self.data, self.l.data_offset + off, len)
     }
 
     fn write(&self, off: u64, buf: &[u8], sync: bool) -> Result<(), ReencryptError> {
-        self.data
-            .write_at(self.l.data_offset + off, buf)
-            .map_err(|e| io("writing data", &self.data, e))?;
-        if sync {
-            self.data
-                .sync()
-                .map_err(|e| io("syncing data", &self.data, e))?;
-        }
-        Ok(())
+        write_data(&self.data, self.l.data_offset + off, buf, sync)
     }
 
     fn decrypt(&self, off: u64, buf: &mut [u8]) -> Result<(), ReencryptError> {

@@ -18,11 +18,11 @@ use std::path::Path;
 
 use wrapcrypt_format::luks2::segment::{FLAG_BACKUP_FINAL, FLAG_BACKUP_PREVIOUS};
 use wrapcrypt_format::luks2::{
-    ReencryptDirection, ReencryptInfo, ReencryptMode, Segment, SegmentSize, KEYSLOTS_MAX,
+    ReencryptDirection, ReencryptInfo, ReencryptMode, Segment, SegmentSize,
 };
 use wrapcrypt_secret::SecretBytes;
 
-use super::init::{largest_gap, reencrypt_keyslot, resilience_of, REQUIREMENT};
+use super::init::{add_reencrypt_keyslot, resilience_of, REQUIREMENT};
 use super::{verify, InitResilience, ReencryptError, ReencryptKeys};
 use crate::format::{format_luks2, FormatParams};
 use crate::{PbkdfOptions, Volume, VolumeError};
@@ -144,20 +144,12 @@ pub fn init_encrypt(
     if let Some(d) = n.meta.digests.get_mut(&digest) {
         d.segments = vec![2];
     }
-    let rslot = (0..KEYSLOTS_MAX)
-        .find(|i| !n.meta.keyslots.contains_key(i))
-        .ok_or(VolumeError::NoFreeKeyslot)?;
-    let (area_offset, area_size) = largest_gap(&n).ok_or(VolumeError::NoFreeKeyslot)?;
-    n.meta.keyslots.insert(
-        rslot,
-        reencrypt_keyslot(
-            area_offset,
-            area_size,
-            &resilience,
-            ReencryptMode::Encrypt,
-            ReencryptDirection::Forward,
-        ),
-    );
+    let rslot = add_reencrypt_keyslot(
+        &mut n,
+        &resilience,
+        ReencryptMode::Encrypt,
+        ReencryptDirection::Forward,
+    )?;
     n.meta
         .config
         .requirements

@@ -118,29 +118,40 @@ fn io(op: &'static str, dev: &Device, e: std::io::Error) -> ReencryptError {
     VolumeError::io(op, dev.path(), e).into()
 }
 
+/// `len` bytes of `dev` at byte `at`.
+pub(super) fn read_data(dev: &Device, at: u64, len: u64) -> Result<Vec<u8>, ReencryptError> {
+    let mut buf = vec![0u8; len as usize];
+    dev.read_exact_at(at, &mut buf)
+        .map_err(|e| io("reading data", dev, e))?;
+    Ok(buf)
+}
+
+/// Writes `buf` to `dev` at byte `at`, made durable with `sync`.
+pub(super) fn write_data(
+    dev: &Device,
+    at: u64,
+    buf: &[u8],
+    sync: bool,
+) -> Result<(), ReencryptError> {
+    dev.write_at(at, buf)
+        .map_err(|e| io("writing data", dev, e))?;
+    if sync {
+        dev.sync().map_err(|e| io("syncing data", dev, e))?;
+    }
+    Ok(())
+}
+
 impl Run<'_> {
     fn header(&self) -> Result<Luks2Header, ReencryptError> {
         Ok(self.vol.luks2_header()?.clone())
     }
 
     fn read(&self, off: u64, len: u64) -> Result<Vec<u8>, ReencryptError> {
-        let mut buf = vec![0u8; len as usize];
-        self.data
-            .read_exact_at(self.l.data_offset + off, &mut buf)
-            .map_err(|e| io("reading data", &self.data, e))?;
-        Ok(buf)
+        read_data(&self.data, self.l.data_offset + off, len)
     }
 
     fn write(&self, off: u64, buf: &[u8], sync: bool) -> Result<(), ReencryptError> {
-        self.data
-            .write_at(self.l.data_offset + off, buf)
-            .map_err(|e| io("writing data", &self.data, e))?;
-        if sync {
-            self.data
-                .sync()
-                .map_err(|e| io("syncing data", &self.data, e))?;
-        }
-        Ok(())
+        write_data(&self.data, self.l.data_offset + off, buf, sync)
     }
 
     /// Old ciphertext of data bytes from `off` becomes new ciphertext.

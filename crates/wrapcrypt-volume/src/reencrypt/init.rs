@@ -74,7 +74,7 @@ pub struct InitOptions<'a> {
 const CHECKSUM_BLOCK: u32 = 4096;
 
 /// The largest gap of the keyslots area no keyslot uses: (offset, size).
-pub(super) fn largest_gap(h: &Luks2Header) -> Option<(u64, u64)> {
+fn largest_gap(h: &Luks2Header) -> Option<(u64, u64)> {
     let end = h.meta.keyslots_end(h.hdr_size);
     let mut used: Vec<(u64, u64)> = h
         .meta
@@ -108,8 +108,27 @@ pub(super) fn resilience_of(r: &InitResilience) -> Result<Resilience, ReencryptE
     })
 }
 
+/// Adds the `reencrypt` keyslot to `n`, in the first free id, over the
+/// largest free gap of the keyslots area (as cryptsetup places it).
+pub(super) fn add_reencrypt_keyslot(
+    n: &mut Luks2Header,
+    resilience: &Resilience,
+    mode: ReencryptMode,
+    direction: ReencryptDirection,
+) -> Result<u32, VolumeError> {
+    let rslot = (0..KEYSLOTS_MAX)
+        .find(|i| !n.meta.keyslots.contains_key(i))
+        .ok_or(VolumeError::NoFreeKeyslot)?;
+    let (offset, size) = largest_gap(n).ok_or(VolumeError::NoFreeKeyslot)?;
+    n.meta.keyslots.insert(
+        rslot,
+        reencrypt_keyslot(offset, size, resilience, mode, direction),
+    );
+    Ok(rslot)
+}
+
 /// The `reencrypt` keyslot over the area `[offset, offset + size)`.
-pub(super) fn reencrypt_keyslot(
+fn reencrypt_keyslot(
     offset: u64,
     size: u64,
     resilience: &Resilience,
@@ -284,20 +303,12 @@ pub fn init(vol: &mut Volume, opts: &InitOptions) -> Result<ReencryptKeys, Reenc
 
     // Write 2: the reencryption metadata.
     let mut n = h.clone();
-    let rslot = (0..KEYSLOTS_MAX)
-        .find(|i| !n.meta.keyslots.contains_key(i))
-        .ok_or(VolumeError::NoFreeKeyslot)?;
-    let (area_offset, area_size) = largest_gap(&n).ok_or(VolumeError::NoFreeKeyslot)?;
-    n.meta.keyslots.insert(
-        rslot,
-        reencrypt_keyslot(
-            area_offset,
-            area_size,
-            &resilience,
-            ReencryptMode::Reencrypt,
-            ReencryptDirection::Forward,
-        ),
-    );
+    let rslot = add_reencrypt_keyslot(
+        &mut n,
+        &resilience,
+        ReencryptMode::Reencrypt,
+        ReencryptDirection::Forward,
+    )?;
     for v in &opts.new_tokens {
         let id = (0..wrapcrypt_format::luks2::TOKENS_MAX)
             .find(|i| !n.meta.tokens.contains_key(i))
