@@ -85,14 +85,21 @@ pub fn restore(
             )
         })?
         .read_to_end(&mut data)?;
+    restore_bytes(target, &data, &format!("Backup file {file}"), prompter)
+}
+
+/// Restores `target` from backup bytes (a file's, or an escrow's named by
+/// `source` in messages).
+pub fn restore_bytes(
+    target: &Path,
+    data: &[u8],
+    source: &str,
+    prompter: &mut dyn Prompter,
+) -> Result<(), OpsError> {
     if data.len() >= 8 && data[..6] == LUKS_MAGIC && data[6..8] == [0, 1] {
-        return restore1(target, &data, prompter);
+        return restore1(target, data, prompter);
     }
-    let invalid = || {
-        OpsError::usage(format!(
-            "Backup file {file} doesn't contain valid LUKS header."
-        ))
-    };
+    let invalid = || OpsError::usage(format!("{source} doesn't contain valid LUKS header."));
     let loaded = Luks2Header::parse(&data[..data.len().min(luks2::MAX_METADATA_PREFIX)])
         .map_err(|_| invalid())?;
     let need = loaded.header.meta.keyslots_end(loaded.header.hdr_size) as usize;

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod convert;
 pub mod error;
+pub mod escrow;
 pub mod fleet;
 pub mod keyholders;
 pub mod keyslots;

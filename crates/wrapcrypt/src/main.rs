@@ -54,7 +54,7 @@ fn run(c: &Cli) -> Result<(), CliError> {
         Action::SetKey(a) => wrapped::setkey(g, a),
         Action::Keys(a) => inventory::keys(a),
         Action::Crypttab(a) => inventory::crypttab(a),
-        Action::Fleet(a) => fleet::run(a),
+        Action::Fleet(a) => fleet::run(g, a),
     }
 }
 

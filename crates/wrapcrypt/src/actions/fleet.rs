@@ -1,12 +1,17 @@
 //! `wrapcrypt fleet register DEVICE…` and `wrapcrypt fleet inventory`: the
-//! central volume inventory in the KMIP key manager (docs/fleet.md). The
-//! workflow is `wrapcrypt_ops::fleet`; this maps options and prints.
+//! central volume inventory in the KMIP key manager; `fleet escrow
+//! DEVICE…` and `fleet restore-header DEVICE`: header backups kept there
+//! (docs/fleet.md). The workflows are `wrapcrypt_ops::fleet` and
+//! `wrapcrypt_ops::escrow`; this maps options and prints.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
+use wrapcrypt_ops::escrow;
 use wrapcrypt_ops::fleet::{self, Reference};
 
+use super::common::{prompter, verbose_ok};
+use crate::cli::opts::Global;
 use crate::cli::FleetArgs;
 use crate::exit::CliError;
 
@@ -24,16 +29,103 @@ fn opt(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("-")
 }
 
-/// fleet register|inventory
-pub fn run(a: &FleetArgs) -> Result<(), CliError> {
+/// fleet register|inventory|escrow|restore-header
+pub fn run(g: &Global, a: &FleetArgs) -> Result<(), CliError> {
     let host = a.host.clone().unwrap_or_else(fleet::host_name);
     match a.sub.as_str() {
         "register" => register(a, &host),
         "inventory" => inventory(a, &host),
+        "escrow" => escrow(a, &host),
+        "restore-header" => restore_header(g, a),
         other => Err(CliError::usage(format!(
-            "Unknown fleet action {other} (use register or inventory)."
+            "Unknown fleet action {other} (use register, inventory, escrow or restore-header)."
         ))),
     }
+}
+
+fn escrow(a: &FleetArgs, host: &str) -> Result<(), CliError> {
+    if a.devices.is_empty() {
+        return Err(CliError::usage("fleet escrow needs at least one DEVICE."));
+    }
+    // Read every backup first: a bad device changes nothing in the key manager.
+    let backups = a
+        .devices
+        .iter()
+        .map(|d| escrow::read_backup(Path::new(d)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (cfg, mut client) = fleet::connect(&config_path(a))?;
+    let mut done = vec![];
+    for (dev, (uuid, data)) in a.devices.iter().zip(&backups) {
+        let e = escrow::escrow(&mut client, &cfg.group, host, dev, uuid, data)?;
+        if !a.json {
+            println!(
+                "{dev} {uuid} escrowed as {} in {} ({} bytes of backup in {} parts, {} bytes stored){}",
+                e.index,
+                escrow::escrow_group(&cfg.group),
+                e.backup_bytes,
+                e.parts,
+                e.stored_bytes,
+                if e.replaced.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (replaced {})", e.replaced.join(", "))
+                }
+            );
+        }
+        done.push(json!({
+            "device": dev, "uuid": uuid, "index": e.index, "parts": e.parts,
+            "backup-bytes": e.backup_bytes, "stored-bytes": e.stored_bytes,
+            "backup-sha256": e.sha256, "replaced": e.replaced,
+        }));
+    }
+    if a.json {
+        println!(
+            "{}",
+            json!({"group": escrow::escrow_group(&cfg.group), "escrowed": done})
+        );
+    }
+    Ok(())
+}
+
+fn restore_header(g: &Global, a: &FleetArgs) -> Result<(), CliError> {
+    let [target] = a.devices.as_slice() else {
+        return Err(CliError::usage(
+            "fleet restore-header needs exactly one DEVICE.",
+        ));
+    };
+    let target = Path::new(target);
+    let uuid = match &a.uuid {
+        Some(u) => u.clone(),
+        None => escrow::read_backup(target).map(|(u, _)| u).map_err(|_| {
+            CliError::usage(format!(
+                "Device {} has no readable LUKS header: name the volume with --uuid UUID.",
+                target.display()
+            ))
+        })?,
+    };
+    let (cfg, mut client) = fleet::connect(&config_path(a))?;
+    let f = escrow::fetch(&mut client, &cfg.group, &uuid)?;
+    let mut p = prompter(g, None, None);
+    escrow::restore(target, &f, &mut p)?;
+    if a.json {
+        println!(
+            "{}",
+            json!({"device": target.display().to_string(), "uuid": uuid, "index": f.index,
+                   "escrowed-from": {"host": f.host, "device": f.device}, "escrowed-at": f.escrowed_at,
+                   "backup-bytes": f.data.len()})
+        );
+    } else {
+        println!(
+            "{} restored from header escrow {} of {uuid} (escrowed from {}:{} at {}).",
+            target.display(),
+            f.index,
+            f.host,
+            f.device,
+            f.escrowed_at
+        );
+    }
+    verbose_ok(g);
+    Ok(())
 }
 
 fn register(a: &FleetArgs, host: &str) -> Result<(), CliError> {

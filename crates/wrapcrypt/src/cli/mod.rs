@@ -696,13 +696,14 @@ pub struct CrypttabArgs {
     pub key: KeyFileOpts,
 }
 
-/// fleet register DEVICE… | fleet inventory
+/// fleet register DEVICE… | fleet inventory | fleet escrow DEVICE… |
+/// fleet restore-header [--uuid UUID] DEVICE
 #[derive(Args, Debug)]
 pub struct FleetArgs {
-    /// register or inventory.
+    /// register, inventory, escrow or restore-header.
     #[arg(value_name = "ACTION")]
     pub sub: String,
-    /// register: the LUKS2 devices to record.
+    /// register, escrow: the LUKS devices; restore-header: the target.
     #[arg(value_name = "DEVICE")]
     pub devices: Vec<String>,
     /// The key-manager configuration (server, ca, cert, key, group).
@@ -714,6 +715,9 @@ pub struct FleetArgs {
     /// inventory: the custodian's current master-key verification pattern.
     #[arg(long, value_name = "HEX")]
     pub current_mkvp: Option<String>,
+    /// restore-header: the escrowed volume (default: the target's own UUID).
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
