@@ -370,3 +370,49 @@ impl Prompter for CliPrompter {
         println!("{message}");
     }
 }
+
+/// A driver that answers every later passphrase question with the new
+/// secret given first, in locked memory: `reencrypt --encrypt DEVICE NAME`
+/// creates the keyslot, then opens the volume and resumes it online with
+/// the same passphrase instead of asking for it three times.
+pub struct Remembering {
+    pub inner: CliPrompter,
+    given: Option<SecretBytes>,
+}
+
+impl Remembering {
+    pub fn new(inner: CliPrompter) -> Self {
+        Remembering { inner, given: None }
+    }
+}
+
+impl Prompter for Remembering {
+    fn passphrase(&mut self, prompt: &str) -> Result<SecretBytes, PromptError> {
+        match &self.given {
+            Some(s) => Ok(SecretBytes::copy_from(s.expose_secret())),
+            None => self.inner.passphrase(prompt),
+        }
+    }
+
+    fn line(&mut self, prompt: &str) -> Result<SecretBytes, PromptError> {
+        self.inner.line(prompt)
+    }
+
+    fn new_secret(&mut self, prompt: &str) -> Result<SecretBytes, PromptError> {
+        let s = self.inner.new_secret(prompt)?;
+        self.given = Some(SecretBytes::copy_from(s.expose_secret()));
+        Ok(s)
+    }
+
+    fn confirm(&mut self, question: &str) -> Result<(), PromptError> {
+        self.inner.confirm(question)
+    }
+
+    fn warn(&mut self, message: &str) {
+        self.inner.warn(message)
+    }
+
+    fn info(&mut self, message: &str) {
+        self.inner.info(message)
+    }
+}

@@ -45,7 +45,8 @@ pub fn check_cipher(spec: &str) -> Result<CipherSpec, OpsError> {
         .map_err(|e| OpsError::usage(format!("Cannot activate with cipher {spec}: {e}")))
 }
 
-fn check_free(name: &str, dev: &str) -> Result<(), OpsError> {
+/// `name` is not active and `dev` is not served by another activation.
+pub fn check_free(name: &str, dev: &str) -> Result<(), OpsError> {
     if wrapcrypt_activate::list().iter().any(|n| n == name)
         || Path::new("/dev/mapper").join(name).exists()
     {

@@ -6,10 +6,14 @@ use std::time::Instant;
 
 use wrapcrypt_ops::reencrypt::{self, ReencryptOptions, ReencryptOutcome};
 
+use wrapcrypt_ops::open::{self, OpenOptions};
+use wrapcrypt_unlock::{Registry, UnlockRequest};
+
 use super::common::{key_source, load, paths, pbkdf, prompter, provider_choice, read_pin};
 use crate::cli::opts::Global;
 use crate::cli::ReencryptArgs;
 use crate::exit::CliError;
+use crate::prompt::{CliPrompter, Remembering};
 
 /// Set by SIGINT / SIGTERM: the engine stops after the hotzone in flight.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -57,6 +61,11 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
         mode_change: if a.decrypt { Some("--decrypt") } else { None },
     };
     let encrypt_init = a.encrypt && !a.resume_only;
+    if a.new_name.is_some() && !encrypt_init {
+        return Err(CliError::usage(
+            "NEW_NAME is for --encrypt (to activate the device after initialization); use --active-name NAME to go on online.",
+        ));
+    }
     if !a.encrypt && (a.reduce_device_size.is_some() || a.uuid.is_some() || a.label.is_some()) {
         return Err(CliError::usage(
             "Options --reduce-device-size, --uuid and --label are for --encrypt.",
@@ -106,7 +115,10 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
             label: a.label.as_deref(),
             subsystem: a.subsystem.as_deref(),
         };
-        reencrypt::encrypt(&opts, &enc, &mut p, Some(&mut bar), Some(&STOP))?
+        match a.new_name.as_deref() {
+            None => reencrypt::encrypt(&opts, &enc, &mut p, Some(&mut bar), Some(&STOP))?,
+            Some(name) => encrypt_online(g, a, opts, &enc, name, std::mem::take(&mut p), &mut bar)?,
+        }
     } else {
         let mut vol = load(&a.on.dev, true)?;
         match a.active_name.as_deref() {
@@ -154,4 +166,75 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `reencrypt --encrypt --header H DEVICE NAME`: initialize, activate the
+/// device as NAME (the volume in mid-encryption: ciphertext below the
+/// boundary, plaintext above), then, unless `--init-only`, encrypt it
+/// online through NAME's server, with the one passphrase given for the new
+/// keyslot.
+fn encrypt_online(
+    g: &Global,
+    a: &ReencryptArgs,
+    mut opts: ReencryptOptions,
+    enc: &reencrypt::EncryptOptions,
+    name: &str,
+    p: CliPrompter,
+    bar: &mut dyn FnMut(u64, u64),
+) -> Result<ReencryptOutcome, CliError> {
+    let header = paths(&a.on.dev).1;
+    if header.is_none() {
+        return Err(CliError::usage(
+            "Online encryption needs a detached --header here (the data shift of --reduce-device-size runs offline only).",
+        ));
+    }
+    if a.force_offline_reencrypt || a.active_name.is_some() {
+        return Err(CliError::usage(
+            "NEW_NAME cannot be combined with --active-name or --force-offline-reencrypt.",
+        ));
+    }
+    let dev = a.on.dev.device.as_str();
+    open::check_free(name, dev)?;
+    let mut rp = Remembering::new(p);
+    let resume_after = !opts.init_only;
+    opts.init_only = true;
+    reencrypt::encrypt(&opts, enc, &mut rp, None, Some(&STOP))?;
+
+    // Activate: the same unlock `open --header H DEVICE NAME` does.
+    let pin = read_pin(a.provider.pin.pin_file.as_deref())?;
+    let prompt = format!("Enter passphrase for {dev}: ");
+    let req = UnlockRequest {
+        token_id: None,
+        token_type: None,
+        token_only: false,
+        key_slot: a.on.slot.key_slot,
+        has_key_file: a.on.key.key_file.is_some(),
+        need_bound: true,
+        pin: pin.as_ref(),
+        tpm2_device: None,
+        prompt: &prompt,
+        verbose: g.verbose,
+    };
+    let oo = OpenOptions {
+        device: dev,
+        name,
+        read_only: false,
+        allow_discards: false,
+        unlock: req,
+        provider: provider_choice(&a.provider, &pin),
+    };
+    let pl = open::prepare(load(&a.on.dev, false)?, &oo, &Registry::default(), &mut rp)?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("__serve");
+    wrapcrypt_activate::spawn(cmd, pl.expose_secret(), std::time::Duration::from_secs(30))?;
+    drop(pl);
+    if !resume_after {
+        return Ok(ReencryptOutcome::Initialized);
+    }
+    opts.init_only = false;
+    opts.resume_only = true;
+    let vol = load(&a.on.dev, true)?;
+    Ok(wrapcrypt_ops::online::reencrypt(
+        vol, name, &opts, header, &mut rp, bar, &STOP,
+    )?)
 }

@@ -510,6 +510,10 @@ pub struct RepairArgs {
 pub struct ReencryptArgs {
     #[command(flatten)]
     pub on: Keyed,
+    /// --encrypt: activate the device as NEW_NAME after initializing and
+    /// encrypt it online through that activation.
+    #[arg(value_name = "NEW_NAME")]
+    pub new_name: Option<String>,
     /// Write the reencryption metadata and stop (no data is moved).
     #[arg(long)]
     pub init_only: bool,
@@ -555,7 +559,7 @@ pub struct ReencryptArgs {
     /// Subsystem of the header --encrypt writes.
     #[arg(long, value_name = "TEXT")]
     pub subsystem: Option<String>,
-    /// Reencrypt an active device by its mapping name (online; not supported yet).
+    /// Reencrypt an active device by its mapping name, online through its server.
     #[arg(long, value_name = "NAME")]
     pub active_name: Option<String>,
     #[command(flatten)]
