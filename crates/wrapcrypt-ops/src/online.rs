@@ -245,7 +245,15 @@ fn run_request(
             new: info.new_digest.and(kn),
             old: info.old_digest.and(ko),
         };
-        let provs = Providers::new(&h, Default::default());
+        // The PIN the client sent with the keys (locked memory): the
+        // engine's own session on a PKCS#11 side logs in with it.
+        let provs = Providers::new(
+            &h,
+            crate::wrapped::ProviderChoice {
+                key_provider: None,
+                pin: d.pin.as_ref(),
+            },
+        );
         let gate = Gate {
             live,
             split: &split,

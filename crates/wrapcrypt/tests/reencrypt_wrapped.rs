@@ -326,3 +326,69 @@ fn killed_at_every_write_onto_a_custodian_key_then_resumed() {
 fn torn_at_every_write_onto_a_custodian_key_then_resumed() {
     killed_onto_custodian_key(true);
 }
+
+/// Online (issue 11 items 3 and 4) onto a key generated in a PKCS#11 token:
+/// the client sends the PIN with the keys on the control socket (locked
+/// memory), so the server's engine logs in to encrypt each hotzone under
+/// the new key. The data read through the open device is the same before,
+/// during and after; then through a fresh open on the token.
+#[test]
+fn clear_volume_moves_online_onto_a_pkcs11_key() {
+    let s = Scratch::new();
+    let c = Custodian::new(&s);
+    let conf = softhsm(&s.path("hsm"));
+    let pin = s.key("pin", b"1234\n");
+    let uri = format!("pkcs11:token=rw;object=kek?module-path={SOFTHSM}");
+    let kf = s.key("pw", b"clear to pkcs11 online");
+    let img = s.image("o.img", 40);
+    format(CS, &img, &kf, FAST);
+    let old_key = volume_key(CS, &img, &kf, &[]);
+    let name = format!("wcrwo{}", std::process::id());
+    let mut o = c.cmd(&["open", &img, &name, "--key-file", &kf]);
+    o.env("SOFTHSM2_CONF", &conf);
+    let r = run_cmd(&mut o, None, WC);
+    assert_eq!(r.code, 0, "open: {r}");
+    let dev = format!("/dev/mapper/{name}");
+    let st = Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "oflag=direct", "status=none"])
+        .arg(format!("of={dev}"))
+        .status()
+        .unwrap();
+    assert!(st.code().is_some(), "dd: {st}");
+    let h = sha256_file(&dev);
+    let mut r = c.cmd(&[
+        "reencrypt",
+        "-q",
+        "--active-name",
+        &name,
+        "--key-file",
+        &kf,
+        "--cipher",
+        "waes-xts-plain64",
+        "--key-provider",
+        &uri,
+        "--pin-file",
+        &pin,
+        "--hotzone-size",
+        "1M",
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        &img,
+    ]);
+    r.env("SOFTHSM2_CONF", &conf);
+    let out = run_cmd(&mut r, None, WC);
+    let served = sha256_file(&dev);
+    c.ok(&["close", &name]);
+    assert_eq!(out.code, 0, "online reencrypt onto pkcs11: {out}");
+    assert_eq!(served, h, "data served by the open device after the run");
+    assert_key_tokens(&img, "pkcs11");
+    assert_ne!(volume_key(CS, &img, &kf, &[]), old_key);
+    let env = [("SOFTHSM2_CONF", conf.as_path())];
+    assert_eq!(
+        opened_hash(&c, &img, &kf, &["--pin-file", &pin], &env),
+        h,
+        "data through the token after a reopen"
+    );
+}

@@ -133,6 +133,9 @@ pub(crate) struct Decoded {
     pub specs: Vec<String>,
     pub ciphers: Vec<Result<Arc<dyn SectorCipher>, OpsError>>,
     pub keys: Vec<SecretBytes>,
+    /// The PKCS#11 PIN a wrapped part came with (an online reencryption's
+    /// engine logs in with it to encrypt hotzones under the new key).
+    pub pin: Option<SecretBytes>,
     pub boundary: u64,
 }
 
@@ -151,6 +154,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Decoded, OpsError> {
         return Err(bad());
     }
     let (mut ciphers, mut specs, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+    let mut first_pin: Option<SecretBytes> = None;
     for _ in 0..n {
         let u16_at = |t: &[u8]| u16::from_le_bytes(t.try_into().expect("2")) as usize;
         let sl = u16_at(take(2)?);
@@ -166,6 +170,11 @@ pub(crate) fn decode(b: &[u8]) -> Result<Decoded, OpsError> {
             let nl = u16_at(take(2)?);
             let pin = take(nl)?;
             let pin = (!pin.is_empty()).then(|| SecretBytes::copy_from(pin));
+            if first_pin.is_none() {
+                first_pin = pin
+                    .as_ref()
+                    .map(|p| SecretBytes::copy_from(p.expose_secret()));
+            }
             wrapped_src = Some((prov, (!loc.is_empty()).then_some(loc), pin));
         } else if kind > 2 {
             return Err(bad());
@@ -198,6 +207,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Decoded, OpsError> {
         specs,
         ciphers,
         keys,
+        pin: first_pin,
         boundary,
     })
 }
