@@ -1,21 +1,25 @@
 //! The data path of a volume in mid-reencryption: the part before the
 //! boundary is in the new layout, the rest still in the old one (forward
-//! direction, same data offset: LUKS2 in-place reencryption). The boundary
-//! only grows, and it moves between requests, never inside one.
+//! direction, same data offset: LUKS2 in-place reencryption), or, for a
+//! backward run (a decryption with a detached header), the part before
+//! the boundary is still old and the rest new. The boundary moves one way
+//! (up forward, down backward), between requests, never inside one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use wrapcrypt_sector::{SectorCipher, SectorError};
 
-/// New cipher below the boundary, old cipher from it on.
+/// New cipher below the boundary, old cipher from it on (backward: the
+/// other way round).
 pub struct SplitCipher {
     new: Arc<dyn SectorCipher>,
     old: Arc<dyn SectorCipher>,
     /// IV sector (512-byte units, iv_tweak included) where the old layout
-    /// begins.
+    /// begins (backward: where the new one begins).
     boundary: AtomicU64,
     sector: usize,
+    backward: bool,
 }
 
 impl SplitCipher {
@@ -26,15 +30,39 @@ impl SplitCipher {
         old: Arc<dyn SectorCipher>,
         boundary: u64,
     ) -> Result<Self, SectorError> {
+        Self::with_direction(new, old, boundary, false)
+    }
+
+    /// A backward split: old cipher below IV sector `boundary`, new from it on.
+    pub fn backward(
+        new: Arc<dyn SectorCipher>,
+        old: Arc<dyn SectorCipher>,
+        boundary: u64,
+    ) -> Result<Self, SectorError> {
+        Self::with_direction(new, old, boundary, true)
+    }
+
+    fn with_direction(
+        new: Arc<dyn SectorCipher>,
+        old: Arc<dyn SectorCipher>,
+        boundary: u64,
+        backward: bool,
+    ) -> Result<Self, SectorError> {
         let sector = new.sector_size().max(old.sector_size());
         let s = SplitCipher {
             new,
             old,
             boundary: AtomicU64::new(0),
             sector,
+            backward,
         };
         s.set_boundary(boundary)?;
         Ok(s)
+    }
+
+    /// A backward split (old layout below the boundary).
+    pub fn is_backward(&self) -> bool {
+        self.backward
     }
 
     /// Where the old layout begins now (IV sector).
@@ -77,8 +105,13 @@ impl SplitCipher {
                 c.decrypt(s, d)
             }
         };
-        go(&self.new, iv_sector, lo)?;
-        go(&self.old, iv_sector + (low / 512) as u64, hi)
+        let (below, above) = if self.backward {
+            (&self.old, &self.new)
+        } else {
+            (&self.new, &self.old)
+        };
+        go(below, iv_sector, lo)?;
+        go(above, iv_sector + (low / 512) as u64, hi)
     }
 }
 
@@ -338,6 +371,24 @@ mod tests {
         assert!(d.iter().all(|&b| b == 1));
         assert!(s.set_boundary(3).is_err(), "not on a 4096-byte sector");
         assert!(s.encrypt(0, &mut [0u8; 512]).is_err(), "partial sector");
+    }
+
+    #[test]
+    fn backward_old_below_new_from_the_boundary_on() {
+        let s = SplitCipher::backward(Arc::new(Add(1, 512)), Arc::new(Add(2, 512)), 16).unwrap();
+        assert!(s.is_backward());
+        let mut d = vec![0u8; 8192];
+        s.encrypt(8, &mut d).unwrap();
+        assert!(d[..4096].iter().all(|&b| b == 2), "old below");
+        assert!(
+            d[4096..].iter().all(|&b| b == 1),
+            "new from the boundary on"
+        );
+        // The boundary moves down: all new.
+        s.set_boundary(0).unwrap();
+        let mut d = vec![0u8; 8192];
+        s.encrypt(8, &mut d).unwrap();
+        assert!(d.iter().all(|&b| b == 1));
     }
 
     #[test]

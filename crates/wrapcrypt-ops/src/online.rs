@@ -161,10 +161,17 @@ impl OnlineGate for Gate<'_> {
         step: &mut dyn FnMut() -> Result<(), ReencryptError>,
     ) -> Result<(), ReencryptError> {
         let iv = |b: u64| self.iv_tweak + b / 512;
+        // Forward the boundary moves up to the hotzone's end, backward
+        // down to its start.
+        let to = if self.split.is_backward() {
+            start
+        } else {
+            done
+        };
         self.live.exclusive(iv(start), iv(done), || {
             step()?;
             self.split
-                .set_boundary(self.iv_tweak + done / 512)
+                .set_boundary(iv(to))
                 .map_err(|e| ReencryptError::Invalid(e.to_string()))
         })
     }
@@ -228,7 +235,7 @@ fn run_request(
         let old = ciphers.next().ok_or_else(|| bad("no old layout"))?;
         let e = |e: OpsError| ReencryptError::Invalid(e.to_string());
         let split = Arc::new(
-            SplitCipher::new(new.map_err(e)?, old.map_err(e)?, d.boundary)
+            payload::split(new.map_err(e)?, old.map_err(e)?, d.boundary, d.backward)
                 .map_err(|x| ReencryptError::Invalid(x.to_string()))?,
         );
         live.replace(split.clone() as Arc<dyn SectorCipher>)
@@ -326,12 +333,19 @@ pub fn reencrypt(
             dev.display()
         )));
     }
-    let backward = reencrypt::state(&vol)
+    // Online: key, cipher and wrapped-key changes, encryption (resumed
+    // with a detached header: forward) and decryption (detached header:
+    // backward, no data shift). A data shift runs offline only.
+    let shifted = reencrypt::state(&vol)
         .map_err(|e| OpsError::usage(e.to_string()))?
-        .is_some_and(|i| i.direction != wrapcrypt_format::luks2::ReencryptDirection::Forward);
-    if opts.mode_change.is_some() || backward {
+        .is_some_and(|i| {
+            i.direction != wrapcrypt_format::luks2::ReencryptDirection::Forward
+                && (i.moved_segment.is_some()
+                    || i.mode != wrapcrypt_format::luks2::ReencryptMode::Decrypt)
+        });
+    if opts.mode_change.is_some_and(|m| m != "--decrypt") || shifted {
         return Err(OpsError::usage(
-            "Online reencryption does only key, cipher and wrapped-key changes (forward); close the device to encrypt or decrypt it.",
+            "Online reencryption cannot shift data (--reduce-device-size); close the device and run it offline.",
         ));
     }
     // The open device keeps its block size: the sector size stays.

@@ -226,3 +226,98 @@ fn encrypt_with_new_name_runs_to_the_end_and_bad_input_changes_nothing() {
     let j = json(&hdr);
     assert!(j["config"].get("requirements").is_none(), "{j}");
 }
+
+/// Online decryption (`reencrypt --decrypt --header H --active-name NAME`,
+/// backward): paused by SIGINT (the split view, old layout below the
+/// boundary, serves the same data), closed and reopened in the middle,
+/// resumed online with ext4 mounted and written; at the end the image is
+/// the plain file system itself.
+#[test]
+fn decrypt_online_paused_reopened_and_finished() {
+    let s = Scratch::new();
+    let kf = s.key("pw", b"online decryption");
+    let (img, sums) = plain_fs(&s, "d.img", 64, 20);
+    let hdr = s.image("d.hdr", 16);
+    let mut args = vec!["reencrypt", "-q", "--encrypt", "--header", &hdr, "-d", &kf];
+    args.extend_from_slice(FAST);
+    args.push(&img);
+    WC.ok(&args);
+    let name = format!("wcod{}", std::process::id());
+    let dev = format!("/dev/mapper/{name}");
+    let mnt = s.p("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let _a = Active {
+        name: name.clone(),
+        mnt: mnt.clone(),
+    };
+    let open = ["open", "--header", &hdr, "-d", &kf, &img, &name];
+    WC.ok(&open);
+    let h0 = sha256_file(&dev);
+    assert_ne!(sha256_file(&img), h0, "encrypted before");
+
+    let decrypt = |extra: &[&str]| {
+        let mut a = vec![
+            "reencrypt",
+            "-q",
+            "--header",
+            &hdr,
+            "--active-name",
+            &name,
+            "-d",
+            &kf,
+            "--hotzone-size",
+            "1M",
+        ];
+        a.extend_from_slice(extra);
+        a.push(&img);
+        a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+    };
+    interrupt_cmd(WC.cmd(&decrypt(&["--decrypt"])), &hdr, 6);
+    let st = WC.ok(&["status", &name]).stdout;
+    assert!(st.contains("reencryption: paused at"), "{st}");
+    assert_eq!(sha256_file(&dev), h0, "data while paused");
+    let j = json(&hdr);
+    assert!(
+        j["config"].get("requirements").is_some(),
+        "finished already: {j}"
+    );
+
+    // Reopened in the middle: the backward split view.
+    WC.ok(&["close", &name]);
+    WC.ok(&open);
+    let st = WC.ok(&["status", &name]).stdout;
+    assert!(st.contains("(decrypt, backward)"), "{st}");
+    assert_eq!(sha256_file(&dev), h0, "data after a reopen mid-way");
+
+    // Resumed online under a mounted, written file system.
+    sh_ok(&format!("mount {dev} {mnt}"));
+    let live = s.p("live");
+    let bg = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {mnt} && for i in $(seq 1 20); do head -c 512K /dev/urandom > g$i && sync && sha256sum g$i >> {live}; cat f* > /dev/null; done"
+        ))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let o = WC.run(&decrypt(&["--resume-only"]));
+    assert_eq!(o.code, 0, "online decryption: {o}");
+    assert!(bg.wait_with_output().unwrap().status.success());
+    assert!(WC
+        .ok(&["status", &name])
+        .stdout
+        .contains("reencryption: finished"));
+    sh_ok(&format!("cd {mnt} && sha256sum -c --quiet {sums} {live}"));
+    sh_ok(&format!("umount {mnt} && fsck.ext4 -fn {dev}"));
+    let logical = sha256_file(&dev);
+    WC.ok(&["close", &name]);
+
+    // The image is the plain file system; the header is a linear layout.
+    assert_eq!(sha256_file(&img), logical, "plain on disk");
+    let j = json(&hdr);
+    assert_eq!(j["segments"]["0"]["type"], "linear", "{j}");
+    assert!(j["config"].get("requirements").is_none(), "{j}");
+    sh_ok(&format!(
+        "mount -o loop,ro {img} {mnt} && cd {mnt} && sha256sum -c --quiet {sums} {live}; r=$?; cd /; umount {mnt}; exit $r"
+    ));
+}

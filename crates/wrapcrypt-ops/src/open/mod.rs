@@ -197,6 +197,7 @@ fn prepare_with(
             key: &u.key,
         }],
         0,
+        false,
     ))
 }
 
@@ -245,5 +246,6 @@ fn prepare_luks1(
             key: &u.key,
         }],
         0,
+        false,
     ))
 }

@@ -4,7 +4,8 @@
 //! pipe in locked memory, never argv or the environment.
 //!
 //! Layout: u32 LE length of the ServeConfig JSON, the JSON, a part count
-//! (u8: 1, or 2 followed at the end by the boundary as u64 LE IV sector),
+//! (u8: 1, or 2 followed at the end by the boundary as u64 LE IV sector
+//! and, for a backward run, one byte 1: the old layout below the boundary),
 //! then per part: the cipher spec (u16 LE length + text), the sector size
 //! (u32 LE), a kind byte (0 clear key, 1 wrapped: then u16 LE length +
 //! provider name, u16 LE length + locator, u16 LE length + PIN; 2 linear,
@@ -57,10 +58,17 @@ impl Part<'_> {
 }
 
 /// Encodes the payload: `parts[0]` is the (new) layout served below
-/// `boundary`, `parts[1]`, if any, the old one from it on.
-pub(crate) fn encode(cfg: &ServeConfig, parts: &[Part], boundary: u64) -> SecretBytes {
+/// `boundary`, `parts[1]`, if any, the old one from it on; `backward`
+/// swaps the sides (old below the boundary).
+pub(crate) fn encode(
+    cfg: &ServeConfig,
+    parts: &[Part],
+    boundary: u64,
+    backward: bool,
+) -> SecretBytes {
     let json = serde_json::to_vec(cfg).expect("ServeConfig serializes");
-    let len = 4 + json.len() + 1 + parts.iter().map(Part::len).sum::<usize>() + 8;
+    let len =
+        4 + json.len() + 1 + parts.iter().map(Part::len).sum::<usize>() + 8 + usize::from(backward);
     let mut p = SecretBytes::zeroed(len);
     let b = p.expose_secret_mut();
     let mut o = 0;
@@ -97,6 +105,9 @@ pub(crate) fn encode(cfg: &ServeConfig, parts: &[Part], boundary: u64) -> Secret
         put(part.key.expose_secret());
     }
     put(&boundary.to_le_bytes());
+    if backward {
+        put(&[1]);
+    }
     p
 }
 
@@ -137,6 +148,22 @@ pub(crate) struct Decoded {
     /// engine logs in with it to encrypt hotzones under the new key).
     pub pin: Option<SecretBytes>,
     pub boundary: u64,
+    /// A backward run: the old layout below the boundary.
+    pub backward: bool,
+}
+
+/// The cipher of a volume in mid-reencryption.
+pub(crate) fn split(
+    new: Arc<dyn SectorCipher>,
+    old: Arc<dyn SectorCipher>,
+    boundary: u64,
+    backward: bool,
+) -> Result<SplitCipher, SectorError> {
+    if backward {
+        SplitCipher::backward(new, old, boundary)
+    } else {
+        SplitCipher::new(new, old, boundary)
+    }
 }
 
 pub(crate) fn decode(b: &[u8]) -> Result<Decoded, OpsError> {
@@ -202,6 +229,11 @@ pub(crate) fn decode(b: &[u8]) -> Result<Decoded, OpsError> {
         keys.push(key);
     }
     let boundary = u64::from_le_bytes(take(8)?.try_into().expect("8"));
+    let backward = match take(1) {
+        Ok([1]) => true,
+        Ok(_) => return Err(bad()),
+        Err(_) => false,
+    };
     Ok(Decoded {
         config,
         specs,
@@ -209,6 +241,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Decoded, OpsError> {
         keys,
         pin: first_pin,
         boundary,
+        backward,
     })
 }
 
@@ -224,7 +257,7 @@ pub fn server_start(b: &[u8]) -> Result<ServerStart, OpsError> {
         None => first,
         Some(old) => first.and_then(|new| {
             let old = old?;
-            SplitCipher::new(new, old, d.boundary)
+            split(new, old, d.boundary, d.backward)
                 .map(|s| Arc::new(s) as Arc<dyn SectorCipher>)
                 .map_err(|e| OpsError::usage(e.to_string()))
         }),

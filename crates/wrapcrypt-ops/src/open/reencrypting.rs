@@ -8,7 +8,7 @@
 //! [`SplitCipher`]: wrapcrypt_activate::SplitCipher
 
 use wrapcrypt_activate::ServeConfig;
-use wrapcrypt_format::luks2::{ReencryptDirection, ReencryptInfo, Segment};
+use wrapcrypt_format::luks2::{ReencryptDirection, ReencryptInfo, Segment, SegmentSize};
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_unlock::Prompter;
 use wrapcrypt_volume::reencrypt::{self, Side, WrappedCiphers};
@@ -106,9 +106,8 @@ pub(super) fn prepare(
             "Device requires reencryption recovery: run wrapcrypt reencrypt --resume-only (or cryptsetup repair) first.",
         ));
     }
-    if info.direction != ReencryptDirection::Forward {
-        return Err(unsupported("the backward direction"));
-    }
+    // Backward runs (decryption with a detached header) open too: the old
+    // layout below the boundary. One with a data shift is refused below.
     if info.moved_segment.is_some() || info.resilience.shift_size().is_some() {
         return Err(unsupported("a data shift"));
     }
@@ -146,13 +145,37 @@ pub(crate) fn split_payload(
 ) -> Result<SecretBytes, OpsError> {
     let old = h.meta.segments[&info.previous_segment].clone();
     let new = h.meta.segments[&info.final_segment].clone();
-    // Bytes in the new layout: up to the first old segment.
-    let done = info
-        .old_segments
-        .iter()
-        .map(|id| h.meta.segments[id].offset - old.offset)
-        .min()
-        .unwrap_or(u64::MAX);
+    let backward = info.direction != ReencryptDirection::Forward;
+    // Forward: bytes in the new layout, up to the first old segment.
+    // Backward: bytes still old, up to the end of the last old segment
+    // (they are at the start; the header holds their sizes).
+    let done = if backward {
+        info.old_segments
+            .iter()
+            .map(|id| {
+                let sg = &h.meta.segments[id];
+                match sg.size {
+                    SegmentSize::Fixed(n) => sg.offset - old.offset + n,
+                    // Not started yet: the old part runs to the device's end.
+                    SegmentSize::Dynamic => wrapcrypt_volume::Device::open(&cfg.backing, false)
+                        .and_then(|d| d.size())
+                        .map_or(u64::MAX, |n| n.saturating_sub(sg.offset)),
+                }
+            })
+            .max()
+            .unwrap_or(0)
+    } else {
+        info.old_segments
+            .iter()
+            .map(|id| h.meta.segments[id].offset - old.offset)
+            .min()
+            .unwrap_or(u64::MAX)
+    };
+    if backward && done == u64::MAX {
+        return Err(unsupported(
+            "a backward run on a device whose size cannot be read",
+        ));
+    }
     let provs = Providers::new(h, choice);
     let new_src = source(&provs, Side::New, &new, keys.new.as_ref(), choice)?;
     let old_src = source(&provs, Side::Old, &old, keys.old.as_ref(), choice)?;
@@ -201,10 +224,17 @@ pub(crate) fn split_payload(
         ("uuid", h.uuid.clone()),
         (
             "reencryption",
-            format!(
-                "in progress ({}): {done} bytes in {new_spec}, the rest still in {old_spec}",
-                info.mode.as_str()
-            ),
+            if backward {
+                format!(
+                    "in progress ({}, backward): the first {done} bytes still in {old_spec}, the rest in {new_spec}",
+                    info.mode.as_str()
+                )
+            } else {
+                format!(
+                    "in progress ({}): {done} bytes in {new_spec}, the rest still in {old_spec}",
+                    info.mode.as_str()
+                )
+            },
         ),
         ("keysize", keysize),
         ("provider", provider),
@@ -229,5 +259,6 @@ pub(crate) fn split_payload(
             },
         ],
         old.iv_tweak + done / 512,
+        backward,
     ))
 }

@@ -349,7 +349,24 @@ pub(super) fn resume_decrypt(
     let mut left = if let Some(hid) = run.info.hotzone {
         let hot = h.meta.segments[&hid].clone();
         recovered = true;
-        run.recover(&hot)?
+        match opts.online {
+            // Online: requests touching the hotzone wait while it is
+            // recovered; the boundary then moves down to its start.
+            Some(g) => {
+                let start = hot.offset - data_offset;
+                let end = match hot.size {
+                    SegmentSize::Fixed(n) => start + n,
+                    SegmentSize::Dynamic => data_size,
+                };
+                let mut at = start;
+                g.exclusive(start, end, &mut || {
+                    at = run.recover(&hot)?;
+                    Ok(())
+                })?;
+                at
+            }
+            None => run.recover(&hot)?,
+        }
     } else {
         run.info
             .old_segments
@@ -371,7 +388,10 @@ pub(super) fn resume_decrypt(
     while left > 0 {
         let len = hotzone.min(left);
         let off = left - len;
-        run.step(off, len)?;
+        match opts.online {
+            Some(g) => g.exclusive(off, left, &mut || run.step(off, len))?,
+            None => run.step(off, len)?,
+        }
         left = off;
         steps += 1;
         if let Some(p) = opts.progress.as_mut() {

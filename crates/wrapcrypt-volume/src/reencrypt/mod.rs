@@ -109,7 +109,8 @@ pub trait WrappedCiphers {
 pub trait OnlineGate {
     /// Runs `step` (one hotzone `[start, done)` in data bytes, or the
     /// recovery of one) while no request touches those bytes; once it
-    /// succeeded, the data before `done` is served in the new layout.
+    /// succeeded, the data before `done` is served in the new layout
+    /// (backward: the data from `start` on).
     fn exclusive(
         &self,
         start: u64,
@@ -157,11 +158,6 @@ pub fn resume(
                 && i.direction == wrapcrypt_format::luks2::ReencryptDirection::Backward =>
         {
             vol.require_writable()?;
-            if opts.online.is_some() {
-                return Err(ReencryptError::Unsupported(
-                    "online decryption (the backward direction)".into(),
-                ));
-            }
             backward::resume_decrypt(vol, keys, opts)
         }
         _ => engine::resume(vol, keys, opts),
