@@ -251,9 +251,11 @@ pub(super) fn resume_encrypt_shift(
             )))
         }
     };
-    let moved_id = info
-        .moved_segment
-        .ok_or_else(|| invalid("no backup-moved-segment"))?;
+    let moved_id = info.moved_segment.ok_or_else(|| {
+        ReencryptError::Unsupported(
+            "encryption with a data shift and a detached header (no moved segment)".into(),
+        )
+    })?;
     verify::verify(&h.meta, &info, keys)?;
     let seg = |id: u32| h.meta.segments[&id].clone();
     let (prev, fin, moved) = (
