@@ -137,10 +137,13 @@ fn assert_encrypted(img: &str, kf: &str, plain: &Plain, reduce: u64) {
 /// The seqid of `img`'s primary header, 0 while it holds no LUKS2
 /// header (the plaintext before the init lands).
 fn epoch(img: &str) -> u64 {
-    let b = std::fs::read(img)
-        .map(|b| b[..24].to_vec())
-        .unwrap_or_default();
-    if b.len() < 24 || &b[..6] != b"LUKS\xba\xbe" {
+    use std::io::Read;
+    let mut b = [0u8; 24];
+    if std::fs::File::open(img)
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+        || &b[..6] != b"LUKS\xba\xbe"
+    {
         return 0;
     }
     u64::from_be_bytes(b[16..24].try_into().unwrap())
@@ -158,13 +161,14 @@ fn interrupt_at(mut cmd: Command, img: &str, at: u64) {
     while epoch(img) < at {
         assert!(child.try_wait().expect("wait").is_none(), "ended too early");
         assert!(std::time::Instant::now() < deadline, "no progress");
-        std::thread::sleep(std::time::Duration::from_micros(300));
+        std::thread::sleep(std::time::Duration::from_micros(50));
     }
-    // SAFETY: kill(2) on the pid of a child we have not reaped yet.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
-        0
-    );
+    // Frozen first, so the run cannot finish before SIGINT is pending.
+    let pid = child.id() as libc::pid_t;
+    for sig in [libc::SIGSTOP, libc::SIGINT, libc::SIGCONT] {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
     let out = child.wait_with_output().expect("wait");
     assert!(
         !out.status.success(),
@@ -325,7 +329,7 @@ fn datashift_whole_run() {
 fn cryptsetup_interrupted_or_killed_finished_by_wrapcrypt() {
     let s = Scratch::new();
     let kf = s.key("pw", b"datashift passphrase");
-    let plain = plaintext(&s, "base.img", 20 * MIB);
+    let plain = plaintext(&s, "base.img", 32 * MIB);
     for steps in [1, 4, 9] {
         let img = s.copy(&plain.path, &format!("int{steps}.img"));
         let mut a = encrypt_args(CS, "2M", &kf, &[]);
@@ -359,7 +363,7 @@ fn cryptsetup_interrupted_or_killed_finished_by_wrapcrypt() {
 fn wrapcrypt_interrupted_finished_by_cryptsetup() {
     let s = Scratch::new();
     let kf = s.key("pw", b"datashift passphrase");
-    let plain = plaintext(&s, "base.img", 20 * MIB);
+    let plain = plaintext(&s, "base.img", 32 * MIB);
     for steps in [2, 7] {
         let img = s.copy(&plain.path, &format!("int{steps}.img"));
         let mut a = encrypt_args(WC, "2M", &kf, &[]);
