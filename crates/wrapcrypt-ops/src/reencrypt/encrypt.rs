@@ -1,5 +1,7 @@
-//! reencrypt --encrypt: a plaintext device becomes LUKS2 in place with a
-//! detached header (cryptsetup's `reencrypt --encrypt --header FILE`).
+//! reencrypt --encrypt: a plaintext device becomes LUKS2 in place, with a
+//! detached header (cryptsetup's `reencrypt --encrypt --header FILE`) or
+//! with the header at its start and the data shifted
+//! (`--reduce-device-size`).
 //! Every refusal comes before anything is written.
 
 use std::path::Path;
@@ -11,13 +13,14 @@ use wrapcrypt_volume::Volume;
 
 use super::{map, resilience, ReencryptOptions, ReencryptOutcome};
 use crate::error::OpsError;
+use wrapcrypt_volume::reencrypt::InitResilience;
 
 /// The options only `--encrypt` takes.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EncryptOptions<'a> {
     /// `--header`: the detached header file (created if missing).
     pub header: Option<&'a Path>,
-    /// `--reduce-device-size` in bytes (data shift; not done yet).
+    /// `--reduce-device-size` in bytes (data offset and shift: half of it).
     pub reduce_device_size: Option<u64>,
     /// `--uuid`.
     pub uuid: Option<&'a str>,
@@ -41,19 +44,22 @@ pub fn encrypt<'a>(
     progress: Option<&'a mut dyn FnMut(u64, u64)>,
     stop: Option<&'a AtomicBool>,
 ) -> Result<ReencryptOutcome, OpsError> {
-    let Some(header) = enc.header else {
-        if enc.reduce_device_size.is_some() {
-            return Err(OpsError::usage(
-                "reencrypt --encrypt --reduce-device-size (data shift) is not supported yet; use a detached header (--header).",
-            ));
-        }
+    if enc.header.is_some() && enc.reduce_device_size.is_some() {
+        return Err(OpsError::usage(
+            "reencrypt --encrypt --header with --reduce-device-size (a data shift with a detached header) is not supported.",
+        ));
+    }
+    if enc.header.is_none() && enc.reduce_device_size.is_none() {
         return Err(OpsError::usage(
             "Encryption without detached header (--header) is not possible without data device size reduction (--reduce-device-size).",
         ));
-    };
-    if enc.reduce_device_size.is_some() {
+    }
+    if enc
+        .reduce_device_size
+        .is_some_and(|r| !r.is_multiple_of(512))
+    {
         return Err(OpsError::usage(
-            "reencrypt --encrypt --reduce-device-size (data shift) is not supported yet.",
+            "Reduce size must be multiple of 512 bytes sector.",
         ));
     }
     if opts.init_only && opts.resume_only {
@@ -71,13 +77,25 @@ pub fn encrypt<'a>(
             "reencrypt --encrypt puts the new key in keyslot 0.",
         ));
     }
-    let res = resilience(opts)?;
+    let res = match enc.reduce_device_size {
+        // With a data shift cryptsetup writes `datashift` whatever
+        // --resilience says (checksum, journal, none, datashift).
+        Some(_) => match opts.resilience.unwrap_or("checksum") {
+            "checksum" | "journal" | "none" | "datashift" => InitResilience::None,
+            other => {
+                return Err(OpsError::usage(format!(
+                    "Unsupported resilience mode {other}"
+                )))
+            }
+        },
+        None => resilience(opts)?,
+    };
     if let Some(b) = opts.key_bits {
         if b == 0 || b % 8 != 0 {
             return Err(OpsError::usage("Key size must be a multiple of 8 bits"));
         }
     }
-    for p in [opts.device, header] {
+    for p in std::iter::once(opts.device).chain(enc.header) {
         if is_luks(p) {
             return Err(OpsError::usage(format!(
                 "Device {} is already LUKS device. Aborting operation.",
@@ -91,15 +109,16 @@ pub fn encrypt<'a>(
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         }));
     }
-    prompter.confirm(&if header.exists() {
+    let target = enc.header.unwrap_or(opts.device);
+    prompter.confirm(&if enc.header.is_none() || target.exists() {
         format!(
             "\nWARNING!\n========\nThis will overwrite data on {} irrevocably.\n",
-            header.display()
+            target.display()
         )
     } else {
         "\nWARNING!\n========\nHeader file does not exist, do you want to create it?\n".into()
     })?;
-    let pass = prompter.new_secret(&format!("Enter passphrase for {}: ", header.display()))?;
+    let pass = prompter.new_secret(&format!("Enter passphrase for {}: ", target.display()))?;
     let init = EncryptInitOptions {
         passphrase: pass.expose_secret(),
         cipher: opts.cipher.map(str::to_string),
@@ -111,7 +130,12 @@ pub fn encrypt<'a>(
         label: enc.label.unwrap_or("").to_string(),
         subsystem: enc.subsystem.unwrap_or("").to_string(),
     };
-    let (mut vol, keys) = reencrypt::init_encrypt(opts.device, header, &init).map_err(map)?;
+    let (mut vol, keys) = match (enc.header, enc.reduce_device_size) {
+        (Some(header), _) => reencrypt::init_encrypt(opts.device, header, &init),
+        (None, Some(reduce)) => reencrypt::init_encrypt_shift(opts.device, &init, reduce),
+        (None, None) => unreachable!("refused above"),
+    }
+    .map_err(map)?;
     if opts.init_only {
         return Ok(ReencryptOutcome::Initialized);
     }

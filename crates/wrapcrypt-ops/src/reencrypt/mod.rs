@@ -86,7 +86,7 @@ fn resilience(opts: &ReencryptOptions) -> Result<InitResilience, OpsError> {
         "none" => Ok(InitResilience::None),
         "datashift" | "datashift-checksum" | "datashift-journal" => Err(OpsError::usage(
             format!(
-                "Resilience mode {} needs --encrypt or --decrypt with a data shift, which wrapcrypt does not do yet.",
+                "Resilience mode {} needs a data shift: wrapcrypt shifts data only for --encrypt --reduce-device-size (which takes datashift whatever --resilience says).",
                 opts.resilience.unwrap_or_default()
             ),
         )),

@@ -64,13 +64,10 @@ fn linear(flags: Option<Vec<String>>) -> Segment {
     }
 }
 
-/// Writes the initial encryption header for the plaintext `device` into
-/// `header` (created if missing); returns the volume and its new key.
-pub fn init_encrypt(
-    device: &Path,
-    header: &Path,
+/// The cipher, key size (bytes) and sector size of the new layout, checked.
+pub(super) fn checked_params(
     opts: &EncryptInitOptions,
-) -> Result<(Volume, ReencryptKeys), ReencryptError> {
+) -> Result<(String, usize, u32), ReencryptError> {
     let cipher = opts
         .cipher
         .clone()
@@ -99,6 +96,17 @@ pub fn init_encrypt(
             "Unsupported encryption sector size {sector_size}."
         )));
     }
+    Ok((cipher, key_len, sector_size))
+}
+
+/// Writes the initial encryption header for the plaintext `device` into
+/// `header` (created if missing); returns the volume and its new key.
+pub fn init_encrypt(
+    device: &Path,
+    header: &Path,
+    opts: &EncryptInitOptions,
+) -> Result<(Volume, ReencryptKeys), ReencryptError> {
+    let (cipher, key_len, sector_size) = checked_params(opts)?;
     let resilience = resilience_of(&opts.resilience)?;
     let size = crate::Device::open(device, false)
         .and_then(|d| d.size())

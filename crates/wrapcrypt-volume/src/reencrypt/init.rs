@@ -140,6 +140,9 @@ fn reencrypt_keyslot(
         area_extra.insert("hash".into(), Value::from(hash.clone()));
         area_extra.insert("sector_size".into(), Value::from(*sector_size));
     }
+    if let Some(shift) = resilience.shift_size() {
+        area_extra.insert("shift_size".into(), Value::from(shift.to_string()));
+    }
     let mut ks_extra = Map::new();
     ks_extra.insert("mode".into(), mode.as_str().into());
     ks_extra.insert("direction".into(), direction.as_str().into());

@@ -10,10 +10,14 @@
 //!   (`reencrypt --init-only`).
 //! * [`init_encrypt`] writes the initial detached header of an
 //!   encryption in place (`reencrypt --encrypt --header`).
+//! * [`init_encrypt_shift`] writes the initial header of an encryption in
+//!   place with the header at the start (`--reduce-device-size`).
 //! * [`resume`] verifies the metadata digest, recovers an interrupted
 //!   hotzone, runs the remaining hotzones and finalizes the header.
 
 mod backward;
+mod datashift;
+mod datashift_init;
 mod decrypt_init;
 mod encrypt_init;
 mod engine;
@@ -30,6 +34,7 @@ use wrapcrypt_sector::SectorCipher;
 
 use crate::{Header, Volume, VolumeError};
 
+pub use datashift_init::init_encrypt_shift;
 pub use decrypt_init::init_decrypt;
 pub use encrypt_init::{init_encrypt, EncryptInitOptions};
 pub use engine::{Finished, ResumeOptions};
@@ -144,8 +149,9 @@ impl ReencryptKeys {
 }
 
 /// Finishes the reencryption recorded in `vol`'s header with `keys`: a
-/// decryption runs backward (`backward.rs`), everything else forward
-/// (`engine.rs`).
+/// decryption runs backward (`backward.rs`), an encryption with a data
+/// shift backward with its moved segment (`datashift.rs`), everything
+/// else forward (`engine.rs`).
 pub fn resume(
     vol: &mut Volume,
     keys: &ReencryptKeys,
@@ -159,6 +165,12 @@ pub fn resume(
         {
             vol.require_writable()?;
             backward::resume_decrypt(vol, keys, opts)
+        }
+        Some(i)
+            if i.mode == wrapcrypt_format::luks2::ReencryptMode::Encrypt
+                && i.direction == wrapcrypt_format::luks2::ReencryptDirection::Backward =>
+        {
+            datashift::resume_encrypt_shift(vol, keys, opts)
         }
         _ => engine::resume(vol, keys, opts),
     }

@@ -108,6 +108,13 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
     };
     on_interrupt();
     let out = if encrypt_init {
+        if let (None, Some(r)) = (&a.on.dev.header.header, a.reduce_device_size) {
+            // cryptsetup's luksFormat warning for the header it will write.
+            let ks = (r / 2).saturating_sub(32 << 10);
+            if r.is_multiple_of(8192) && ks < (4 << 20) - (32 << 10) {
+                println!("WARNING: keyslots area ({ks} bytes) is very small, available LUKS2 keyslot count is very limited.");
+            }
+        }
         let enc = reencrypt::EncryptOptions {
             header: a.on.dev.header.header.as_deref().map(std::path::Path::new),
             reduce_device_size: a.reduce_device_size,

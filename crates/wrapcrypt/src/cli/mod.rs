@@ -541,13 +541,13 @@ pub struct ReencryptArgs {
     /// The new encryption sector size in bytes.
     #[arg(long, value_name = "BYTES")]
     pub sector_size: Option<u32>,
-    /// Encrypt a plain device in place (with a detached --header).
+    /// Encrypt a plain device in place (with a detached --header, or --reduce-device-size).
     #[arg(long, visible_alias = "new", short = 'N')]
     pub encrypt: bool,
     /// Decrypt the device in place (with a detached --header).
     #[arg(long)]
     pub decrypt: bool,
-    /// Data shift of --encrypt, in bytes (K, M, G suffixes; not supported yet).
+    /// --encrypt with the header at the start: the device loses this many bytes, half for the header (K, M, G suffixes).
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub reduce_device_size: Option<u64>,
     /// UUID of the header --encrypt writes.
