@@ -23,6 +23,7 @@ fn run(c: &Cli) -> Result<(), CliError> {
         Action::Open(a) => activation::open(g, a),
         Action::Close(a) => activation::close(a),
         Action::Suspend(a) => activation::suspend(a),
+        Action::Resize(a) => activation::resize(a),
         Action::Resume(a) => activation::resume(g, a),
         Action::Status(a) => activation::status(a),
         Action::Serve => activation::serve(),

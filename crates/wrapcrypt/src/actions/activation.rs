@@ -14,7 +14,7 @@ use wrapcrypt_unlock::{external, Registry, UnlockRequest};
 
 use super::common::{key_source, load, prompter, provider_choice, read_pin};
 use crate::cli::opts::Global;
-use crate::cli::{Dev, NameArgs, OpenArgs, ResumeArgs, StatusArgs, SuspendArgs};
+use crate::cli::{Dev, NameArgs, OpenArgs, ResizeArgs, ResumeArgs, StatusArgs, SuspendArgs};
 use crate::exit::CliError;
 
 /// open / luksOpen DEVICE NAME (or --test-passphrase DEVICE).
@@ -123,14 +123,18 @@ pub fn serve() -> Result<(), CliError> {
     let live = std::sync::Arc::new(wrapcrypt_activate::LiveCipher::new(cipher));
     let name = start.config.name.clone();
     let ending = live.clone();
-    let r = wrapcrypt_activate::run_server_with_end(
+    let r = wrapcrypt_activate::run_server_controlled(
         start.config,
         live.clone(),
         |r| {
+            let (r, handle) = match r {
+                Ok((i, h)) => (Ok(i), Some(h)),
+                Err(e) => (Err(e), None),
+            };
             if r.is_ok() {
-                if let Err(e) = wrapcrypt_ops::online::serve(&name, live.clone()) {
+                if let Err(e) = wrapcrypt_ops::online::serve(&name, live.clone(), handle) {
                     eprintln!(
-                    "wrapcrypt server {name}: no control socket, so no online reencryption or suspend: {e}"
+                    "wrapcrypt server {name}: no control socket, so no online reencryption, suspend, resize or refresh: {e}"
                 );
                 }
             }
@@ -155,6 +159,13 @@ pub fn close(a: &NameArgs) -> Result<(), CliError> {
         wrapcrypt_ops::suspend::abort(name)?;
     }
     wrapcrypt_activate::close(name)?;
+    Ok(())
+}
+
+/// resize NAME [--size S | --device-size B].
+pub fn resize(a: &ResizeArgs) -> Result<(), CliError> {
+    let size = wrapcrypt_ops::resize::requested_size(a.size, a.device_size)?;
+    wrapcrypt_ops::resize::resize(&a.name, size)?;
     Ok(())
 }
 

@@ -95,6 +95,9 @@ pub enum Action {
     /// Resumes a suspended /dev/mapper/NAME (unlocks it again).
     #[command(name = "luksResume", disable_help_flag = true)]
     Resume(ResumeArgs),
+    /// Resizes the open /dev/mapper/NAME (default: fill the device).
+    #[command(name = "resize", disable_help_flag = true)]
+    Resize(ResizeArgs),
     /// The server process of an open volume (internal).
     #[command(name = "__serve", hide = true, disable_help_flag = true)]
     Serve,
@@ -273,6 +276,32 @@ pub struct ResumeArgs {
     pub tokens: TokenSelect,
     #[command(flatten)]
     pub provider: ProviderOpts,
+}
+
+/// resize NAME
+#[derive(Args, Debug)]
+pub struct ResizeArgs {
+    /// The name under /dev/mapper.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The new size in 512-byte sectors (0 or unset: fill the device).
+    #[arg(short = 'b', long, value_name = "SECTORS")]
+    pub size: Option<u64>,
+    /// The new size in bytes, with an optional unit (S for sectors, K, M, G, T).
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_device_size)]
+    pub device_size: Option<u64>,
+    /// Header option (accepted; the server knows its volume).
+    #[command(flatten)]
+    pub header: HeaderOpt,
+    /// `--key-file` (accepted; no key is needed, see docs/actions.md).
+    #[command(flatten)]
+    pub key: KeyFileOpts,
+    /// `--key-slot` (accepted, as above).
+    #[command(flatten)]
+    pub slot: KeySlotOpt,
+    /// Token options (accepted, as above).
+    #[command(flatten)]
+    pub tokens: TokenSelect,
 }
 
 /// close NAME
