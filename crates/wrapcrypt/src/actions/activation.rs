@@ -20,11 +20,28 @@ use crate::exit::CliError;
 /// open / luksOpen DEVICE NAME (or --test-passphrase DEVICE).
 pub fn open(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
     if let Some(t) = a.kind.kind.as_deref() {
+        if t == "plain" {
+            return open_plain(g, a);
+        }
         if !matches!(t, "luks" | "luks1" | "luks2") {
             return Err(CliError::usage(format!(
-                "Device type {t} is not supported (wrapcrypt opens luks, luks1 and luks2)."
+                "Device type {t} is not supported (wrapcrypt opens luks, luks1, luks2 and plain)."
             )));
         }
+    }
+    let p = &a.plain;
+    if p.cipher.is_some()
+        || p.key_size.is_some()
+        || p.hash.is_some()
+        || p.offset.is_some()
+        || p.skip.is_some()
+        || p.size.is_some()
+        || p.device_size.is_some()
+        || p.sector_size.is_some()
+    {
+        return Err(CliError::usage(
+            "Options --cipher, --key-size, --hash, --offset, --skip, --size, --device-size and --sector-size of open apply to --type plain only.",
+        ));
     }
     // --tries: a wrong passphrase (exit 2) is asked again, as cryptsetup
     // does; 0 is unlimited. Key files and tokens give the same answer
@@ -45,6 +62,70 @@ pub fn open(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
             r => return r,
         }
     }
+}
+
+/// open --type plain DEVICE NAME: cryptsetup's plain mapping.
+fn open_plain(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
+    use wrapcrypt_ops::open::plain::{self, PlainKeyInput, PlainOptions};
+    let name = a
+        .name
+        .as_deref()
+        .ok_or_else(|| CliError::usage("Command open requires <name> as argument."))?;
+    if a.test_passphrase || a.on.dev.header.header.is_some() {
+        return Err(CliError::usage(
+            "Options --test-passphrase and --header do not apply to --type plain.",
+        ));
+    }
+    let p = &a.plain;
+    let size = match (p.size, p.device_size) {
+        (Some(_), Some(_)) => {
+            return Err(CliError::usage(
+                "Options --size and --device-size cannot be combined.",
+            ))
+        }
+        (Some(s), None) => Some(
+            s.checked_mul(512)
+                .ok_or_else(|| CliError::usage("Device size is too large."))?,
+        ),
+        (None, Some(b)) if b % 512 != 0 => {
+            return Err(CliError::usage(
+                "Device size must be multiple of 512 bytes sector.",
+            ))
+        }
+        (None, b) => b,
+    };
+    let input = match a.on.key.key_file.as_deref() {
+        None => PlainKeyInput::Passphrase,
+        Some("-") => PlainKeyInput::Stdin,
+        Some(_) => PlainKeyInput::KeyFile,
+    };
+    let opts = PlainOptions {
+        device: &a.on.dev.device,
+        name,
+        cipher: p.cipher.as_deref(),
+        key_bits: p.key_size,
+        hash: p.hash.as_deref(),
+        offset: p.offset.unwrap_or(0),
+        skip: p.skip.unwrap_or(0),
+        size: size.filter(|&s| s > 0),
+        sector_size: p.sector_size,
+        read_only: a.readonly,
+        allow_discards: a.allow_discards,
+        input,
+    };
+    // A key file is read up to --keyfile-size, else the key size (cryptsetup
+    // reads no more than the key from it).
+    let mut key = a.on.key.clone();
+    if input == PlainKeyInput::KeyFile && key.keyfile_size.is_none() {
+        key.keyfile_size = Some(p.key_size.unwrap_or(plain::DEFAULT_KEY_BITS) / 8);
+    }
+    let mut pr = prompter(g, key_source(&key, None), None);
+    let pl = plain::prepare(&opts, &mut pr)?;
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__serve");
+    wrapcrypt_activate::spawn(cmd, pl.expose_secret(), Duration::from_secs(30))?;
+    Ok(())
 }
 
 /// One unlock attempt of `open`.

@@ -233,6 +233,38 @@ pub struct OpenArgs {
     /// Store the activation flags in the header (accepted; not stored).
     #[arg(long, hide = true)]
     pub persistent: bool,
+    /// Options of `--type plain`.
+    #[command(flatten)]
+    pub plain: PlainArgs,
+}
+
+/// The options of `open --type plain` (cryptsetup's plain mapping).
+#[derive(Args, Debug, Default)]
+pub struct PlainArgs {
+    /// Plain: the cipher (default aes-cbc-essiv:sha256).
+    #[arg(short = 'c', long, value_name = "SPEC")]
+    pub cipher: Option<String>,
+    /// Plain: the key size in bits (default 256).
+    #[arg(short = 's', long, value_name = "BITS")]
+    pub key_size: Option<usize>,
+    /// Plain: the passphrase hash (default ripemd160; `plain`: none).
+    #[arg(short = 'h', long, value_name = "NAME")]
+    pub hash: Option<String>,
+    /// Plain: start of the data in the device, in 512-byte sectors.
+    #[arg(short = 'o', long, value_name = "SECTORS")]
+    pub offset: Option<u64>,
+    /// Plain: IV offset, in 512-byte sectors.
+    #[arg(short = 'p', long, value_name = "SECTORS")]
+    pub skip: Option<u64>,
+    /// Plain: the device size in 512-byte sectors (default: to the end).
+    #[arg(short = 'b', long, value_name = "SECTORS")]
+    pub size: Option<u64>,
+    /// Plain: the device size in bytes, with an optional unit.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_device_size)]
+    pub device_size: Option<u64>,
+    /// Plain: the encryption sector size in bytes (default 512).
+    #[arg(long, value_name = "BYTES")]
+    pub sector_size: Option<u32>,
 }
 
 /// status NAME [--json]
