@@ -12,9 +12,11 @@ use wrapcrypt_ops::open::{self, OpenOptions};
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_unlock::{external, Registry, UnlockRequest};
 
-use super::common::{key_source, load, prompter, provider_choice, read_pin};
+use super::common::{key_source, load, prompter, provider_choice, read_pin, verbose_ok};
 use crate::cli::opts::Global;
-use crate::cli::{Dev, NameArgs, OpenArgs, ResizeArgs, ResumeArgs, StatusArgs, SuspendArgs};
+use crate::cli::{
+    Dev, NameArgs, OpenArgs, RefreshArgs, ResizeArgs, ResumeArgs, StatusArgs, SuspendArgs,
+};
 use crate::exit::CliError;
 
 /// open / luksOpen DEVICE NAME (or --test-passphrase DEVICE).
@@ -247,6 +249,60 @@ pub fn close(a: &NameArgs) -> Result<(), CliError> {
 pub fn resize(a: &ResizeArgs) -> Result<(), CliError> {
     let size = wrapcrypt_ops::resize::requested_size(a.size, a.device_size)?;
     wrapcrypt_ops::resize::resize(&a.name, size)?;
+    Ok(())
+}
+
+/// refresh NAME [--allow-discards] [--persistent]: unlocks as open does
+/// (LUKS), then the server takes the new flags.
+pub fn refresh(g: &Global, a: &RefreshArgs) -> Result<(), CliError> {
+    use wrapcrypt_ops::refresh::{self, RefreshOptions};
+    let opts = RefreshOptions {
+        name: &a.name,
+        allow_discards: a.allow_discards,
+        persistent: a.persistent,
+        read_only: a.readonly,
+    };
+    let st = refresh::check(&opts)?;
+    let warn = |r: &refresh::Refreshed| {
+        if r.loop_discards_off {
+            eprintln!(
+                "WARNING: {}: the loop device stopped passing discards after one was refused; they reach the device again after close and open.",
+                a.name
+            );
+        }
+    };
+    if st.info.extra.get("type").map(String::as_str) == Some("PLAIN") {
+        warn(&refresh::refresh_plain(&opts, &st)?);
+        verbose_ok(g);
+        return Ok(());
+    }
+    let device = st.info.backing.to_string_lossy().into_owned();
+    let dev = Dev {
+        device: device.clone(),
+        header: a.header.clone(),
+    };
+    let vol = load(&dev, false)?;
+    let prompt = format!("Enter passphrase for {device}: ");
+    let req = UnlockRequest {
+        token_id: a.tokens.id.token_id,
+        token_type: a.tokens.token_type.as_deref(),
+        token_only: a.tokens.token_only,
+        key_slot: a.slot.key_slot,
+        has_key_file: a.key.key_file.is_some(),
+        need_bound: true,
+        pin: None,
+        tpm2_device: a.tokens.tpm2.tpm2_device.as_deref(),
+        prompt: &prompt,
+        verbose: g.verbose,
+    };
+    let reg = if g.disable_external_tokens {
+        Registry::default()
+    } else {
+        Registry::with_external(&external::search_path())
+    };
+    let mut p = prompter(g, key_source(&a.key, None), None);
+    warn(&refresh::refresh_luks(vol, &opts, &st, &req, &reg, &mut p)?);
+    verbose_ok(g);
     Ok(())
 }
 

@@ -98,6 +98,9 @@ pub enum Action {
     /// Resizes the open /dev/mapper/NAME (default: fill the device).
     #[command(name = "resize", disable_help_flag = true)]
     Resize(ResizeArgs),
+    /// Re-activates the open /dev/mapper/NAME with new flags.
+    #[command(name = "refresh", disable_help_flag = true)]
+    Refresh(RefreshArgs),
     /// The server process of an open volume (internal).
     #[command(name = "__serve", hide = true, disable_help_flag = true)]
     Serve,
@@ -332,6 +335,35 @@ pub struct ResizeArgs {
     #[command(flatten)]
     pub slot: KeySlotOpt,
     /// Token options (accepted, as above).
+    #[command(flatten)]
+    pub tokens: TokenSelect,
+}
+
+/// refresh NAME
+#[derive(Args, Debug)]
+pub struct RefreshArgs {
+    /// The name under /dev/mapper.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Accept discards (written as encrypted zeros); without it, only the
+    /// header's persistent flag turns them on.
+    #[arg(long)]
+    pub allow_discards: bool,
+    /// Store the flags in the LUKS2 header (replacing allow-discards there).
+    #[arg(long)]
+    pub persistent: bool,
+    /// Must match the activation (read-only cannot change on refresh).
+    #[arg(short = 'r', long)]
+    pub readonly: bool,
+    /// Header option.
+    #[command(flatten)]
+    pub header: HeaderOpt,
+    /// `--key-file`, `--keyfile-size`, `--keyfile-offset`.
+    #[command(flatten)]
+    pub key: KeyFileOpts,
+    /// `--key-slot`.
+    #[command(flatten)]
+    pub slot: KeySlotOpt,
     #[command(flatten)]
     pub tokens: TokenSelect,
 }
