@@ -407,3 +407,35 @@ fn plain_bad_input_one_line_exit_code_nothing_active() {
     // The image was never written.
     assert!(bytes(&img2).iter().all(|&b| b == 0));
 }
+
+#[test]
+fn plain_resize_fills_the_device_after_the_offset() {
+    let s = Scratch::new();
+    let img = s.image("z.img", 8);
+    let name = format!("wcplainz{}", std::process::id());
+    let args = [
+        "open", "--type", "plain", "--offset", "64", "--size", "4096", &img, &name,
+    ];
+    let o = WC.run_stdin(&args, Some(b"zz\n"));
+    assert_eq!(o.code, 0, "{o}");
+    let _guard = Close(name.clone());
+    assert_eq!(blockdev_size(&name), 2 << 20);
+    let data = random(2 << 20, 9);
+    write_dev(&s, &name, &data);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    // cryptsetup: "for plain crypt device, the whole device size is used"
+    // (after the offset).
+    WC.ok(&["resize", &name]);
+    assert_eq!(blockdev_size(&name), (16 << 20) - 64 * 512);
+    let st = WC.ok(&["status", &name]).stdout;
+    assert!(
+        st.contains(&format!("size:    {} sectors", (16 << 20) / 512 - 64)),
+        "{st}"
+    );
+    assert!(read_dev(&s, &name, 2 << 20) == data);
+}

@@ -146,8 +146,14 @@ fn refresh_changes_discards_live_and_persistent_writes_the_header_flag() {
     // zeroed. (The loop driver reports that first refusal as done and
     // stops sending discards: blkdiscard's exit status says nothing.)
     blkdiscard(&name, 0, 65536);
-    assert!(read_dev(&s, &name, 1 << 20) == more, "nothing discarded while off");
-    assert!(!blkdiscard(&name, 0, 65536), "the loop device passes no more discards");
+    assert!(
+        read_dev(&s, &name, 1 << 20) == more,
+        "nothing discarded while off"
+    );
+    assert!(
+        !blkdiscard(&name, 0, 65536),
+        "the loop device passes no more discards"
+    );
 
     // --persistent: cryptsetup's flag in both header copies; cryptsetup
     // still unlocks the volume.
