@@ -24,6 +24,7 @@ fn run(c: &Cli) -> Result<(), CliError> {
         Action::Close(a) => activation::close(a),
         Action::Suspend(a) => activation::suspend(a),
         Action::Resize(a) => activation::resize(a),
+        Action::PlainOpen(a) => activation::plain_open(g, a),
         Action::Refresh(a) => activation::refresh(g, a),
         Action::Resume(a) => activation::resume(g, a),
         Action::Status(a) => activation::status(a),

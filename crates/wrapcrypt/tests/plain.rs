@@ -413,9 +413,8 @@ fn plain_resize_fills_the_device_after_the_offset() {
     let s = Scratch::new();
     let img = s.image("z.img", 8);
     let name = format!("wcplainz{}", std::process::id());
-    let args = [
-        "open", "--type", "plain", "--offset", "64", "--size", "4096", &img, &name,
-    ];
+    // cryptsetup's old spelling, plainOpen.
+    let args = ["plainOpen", "--offset", "64", "--size", "4096", &img, &name];
     let o = WC.run_stdin(&args, Some(b"zz\n"));
     assert_eq!(o.code, 0, "{o}");
     let _guard = Close(name.clone());

@@ -66,6 +66,16 @@ pub fn open(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
     }
 }
 
+/// plainOpen DEVICE NAME (cryptsetup's old spelling of open --type plain).
+pub fn plain_open(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
+    match a.kind.kind.as_deref() {
+        None | Some("plain") => open_plain(g, a),
+        Some(t) => Err(CliError::usage(format!(
+            "Option --type {t} is not allowed with plainOpen."
+        ))),
+    }
+}
+
 /// open --type plain DEVICE NAME: cryptsetup's plain mapping.
 fn open_plain(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
     use wrapcrypt_ops::open::plain::{self, PlainKeyInput, PlainOptions};

@@ -95,6 +95,9 @@ pub enum Action {
     /// Resumes a suspended /dev/mapper/NAME (unlocks it again).
     #[command(name = "luksResume", disable_help_flag = true)]
     Resume(ResumeArgs),
+    /// Opens a plain dm-crypt device (open --type plain).
+    #[command(name = "plainOpen", disable_help_flag = true)]
+    PlainOpen(OpenArgs),
     /// Resizes the open /dev/mapper/NAME (default: fill the device).
     #[command(name = "resize", disable_help_flag = true)]
     Resize(ResizeArgs),
