@@ -223,3 +223,65 @@ fn refresh_of_plain_and_luks2_only_persistent() {
     assert!(blkdiscard(&name, 0, 65536));
     assert!(read_dev(&s, &name, 65536).iter().all(|&b| b == 0));
 }
+
+/// `refresh --persistent` killed before each of its header writes (and
+/// with each write torn): the header always holds the old or the new
+/// flags (cryptsetup luksDump agrees, cryptsetup unlocks it), the device
+/// stays open with its data, and the flag never goes back once new.
+#[test]
+fn refresh_persistent_is_crash_safe() {
+    let s = Scratch::new();
+    let img = s.image("c.img", 32);
+    let kf = s.key("pass", b"refresh-crash");
+    format(CS, &img, &kf, &[]);
+    let name = format!("wcrefreshc{}", std::process::id());
+    WC.ok(&["open", &img, &name, "--key-file", &kf]);
+    let _guard = Close(name.clone());
+    let data = pattern(1 << 20, 11);
+    write_dev(&s, &name, &data);
+    let args = [
+        "refresh",
+        name.as_str(),
+        "--allow-discards",
+        "--persistent",
+        "--key-file",
+        kf.as_str(),
+    ];
+    let reset = || {
+        WC.ok(&["refresh", &name, "--persistent", "--key-file", &kf]);
+        assert_eq!(cs_flags(&img), "(no flags)");
+    };
+    let count = s.p("writes");
+    let mut c = WC.cmd(&args);
+    c.env("WRAPCRYPT_FAULT_COUNT", &count);
+    let o = run_cmd(&mut c, None, WC);
+    assert_eq!(o.code, 0, "clean run: {o}");
+    let n = std::fs::read_to_string(&count).unwrap().lines().count();
+    assert!(n >= 2, "only {n} header writes");
+    for torn in [false, true] {
+        let mut seen = vec![];
+        for k in 1..=n {
+            reset();
+            let mut c = WC.cmd(&args);
+            c.env("WRAPCRYPT_FAULT_AT", k.to_string());
+            if torn {
+                c.env("WRAPCRYPT_FAULT_TORN", "1");
+            }
+            let o = run_cmd(&mut c, None, WC);
+            let what = format!("killed at write {k}/{n} (torn: {torn})");
+            assert_eq!(o.signal, Some(libc::SIGKILL), "{what}: {o}");
+            let flags = cs_flags(&img);
+            assert!(
+                flags == "(no flags)" || flags == "allow-discards",
+                "{what}: {flags}"
+            );
+            assert_eq!(test_pass(CS, &img, &kf, &[]), 0, "{what}");
+            assert!(read_dev(&s, &name, 1 << 20) == data, "{what}: data");
+            seen.push(flags == "allow-discards");
+        }
+        assert!(!seen[0], "killed before the first write: old flags");
+        if let Some(i) = seen.iter().position(|&x| x) {
+            assert!(seen[i..].iter().all(|&x| x), "went back: {seen:?}");
+        }
+    }
+}
