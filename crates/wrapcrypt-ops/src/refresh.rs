@@ -137,14 +137,28 @@ pub fn refresh_luks(
         });
     }
     // Shared lock for the unlock; the header write takes it exclusively.
-    let (data, header) = (vol.data_path().to_path_buf(), vol.is_detached());
-    let meta = vol.meta_device().path().to_path_buf();
+    let data = vol.data_path().to_path_buf();
+    let meta = vol
+        .is_detached()
+        .then(|| vol.meta_device().path().to_path_buf());
     drop(vol);
-    let mut vol = if header {
-        Volume::open(&data, Some(&meta), true)?
-    } else {
-        Volume::open(&data, None, true)?
-    };
+    store_discards(&data, meta.as_deref(), on)?;
+    Ok(Refreshed {
+        allow_discards: on,
+        stored: true,
+        loop_discards_off: loop_off,
+    })
+}
+
+/// Writes (or removes) the LUKS2 header's `allow-discards` flag, other
+/// flags untouched, with the crash-safe two-copy header write
+/// (`refresh --persistent`, `open --persistent`).
+pub fn store_discards(
+    data: &std::path::Path,
+    header: Option<&std::path::Path>,
+    on: bool,
+) -> Result<(), OpsError> {
+    let mut vol = Volume::open(data, header, true)?;
     vol.check_requirements()?;
     let mut h = vol.luks2_header()?.clone();
     let mut flags: Vec<String> = h
@@ -161,11 +175,7 @@ pub fn refresh_luks(
     }
     h.meta.config.flags = (!flags.is_empty()).then_some(flags);
     vol.write_luks2(h)?;
-    Ok(Refreshed {
-        allow_discards: on,
-        stored: true,
-        loop_discards_off: loop_off,
-    })
+    Ok(())
 }
 
 /// Refreshes a plain mapping: no header to unlock or write; the server

@@ -91,7 +91,7 @@ fn refresh_changes_discards_live_and_persistent_writes_the_header_flag() {
     let img = s.image("r.img", 32);
     let kf = s.key("pass", b"refresh-pass");
     let bad = s.key("bad", b"wrong-pass");
-    format(CS, &img, &kf, &[]);
+    format(CS, &img, &kf, FAST);
     assert_eq!(cs_flags(&img), "(no flags)");
     let name = format!("wcrefresh{}", std::process::id());
     WC.ok(&["open", &img, &name, "--key-file", &kf]);
@@ -207,6 +207,45 @@ fn refresh_changes_discards_live_and_persistent_writes_the_header_flag() {
 }
 
 #[test]
+fn open_persistent_stores_the_flag_after_activation() {
+    let s = Scratch::new();
+    let img = s.image("o.img", 32);
+    let kf = s.key("pass", b"open-persistent");
+    format(CS, &img, &kf, FAST);
+    let name = format!("wcopenp{}", std::process::id());
+    WC.ok(&[
+        "open",
+        &img,
+        &name,
+        "--allow-discards",
+        "--persistent",
+        "--key-file",
+        &kf,
+    ]);
+    let guard = Close(name.clone());
+    assert_eq!(cs_flags(&img), "allow-discards");
+    assert_eq!(status_json(&name)["discards"], true);
+    WC.ok(&["close", &name]);
+    drop(guard);
+    // A failed activation stores nothing: the name is taken.
+    let other = s.image("o2.img", 32);
+    format(CS, &other, &kf, FAST);
+    WC.ok(&["open", &img, &name, "--key-file", &kf]);
+    let _guard = Close(name.clone());
+    let o = WC.run(&[
+        "open",
+        &other,
+        &name,
+        "--allow-discards",
+        "--persistent",
+        "--key-file",
+        &kf,
+    ]);
+    assert_eq!(o.code, 5, "{o}");
+    assert_eq!(cs_flags(&other), "(no flags)");
+}
+
+#[test]
 fn refresh_of_plain_and_luks2_only_persistent() {
     let s = Scratch::new();
     let img = s.image("p.img", 8);
@@ -233,7 +272,7 @@ fn refresh_persistent_is_crash_safe() {
     let s = Scratch::new();
     let img = s.image("c.img", 32);
     let kf = s.key("pass", b"refresh-crash");
-    format(CS, &img, &kf, &[]);
+    format(CS, &img, &kf, FAST);
     let name = format!("wcrefreshc{}", std::process::id());
     WC.ok(&["open", &img, &name, "--key-file", &kf]);
     let _guard = Close(name.clone());

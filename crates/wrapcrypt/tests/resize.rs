@@ -97,7 +97,7 @@ fn resize_grows_and_shrinks_the_open_device_and_keeps_the_data() {
     let s = Scratch::new();
     let img = s.image("v.img", 32);
     let kf = s.key("pass", b"resize-pass");
-    format(CS, &img, &kf, &[]);
+    format(CS, &img, &kf, FAST);
     let off = WC.ok(&["luksDump", &img]).stdout;
     let offset: u64 = off
         .lines()
@@ -226,7 +226,7 @@ fn resize2fs_grows_a_mounted_ext4_after_resize() {
     let s = Scratch::new();
     let img = s.image("fs.img", 48);
     let kf = s.key("pass", b"resize-fs-pass");
-    format(WC, &img, &kf, &[]);
+    format(WC, &img, &kf, FAST);
     let name = format!("wcresizefs{}", std::process::id());
     WC.ok(&["open", &img, &name, "--key-file", &kf]);
     let _guard = Close(name.clone());

@@ -83,9 +83,9 @@ fn open_plain(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
         .name
         .as_deref()
         .ok_or_else(|| CliError::usage("Command open requires <name> as argument."))?;
-    if a.test_passphrase || a.on.dev.header.header.is_some() {
+    if a.test_passphrase || a.on.dev.header.header.is_some() || a.persistent {
         return Err(CliError::usage(
-            "Options --test-passphrase and --header do not apply to --type plain.",
+            "Options --test-passphrase, --header and --persistent do not apply to --type plain.",
         ));
     }
     let p = &a.plain;
@@ -180,11 +180,21 @@ fn open_once(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
         unlock: req,
         provider: provider_choice(&a.provider, &pin),
     };
+    if a.persistent && vol.version() != 2 {
+        return Err(CliError::usage(
+            "Persistent flags can be stored only in a LUKS2 header.",
+        ));
+    }
     let pl = open::prepare(vol, &opts, &reg, &mut p)?;
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.arg("__serve");
     wrapcrypt_activate::spawn(cmd, pl.expose_secret(), Duration::from_secs(30))?;
+    if a.persistent {
+        // As cryptsetup: stored only once the activation succeeded.
+        let hdr = a.on.dev.header.header.as_deref().map(std::path::Path::new);
+        wrapcrypt_ops::refresh::store_discards(std::path::Path::new(dev), hdr, a.allow_discards)?;
+    }
     Ok(())
 }
 

@@ -236,8 +236,8 @@ pub struct OpenArgs {
     /// Pass discards through (written as encrypted zeros).
     #[arg(long)]
     pub allow_discards: bool,
-    /// Store the activation flags in the header (accepted; not stored).
-    #[arg(long, hide = true)]
+    /// Store the activation flags (allow-discards) in the LUKS2 header.
+    #[arg(long)]
     pub persistent: bool,
     /// Options of `--type plain`.
     #[command(flatten)]
