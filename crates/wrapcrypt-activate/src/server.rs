@@ -5,6 +5,7 @@ use crate::config::{ActiveInfo, ServeConfig};
 use crate::control::{self, teardown};
 use crate::error::ActivateError;
 use crate::fuse::{self, FileServer};
+use crate::handle::ServerHandle;
 use crate::loopdev;
 use crate::state::{self, check_name};
 use crate::volume::{AlignedBuf, Volume, BUF_ALIGN};
@@ -140,16 +141,33 @@ pub fn run_server_with_end(
     ready: impl FnOnce(Result<&ActiveInfo, &ActivateError>),
     on_end: impl FnOnce(),
 ) -> Result<(), ActivateError> {
+    run_server_controlled(cfg, cipher, |r| ready(r.map(|(i, _)| i)), on_end)
+}
+
+/// [`run_server_with_end`], handing `ready` a [`ServerHandle`] with which
+/// a control thread resizes the device or changes its flags.
+pub fn run_server_controlled(
+    cfg: ServeConfig,
+    cipher: Arc<dyn SectorCipher>,
+    ready: impl FnOnce(Result<(&ActiveInfo, ServerHandle), &ActivateError>),
+    on_end: impl FnOnce(),
+) -> Result<(), ActivateError> {
     let mut ready = Some(ready);
     let started = start(&cfg, cipher);
-    let (info, fs, workers) = match started {
+    let (info, fs, workers, notify) = match started {
         Ok(s) => s,
         Err(e) => {
             (ready.take().expect("once"))(Err(&e));
             return Err(e);
         }
     };
-    (ready.take().expect("once"))(Ok(&info));
+    let handle = ServerHandle::new(
+        &info.name,
+        fs.clone(),
+        notify,
+        info.loop_device.clone().unwrap_or_default(),
+    );
+    (ready.take().expect("once"))(Ok((&info, handle)));
     // Threads that ended during set-up (a ring thread whose REGISTER
     // failed) do not mean the session is over.
     let ended_early = workers.iter().filter(|w| w.is_finished()).count();
@@ -170,6 +188,7 @@ type Started = (
     ActiveInfo,
     Arc<FileServer>,
     Vec<std::thread::JoinHandle<()>>,
+    File,
 );
 
 fn start(cfg: &ServeConfig, cipher: Arc<dyn SectorCipher>) -> Result<Started, ActivateError> {
@@ -250,21 +269,23 @@ fn start(cfg: &ServeConfig, cipher: Arc<dyn SectorCipher>) -> Result<Started, Ac
     let fs = Arc::new(FileServer::new(vol));
     let mut workers = Vec::new();
     let res = setup(&mut info, &fs, &mut workers);
-    if let Err(e) = res {
-        let _ = teardown(name, Some(&info));
-        for w in workers {
-            let _ = w.join();
+    match res {
+        Ok(notify) => Ok((info, fs, workers, notify)),
+        Err(e) => {
+            let _ = teardown(name, Some(&info));
+            for w in workers {
+                let _ = w.join();
+            }
+            Err(e)
         }
-        return Err(e);
     }
-    Ok((info, fs, workers))
 }
 
 fn setup(
     info: &mut ActiveInfo,
     fs: &Arc<FileServer>,
     workers: &mut Vec<std::thread::JoinHandle<()>>,
-) -> Result<(), ActivateError> {
+) -> Result<File, ActivateError> {
     let name = info.name.clone();
     state::write_state(info)?;
     harden_process();
@@ -310,7 +331,8 @@ fn setup(
         Some(why) => format!("/dev/fuse (io_uring: {why})"),
     };
     spawn_dev_workers(fs, &session, dev_workers, workers, &mp)?;
-    drop(session);
+    // Kept for notifications (resize); it never reads requests.
+    let notify = session;
     let file = state::fuse_file(&name);
     let vol_file = OpenOptions::new()
         .read(true)
@@ -336,7 +358,7 @@ fn setup(
         std::io::ErrorKind::AlreadyExists => ActivateError::AlreadyActive(name.clone()),
         _ => ActivateError::io("link", &info.mapper_path, e),
     })?;
-    Ok(())
+    Ok(notify)
 }
 
 /// Environment variable choosing the FUSE transport: `uring` (must work),

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::ops::{Deref, DerefMut, Range};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use wrapcrypt_sector::{SectorCipher, SharedBuffer};
 
@@ -111,12 +112,14 @@ pub(crate) type Errno = i32;
 pub(crate) struct Volume {
     backing: File,
     data_offset: u64,
-    size: u64,
+    /// Changed by `resize` while the device is served.
+    size: AtomicU64,
     iv_tweak: u64,
     sector: usize,
     cipher: Arc<dyn SectorCipher>,
     read_only: bool,
-    allow_discards: bool,
+    /// Changed by `refresh` while the device is served.
+    allow_discards: AtomicBool,
     /// Whole-sector writes share it; read-modify-write of partial sectors
     /// takes it exclusively, so no concurrent write is lost in between.
     rmw: RwLock<()>,
@@ -138,19 +141,47 @@ impl Volume {
         Volume {
             backing,
             data_offset,
-            size,
+            size: AtomicU64::new(size),
             iv_tweak,
             sector,
             cipher,
             read_only,
-            allow_discards,
+            allow_discards: AtomicBool::new(allow_discards),
             rmw: RwLock::new(()),
         }
     }
 
     /// Plaintext size in bytes.
     pub(crate) fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Serves `size` bytes from now on (a multiple of the sector size).
+    pub(crate) fn set_size(&self, size: u64) {
+        debug_assert_eq!(size % self.sector as u64, 0);
+        self.size.store(size, Ordering::Release);
+    }
+
+    /// Byte offset of the data in the backing.
+    pub(crate) fn data_offset(&self) -> u64 {
+        self.data_offset
+    }
+
+    /// The backing's current length in bytes (it may have grown since
+    /// activation).
+    pub(crate) fn backing_len(&self) -> std::io::Result<u64> {
+        use std::io::Seek;
+        (&self.backing).seek(std::io::SeekFrom::End(0))
+    }
+
+    /// Whether discards are accepted.
+    pub(crate) fn allow_discards(&self) -> bool {
+        self.allow_discards.load(Ordering::Acquire)
+    }
+
+    /// Accepts discards from now on, or refuses them.
+    pub(crate) fn set_allow_discards(&self, on: bool) {
+        self.allow_discards.store(on, Ordering::Release);
     }
 
     /// Encryption sector size.
@@ -203,10 +234,11 @@ impl Volume {
 
     /// Reads plaintext at `off`; returns where in `buf` it landed (empty at EOF).
     pub(crate) fn read(&self, off: u64, len: usize, buf: &mut [u8]) -> Result<Range<usize>, Errno> {
-        if off >= self.size || len == 0 {
+        let size = self.size();
+        if off >= size || len == 0 {
             return Ok(0..0);
         }
-        let len = len.min((self.size - off) as usize);
+        let len = len.min((size - off) as usize);
         let (start, n) = self.sector_range(off, len);
         if n > buf.len() {
             return Err(libc::EINVAL);
@@ -230,10 +262,11 @@ impl Volume {
         if data.is_empty() {
             return Ok(0);
         }
-        if off >= self.size {
+        let size = self.size();
+        if off >= size {
             return Err(libc::ENOSPC);
         }
-        let len = data.len().min((self.size - off) as usize);
+        let len = data.len().min((size - off) as usize);
         let s = self.sector as u64;
         if off % s == 0 && len as u64 % s == 0 {
             let _shared = self.rmw.read().unwrap_or_else(|p| p.into_inner());
@@ -266,10 +299,10 @@ impl Volume {
         if self.read_only {
             return Err(libc::EROFS);
         }
-        if !self.allow_discards {
+        if !self.allow_discards() {
             return Err(libc::EOPNOTSUPP);
         }
-        let end = off.saturating_add(len).min(self.size);
+        let end = off.saturating_add(len).min(self.size());
         let chunk = (zeros.len() / self.sector * self.sector).max(self.sector);
         let mut pos = off;
         while pos < end {

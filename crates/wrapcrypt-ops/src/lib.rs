@@ -12,6 +12,8 @@ pub mod open;
 pub mod providers;
 pub mod reencipher;
 pub mod reencrypt;
+pub mod refresh;
+pub mod resize;
 pub mod setkey;
 pub mod suspend;
 pub mod tokens;

@@ -50,7 +50,12 @@ static RUNNING: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>> = 
 
 /// In the server: listens on the control socket of `name` for online
 /// reencryption requests, serving them through `live`.
-pub fn serve(name: &str, live: Arc<LiveCipher>) -> std::io::Result<()> {
+pub fn serve(
+    name: &str,
+    live: Arc<LiveCipher>,
+    server: Option<wrapcrypt_activate::ServerHandle>,
+) -> std::io::Result<()> {
+    let server = server.map(Arc::new);
     let path = wrapcrypt_activate::control_socket(name);
     let _ = std::fs::remove_file(&path);
     let l = UnixListener::bind(&path)?;
@@ -72,6 +77,19 @@ pub fn serve(name: &str, live: Arc<LiveCipher>) -> std::io::Result<()> {
                     .unwrap_or_default();
                 let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
                 let busy = running.as_ref().is_some_and(|(_, h)| !h.is_finished());
+                if op == "resize" || op == "refresh" {
+                    let Some(server) = server.clone() else {
+                        let _ = writeln!(conn, "error 1 This server cannot change its size or flags.");
+                        continue;
+                    };
+                    if busy && op == "resize" {
+                        let _ = writeln!(conn, "error 5 Device {name} is in online reencryption; wait for it or stop it before resize.");
+                        continue;
+                    }
+                    let req = serde_json::from_str(&line).unwrap_or_default();
+                    std::thread::spawn(move || crate::resize::handle(conn, &req, &server));
+                    continue;
+                }
                 if op == "suspend" || op == "resume" || op == "abort" {
                     if busy && op != "abort" {
                         let _ = writeln!(conn, "error 5 Device {name} is in online reencryption; wait for it or stop it before luksSuspend.");

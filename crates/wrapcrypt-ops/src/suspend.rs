@@ -109,6 +109,16 @@ pub fn is_suspended(name: &str) -> bool {
 }
 
 fn call(name: &str, op: &str, payload: Option<&SecretBytes>) -> Result<(), OpsError> {
+    call_json(name, &serde_json::json!({ "op": op }), payload)
+}
+
+/// Sends one request line (and a payload) to the server of `name` and
+/// reads its `ok` / `error CODE MESSAGE` answer.
+pub(crate) fn call_json(
+    name: &str,
+    req: &serde_json::Value,
+    payload: Option<&SecretBytes>,
+) -> Result<(), OpsError> {
     match wrapcrypt_activate::status(name) {
         Ok(_) => {}
         Err(
@@ -124,7 +134,7 @@ fn call(name: &str, op: &str, payload: Option<&SecretBytes>) -> Result<(), OpsEr
         )
     })?;
     let io = |e: std::io::Error| OpsError::usage(format!("Lost the server of {name}: {e}"));
-    writeln!(c, "{}", serde_json::json!({ "op": op })).map_err(io)?;
+    writeln!(c, "{req}").map_err(io)?;
     if let Some(p) = payload {
         c.write_all(&(p.expose_secret().len() as u32).to_le_bytes())
             .map_err(io)?;

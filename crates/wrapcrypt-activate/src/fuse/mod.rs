@@ -28,6 +28,30 @@ pub const FILE_NAME: &str = "volume";
 /// (scripts/bench.d/NOTES.md), and each worker's buffers shrink fourfold.
 pub(crate) const MAX_IO: usize = 256 * 1024;
 
+/// `FUSE_NOTIFY_INVAL_INODE` (fuse_notify_code).
+const NOTIFY_INVAL_INODE: i32 = 2;
+
+/// Tells the kernel that the served file's attributes (its size) changed:
+/// a notification (`unique` 0) invalidating the inode's cached attributes,
+/// and no page cache range (offset -1; the file is direct I/O only). The
+/// next stat asks us again. A kernel that never looked the file up has
+/// nothing cached (ENOENT): that is success too.
+pub(crate) fn notify_inval_file(dev: &File) -> io::Result<()> {
+    use std::io::Write;
+    let mut msg = Vec::with_capacity(40);
+    msg.extend_from_slice(&40u32.to_le_bytes());
+    msg.extend_from_slice(&NOTIFY_INVAL_INODE.to_le_bytes());
+    msg.extend_from_slice(&0u64.to_le_bytes());
+    msg.extend_from_slice(&worker::FILE_INO.to_le_bytes());
+    msg.extend_from_slice(&(-1i64).to_le_bytes());
+    msg.extend_from_slice(&0i64.to_le_bytes());
+    match (&*dev).write(&msg) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// `_IOR(229, 0, uint32_t)`.
 const FUSE_DEV_IOC_CLONE: libc::c_ulong = 0x8004_e500;
 

@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-const FILE_INO: u64 = 2;
+pub(crate) const FILE_INO: u64 = 2;
 /// Attributes never change behind the kernel's back: cache them long.
 const TTL_SECS: u64 = 3600;
 /// Async direct I/O requests the kernel may have in flight.
@@ -46,6 +46,11 @@ impl FileServer {
             uring_accepted: AtomicBool::new(false),
             init_done: AtomicBool::new(false),
         }
+    }
+
+    /// The volume served.
+    pub(crate) fn volume(&self) -> &Volume {
+        &self.vol
     }
 
     /// Minor protocol version the kernel agreed on (0 before INIT).

@@ -18,6 +18,7 @@ use crate::error::OpsError;
 use crate::wrapped::{self, ProviderChoice};
 
 pub(crate) mod payload;
+pub mod plain;
 pub(crate) mod reencrypting;
 
 pub use payload::{server_start, ServerStart};

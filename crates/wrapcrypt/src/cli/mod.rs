@@ -95,6 +95,15 @@ pub enum Action {
     /// Resumes a suspended /dev/mapper/NAME (unlocks it again).
     #[command(name = "luksResume", disable_help_flag = true)]
     Resume(ResumeArgs),
+    /// Opens a plain dm-crypt device (open --type plain).
+    #[command(name = "plainOpen", disable_help_flag = true)]
+    PlainOpen(OpenArgs),
+    /// Resizes the open /dev/mapper/NAME (default: fill the device).
+    #[command(name = "resize", disable_help_flag = true)]
+    Resize(ResizeArgs),
+    /// Re-activates the open /dev/mapper/NAME with new flags.
+    #[command(name = "refresh", disable_help_flag = true)]
+    Refresh(RefreshArgs),
     /// The server process of an open volume (internal).
     #[command(name = "__serve", hide = true, disable_help_flag = true)]
     Serve,
@@ -227,9 +236,41 @@ pub struct OpenArgs {
     /// Pass discards through (written as encrypted zeros).
     #[arg(long)]
     pub allow_discards: bool,
-    /// Store the activation flags in the header (accepted; not stored).
-    #[arg(long, hide = true)]
+    /// Store the activation flags (allow-discards) in the LUKS2 header.
+    #[arg(long)]
     pub persistent: bool,
+    /// Options of `--type plain`.
+    #[command(flatten)]
+    pub plain: PlainArgs,
+}
+
+/// The options of `open --type plain` (cryptsetup's plain mapping).
+#[derive(Args, Debug, Default)]
+pub struct PlainArgs {
+    /// Plain: the cipher (default aes-cbc-essiv:sha256).
+    #[arg(short = 'c', long, value_name = "SPEC")]
+    pub cipher: Option<String>,
+    /// Plain: the key size in bits (default 256).
+    #[arg(short = 's', long, value_name = "BITS")]
+    pub key_size: Option<usize>,
+    /// Plain: the passphrase hash (default ripemd160; `plain`: none).
+    #[arg(short = 'h', long, value_name = "NAME")]
+    pub hash: Option<String>,
+    /// Plain: start of the data in the device, in 512-byte sectors.
+    #[arg(short = 'o', long, value_name = "SECTORS")]
+    pub offset: Option<u64>,
+    /// Plain: IV offset, in 512-byte sectors.
+    #[arg(short = 'p', long, value_name = "SECTORS")]
+    pub skip: Option<u64>,
+    /// Plain: the device size in 512-byte sectors (default: to the end).
+    #[arg(short = 'b', long, value_name = "SECTORS")]
+    pub size: Option<u64>,
+    /// Plain: the device size in bytes, with an optional unit.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_device_size)]
+    pub device_size: Option<u64>,
+    /// Plain: the encryption sector size in bytes (default 512).
+    #[arg(long, value_name = "BYTES")]
+    pub sector_size: Option<u32>,
 }
 
 /// status NAME [--json]
@@ -273,6 +314,61 @@ pub struct ResumeArgs {
     pub tokens: TokenSelect,
     #[command(flatten)]
     pub provider: ProviderOpts,
+}
+
+/// resize NAME
+#[derive(Args, Debug)]
+pub struct ResizeArgs {
+    /// The name under /dev/mapper.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The new size in 512-byte sectors (0 or unset: fill the device).
+    #[arg(short = 'b', long, value_name = "SECTORS")]
+    pub size: Option<u64>,
+    /// The new size in bytes, with an optional unit (S for sectors, K, M, G, T).
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_device_size)]
+    pub device_size: Option<u64>,
+    /// Header option (accepted; the server knows its volume).
+    #[command(flatten)]
+    pub header: HeaderOpt,
+    /// `--key-file` (accepted; no key is needed, see docs/actions.md).
+    #[command(flatten)]
+    pub key: KeyFileOpts,
+    /// `--key-slot` (accepted, as above).
+    #[command(flatten)]
+    pub slot: KeySlotOpt,
+    /// Token options (accepted, as above).
+    #[command(flatten)]
+    pub tokens: TokenSelect,
+}
+
+/// refresh NAME
+#[derive(Args, Debug)]
+pub struct RefreshArgs {
+    /// The name under /dev/mapper.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Accept discards (written as encrypted zeros); without it, only the
+    /// header's persistent flag turns them on.
+    #[arg(long)]
+    pub allow_discards: bool,
+    /// Store the flags in the LUKS2 header (replacing allow-discards there).
+    #[arg(long)]
+    pub persistent: bool,
+    /// Must match the activation (read-only cannot change on refresh).
+    #[arg(short = 'r', long)]
+    pub readonly: bool,
+    /// Header option.
+    #[command(flatten)]
+    pub header: HeaderOpt,
+    /// `--key-file`, `--keyfile-size`, `--keyfile-offset`.
+    #[command(flatten)]
+    pub key: KeyFileOpts,
+    /// `--key-slot`.
+    #[command(flatten)]
+    pub slot: KeySlotOpt,
+    #[command(flatten)]
+    pub tokens: TokenSelect,
 }
 
 /// close NAME

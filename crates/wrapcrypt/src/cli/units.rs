@@ -23,6 +23,19 @@ pub fn parse_size(v: &str) -> Result<u64, String> {
         .ok_or_else(bad)
 }
 
+/// `--device-size`: [`parse_size`], or a number of 512-byte sectors with
+/// the suffix `S`.
+pub fn parse_device_size(v: &str) -> Result<u64, String> {
+    match v.strip_suffix(['S', 's']) {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => n
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(512))
+            .ok_or_else(|| format!("invalid size {v:?}")),
+        _ => parse_size(v),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +59,8 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(parse_size(v).ok(), want, "{v}");
         }
+        assert_eq!(parse_device_size("8S"), Ok(4096));
+        assert_eq!(parse_device_size("4k"), Ok(4096));
+        assert!(parse_device_size("S").is_err());
     }
 }
