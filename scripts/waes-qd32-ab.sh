@@ -8,7 +8,11 @@
 # "waes:SPEC" (the ring tuned by WRAPCRYPT_CUSTODIAN_RING=SPEC, e.g.
 # waes:1,20,50 = 1 daemon thread, 20 µs client spin, 50 µs daemon spin).
 #
-# Env: W (release wrapcrypt; wrapcrypt-custodiand beside it), VOLS (default
+# A volume name ending in "@b" (e.g. "aes@b waes@b") is opened by the
+# binary W_B instead (a baseline build, with its own wrapcrypt-custodiand
+# beside it on a socket of its own), so one run compares two builds.
+#
+# Env: W (release wrapcrypt; wrapcrypt-custodiand beside it), W_B, VOLS (default
 # "aes waes-socket waes"), ROUNDS (4), MIB (512), RUNTIME (5 s), PERF=1 adds
 # `perf stat` of the FUSE server and the custodian during one extra
 # randread run of each volume.
@@ -23,39 +27,45 @@ export WRAPCRYPT_CUSTODIAN_SOCKET="$dir/c.sock"
 names=()
 cleanup() {
   for n in "${names[@]}"; do "$W" close "$n" >/dev/null 2>&1 || true; done
-  local p
-  p=$(cat "$dir/c.state/custodiand.lock" 2>/dev/null || true)
-  [ -n "$p" ] && kill "$p" 2>/dev/null || true
+  local p s
+  for s in c cb; do
+    p=$(cat "$dir/$s.state/custodiand.lock" 2>/dev/null || true)
+    [ -n "$p" ] && kill "$p" 2>/dev/null || true
+  done
   rm -rf "$dir"
 }
 trap cleanup EXIT
 printf 'bench-passphrase' >"$dir/pass"
 fmt=(-q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --sector-size 4096 --key-file "$dir/pass")
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-declare -A dev pid
+declare -A dev pid cust
 k=0
 for v in $VOLS; do
-  c=${v%%[-:]*}
+  c=${v%%[-:@]*}
+  B=$W sock=c
+  case $v in *@b) B=${W_B:?W_B must name the baseline wrapcrypt binary} sock=cb ;; esac
   k=$((k + 1))
   img="$dir/$k.img"
   truncate -s $((MIB + 16))M "$img"
-  "$W" luksFormat "${fmt[@]}" --cipher "$c-xts-plain64" --key-size 512 "$img"
+  export WRAPCRYPT_CUSTODIAN_SOCKET="$dir/$sock.sock"
+  "$B" luksFormat "${fmt[@]}" --cipher "$c-xts-plain64" --key-size 512 "$img"
   name="wcab-$k-$$"
-  case $v in
-    waes-socket) WRAPCRYPT_CUSTODIAN_RING=off "$W" open --key-file "$dir/pass" "$img" "$name" ;;
-    waes:*) WRAPCRYPT_CUSTODIAN_RING=${v#waes:} "$W" open --key-file "$dir/pass" "$img" "$name" ;;
-    *) env -u WRAPCRYPT_CUSTODIAN_RING "$W" open --key-file "$dir/pass" "$img" "$name" ;;
+  spec=${v%@b}
+  case $spec in
+    waes-socket) WRAPCRYPT_CUSTODIAN_RING=off "$B" open --key-file "$dir/pass" "$img" "$name" ;;
+    waes:*) WRAPCRYPT_CUSTODIAN_RING=${spec#waes:} "$B" open --key-file "$dir/pass" "$img" "$name" ;;
+    *) env -u WRAPCRYPT_CUSTODIAN_RING "$B" open --key-file "$dir/pass" "$img" "$name" ;;
   esac
   names+=("$name")
   dev[$v]=/dev/mapper/$name
   pid[$v]=$(jq -r .pid "/run/wrapcrypt/$name/state.json")
   dd if=/dev/zero of="${dev[$v]}" bs=1M count="$MIB" oflag=direct status=none
+  cust[$v]=$(cat "$dir/$sock.state/custodiand.lock" 2>/dev/null || echo 0)
 done
-cust=$(cat "$dir/c.state/custodiand.lock" 2>/dev/null || echo 0)
 cpus() { # server (+ custodian for waes) CPU seconds
   local s
   s=$(cpu "${pid[$1]}")
-  case $1 in waes*) s=$(python3 -c "print($s + $(cpu "$cust"))") ;; esac
+  case $1 in waes*) s=$(python3 -c "print($s + $(cpu "${cust[$1]}"))") ;; esac
   echo "$s"
 }
 fio_r() { # dev randread|randwrite -> IOPS
@@ -96,7 +106,7 @@ done
 if [ "${PERF:-0}" = 1 ]; then
   for v in $VOLS; do
     p=${pid[$v]}
-    case $v in waes*) p="$p,$cust" ;; esac
+    case $v in waes*) p="$p,${cust[$v]}" ;; esac
     perf stat -e context-switches,cpu-clock -p "$p" -o "$dir/perf.out" -- sleep "$RUNTIME" &
     sp=$!
     iops=$(fio_r "${dev[$v]}" randread)

@@ -31,8 +31,9 @@ cleanup() {
 trap cleanup EXIT
 
 # 1. Sector crypto: custodian ÷ in-process engine, same buffer sizes.
-j=$(WRAPCRYPT_CUSTODIAND="$REL/wrapcrypt-custodiand" "$REL/examples/custodian_speed" | tee /dev/stderr | tail -1)
-cmd="cargo run --release -p wrapcrypt-provider --example custodian_speed"
+# 1 GiB per measurement: 256 MiB (10–50 ms) scattered by ±40 % here.
+j=$(WRAPCRYPT_CUSTODIAND="$REL/wrapcrypt-custodiand" "$REL/examples/custodian_speed" --total-mib 1024 | tee /dev/stderr | tail -1)
+cmd="cargo run --release -p wrapcrypt-provider --example custodian_speed -- --total-mib 1024"
 python3 - "$j" "$cmd" <<'EOF'
 import json, sys
 rows, cmd = json.loads(sys.argv[1]), sys.argv[2]

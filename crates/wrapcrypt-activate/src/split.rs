@@ -5,10 +5,10 @@
 //! the boundary is still old and the rest new. The boundary moves one way
 //! (up forward, down backward), between requests, never inside one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
-use wrapcrypt_sector::{SectorCipher, SectorError};
+use wrapcrypt_sector::{IoTicket, SectorCipher, SectorError};
 
 /// New cipher below the boundary, old cipher from it on (backward: the
 /// other way round).
@@ -173,15 +173,35 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
 
+/// `io_begin` admitted the request without a lock (no zone was armed).
+const FAST: IoTicket = IoTicket(0);
+/// `io_begin` registered the request's range in `Hot::in_flight`.
+const REGISTERED: IoTicket = IoTicket(1);
+
 /// The cipher a server serves, replaceable while it runs: a volume opened
 /// before its reencryption began switches to a [`SplitCipher`], and the
 /// reencryption moves each hotzone while requests that touch it wait
 /// ([`LiveCipher::exclusive`]); requests elsewhere go on.
+///
+/// The gate costs two atomic additions per request while no zone is set
+/// (every open volume, almost all the time): a request counts itself in
+/// `fast`, then reads `armed`; a zone sets `armed`, then waits for `fast`
+/// to drain. Both sides use sequentially consistent order, so either the
+/// request sees `armed` (it backs out and takes the locked path, which
+/// sees the zone) or the zone sees the request counted and waits for it
+/// (Dekker's handshake).
 pub struct LiveCipher {
     cur: RwLock<Arc<dyn SectorCipher>>,
     hot: Mutex<Hot>,
     moved: Condvar,
     sector: usize,
+    /// Set (under `hot`) from before a zone waits for the requests in
+    /// flight until it is cleared: `hot.zone.is_some()`, readable without
+    /// the lock.
+    armed: AtomicBool,
+    /// Requests admitted lock-free and not yet ended, plus, for a moment,
+    /// those that are checking `armed`.
+    fast: AtomicUsize,
 }
 
 impl LiveCipher {
@@ -192,6 +212,43 @@ impl LiveCipher {
             cur: RwLock::new(c),
             hot: Mutex::new(Hot::default()),
             moved: Condvar::new(),
+            armed: AtomicBool::new(false),
+            fast: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Hot> {
+        self.hot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, h: MutexGuard<'a, Hot>) -> MutexGuard<'a, Hot> {
+        self.moved.wait(h).unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the zone (the caller holds `hot` and saw no zone) and arms
+    /// the gate, so new requests take the locked path from now on.
+    fn arm(&self, h: &mut Hot, zone: (u64, u64)) {
+        h.zone = Some(zone);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Clears the zone and disarms the gate (the caller holds `hot`).
+    fn disarm(&self, h: &mut Hot) {
+        h.zone = None;
+        self.armed.store(false, Ordering::SeqCst);
+    }
+
+    /// Lock-free requests still in flight (or about to back out).
+    fn fast_in_flight(&self) -> bool {
+        self.fast.load(Ordering::SeqCst) != 0
+    }
+
+    /// Ends a lock-free admission; the last one wakes an armed zone that
+    /// waits for them (under the lock, so its wait cannot miss it).
+    fn end_fast(&self) {
+        if self.fast.fetch_sub(1, Ordering::SeqCst) == 1 && self.armed.load(Ordering::SeqCst) {
+            drop(self.lock());
+            self.moved.notify_all();
         }
     }
 
@@ -218,7 +275,7 @@ impl LiveCipher {
     /// new one and drops the cipher (a soft key is zeroized as its last
     /// `Arc` goes; a provider session is closed).
     pub fn suspend(&self) -> Result<(), SuspendError> {
-        let mut h = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.lock();
         loop {
             if h.aborted {
                 return Err(SuspendError::Aborted);
@@ -229,12 +286,12 @@ impl LiveCipher {
             if h.zone.is_none() {
                 break;
             }
-            h = self.moved.wait(h).unwrap_or_else(|p| p.into_inner());
+            h = self.wait(h);
         }
-        h.zone = Some((0, u64::MAX));
+        self.arm(&mut h, (0, u64::MAX));
         h.suspended = true;
-        while !h.in_flight.is_empty() && !h.aborted {
-            h = self.moved.wait(h).unwrap_or_else(|p| p.into_inner());
+        while (!h.in_flight.is_empty() || self.fast_in_flight()) && !h.aborted {
+            h = self.wait(h);
         }
         drop(h);
         let old = std::mem::replace(
@@ -247,7 +304,7 @@ impl LiveCipher {
 
     /// Whether the device is suspended.
     pub fn is_suspended(&self) -> bool {
-        self.hot.lock().unwrap_or_else(|p| p.into_inner()).suspended
+        self.lock().suspended
     }
 
     /// `luksResume`: serves `c` and lets the held requests go on.
@@ -255,7 +312,7 @@ impl LiveCipher {
         if c.sector_size() != self.sector {
             return Err(SuspendError::SectorSize);
         }
-        let mut h = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.lock();
         if !h.suspended {
             return Err(SuspendError::NotSuspended);
         }
@@ -264,7 +321,7 @@ impl LiveCipher {
         }
         *self.cur.write().unwrap_or_else(|p| p.into_inner()) = c;
         h.suspended = false;
-        h.zone = None;
+        self.disarm(&mut h);
         drop(h);
         self.moved.notify_all();
         Ok(())
@@ -273,7 +330,7 @@ impl LiveCipher {
     /// The session ended: requests held by a suspend are let go and fail
     /// (EIO), so the workers can end; a suspend is refused from now on.
     pub fn abort(&self) {
-        self.hot.lock().unwrap_or_else(|p| p.into_inner()).aborted = true;
+        self.lock().aborted = true;
         self.moved.notify_all();
     }
 
@@ -281,18 +338,21 @@ impl LiveCipher {
     /// ones wait, and `f` starts once those in flight have ended.
     pub fn exclusive<T>(&self, start: u64, end: u64, f: impl FnOnce() -> T) -> T {
         let zone = (start, end);
-        let mut h = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.lock();
         // A suspended device holds its zone until resumed.
         while h.zone.is_some() {
-            h = self.moved.wait(h).unwrap_or_else(|p| p.into_inner());
+            h = self.wait(h);
         }
-        h.zone = Some(zone);
-        while h.in_flight.iter().any(|r| overlaps(*r, zone)) {
-            h = self.moved.wait(h).unwrap_or_else(|p| p.into_inner());
+        self.arm(&mut h, zone);
+        // Lock-free requests do not say where they are: wait for all of
+        // them (new ones register now); registered ones only if they touch
+        // the zone.
+        while self.fast_in_flight() || h.in_flight.iter().any(|r| overlaps(*r, zone)) {
+            h = self.wait(h);
         }
         drop(h);
         let r = f();
-        self.hot.lock().unwrap_or_else(|p| p.into_inner()).zone = None;
+        self.disarm(&mut self.lock());
         self.moved.notify_all();
         r
     }
@@ -311,17 +371,28 @@ impl SectorCipher for LiveCipher {
     fn shared_buffer(&self, len: usize) -> Option<wrapcrypt_sector::SharedBuffer> {
         self.current().shared_buffer(len)
     }
-    fn io_begin(&self, iv_sector: u64, len: usize) {
+    fn io_begin(&self, iv_sector: u64, len: usize) -> IoTicket {
+        self.fast.fetch_add(1, Ordering::SeqCst);
+        if !self.armed.load(Ordering::SeqCst) {
+            return FAST;
+        }
+        // A zone is (being) set: back out and register under the lock.
+        self.end_fast();
         let r = (iv_sector, iv_sector + (len as u64).div_ceil(512));
-        let mut h = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.lock();
         while h.zone.is_some_and(|z| overlaps(z, r)) && !(h.suspended && h.aborted) {
-            h = self.moved.wait(h).unwrap_or_else(|p| p.into_inner());
+            h = self.wait(h);
         }
         h.in_flight.push(r);
+        REGISTERED
     }
-    fn io_end(&self, iv_sector: u64, len: usize) {
+    fn io_end(&self, iv_sector: u64, len: usize, ticket: IoTicket) {
+        if ticket == FAST {
+            self.end_fast();
+            return;
+        }
         let r = (iv_sector, iv_sector + (len as u64).div_ceil(512));
-        let mut h = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.lock();
         if let Some(i) = h.in_flight.iter().position(|x| *x == r) {
             h.in_flight.swap_remove(i);
         }
@@ -403,10 +474,10 @@ mod tests {
         );
         let l = live.clone();
         let t = std::thread::spawn(move || {
-            l.io_begin(8, 512);
+            let k = l.io_begin(8, 512);
             let mut d = [0u8; 512];
             let r = l.encrypt(8, &mut d).map(|()| d[0]);
-            l.io_end(8, 512);
+            l.io_end(8, 512, k);
             (Instant::now(), r)
         });
         std::thread::sleep(Duration::from_millis(200));
@@ -424,9 +495,9 @@ mod tests {
         live.suspend().unwrap();
         let l = live.clone();
         let t = std::thread::spawn(move || {
-            l.io_begin(0, 512);
+            let k = l.io_begin(0, 512);
             let r = l.decrypt(0, &mut [0u8; 512]);
-            l.io_end(0, 512);
+            l.io_end(0, 512, k);
             r
         });
         std::thread::sleep(Duration::from_millis(100));
@@ -449,27 +520,189 @@ mod tests {
         });
         rx.recv().unwrap();
         let t0 = Instant::now();
-        live.io_begin(8, 4096); // sectors 8..16: outside the zone
+        let k = live.io_begin(8, 4096); // sectors 8..16: outside the zone
         assert!(
             t0.elapsed() < Duration::from_millis(200),
             "waited outside the zone"
         );
-        live.io_end(8, 4096);
-        live.io_begin(4, 512); // inside
+        live.io_end(8, 4096, k);
+        let k = live.io_begin(4, 512); // inside
         assert!(
             t0.elapsed() >= Duration::from_millis(250),
             "did not wait inside the zone"
         );
-        live.io_end(4, 512);
+        live.io_end(4, 512, k);
         t.join().unwrap();
         // A zone waits for a request in flight that touches it.
-        live.io_begin(0, 512);
+        let k = live.io_begin(0, 512);
+        assert_eq!(k, FAST, "no zone: admitted without the lock");
         let l = live.clone();
         let t0 = Instant::now();
         let t = std::thread::spawn(move || l.exclusive(0, 8, Instant::now));
         std::thread::sleep(Duration::from_millis(200));
-        live.io_end(0, 512);
+        live.io_end(0, 512, k);
         let ran = t.join().unwrap();
         assert!(ran.duration_since(t0) >= Duration::from_millis(190));
+    }
+
+    /// Many request threads against a thread that keeps moving zones (and
+    /// now and then replaces the cipher): no request is in flight on a
+    /// sector while a zone that covers it runs, and every request sees a
+    /// whole cipher. A gate that admits a request without waiting for the
+    /// zone, or a zone that starts before the requests in it ended, fails.
+    #[test]
+    fn stress_no_request_overlaps_a_running_zone() {
+        use std::sync::atomic::AtomicU32;
+        use std::time::{Duration, Instant};
+        const SECTORS: u64 = 64;
+        struct Shared {
+            live: LiveCipher,
+            /// Requests in flight per sector.
+            busy: Vec<AtomicU32>,
+            /// 1 while a zone covering the sector runs.
+            moving: Vec<AtomicU32>,
+            stop: AtomicBool,
+            requests: AtomicU64,
+            fast: AtomicU64,
+            failure: Mutex<Option<String>>,
+        }
+        impl Shared {
+            fn fail(&self, what: String) {
+                self.failure.lock().unwrap().get_or_insert(what);
+            }
+        }
+        let sh = Arc::new(Shared {
+            live: LiveCipher::new(Arc::new(Add(1, 512))),
+            busy: (0..SECTORS).map(|_| AtomicU32::new(0)).collect(),
+            moving: (0..SECTORS).map(|_| AtomicU32::new(0)).collect(),
+            stop: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            fast: AtomicU64::new(0),
+            failure: Mutex::new(None),
+        });
+        // A small xorshift per thread: no dependency for randomness.
+        let next = |x: &mut u64| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            *x
+        };
+        let workers: Vec<_> = (0..6u64)
+            .map(|t| {
+                let sh = sh.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0x9e37_79b9_7f4a_7c15 ^ (t + 1);
+                    while !sh.stop.load(Ordering::Relaxed) {
+                        let n = 1 + next(&mut x) % 8;
+                        let s = next(&mut x) % (SECTORS - n + 1);
+                        let k = sh.live.io_begin(s, (n * 512) as usize);
+                        for i in s..s + n {
+                            sh.busy[i as usize].fetch_add(1, Ordering::SeqCst);
+                        }
+                        // Failures are recorded, not panicked, so the
+                        // request still ends and nothing waits for it.
+                        if let Some(i) =
+                            (s..s + n).find(|&i| sh.moving[i as usize].load(Ordering::SeqCst) != 0)
+                        {
+                            sh.fail(format!("request on sector {i} inside a running zone"));
+                        }
+                        let mut d = [0u8; 512];
+                        sh.live.encrypt(s, &mut d).unwrap();
+                        if next(&mut x) % 4 == 0 {
+                            std::thread::yield_now();
+                        }
+                        let mut e = [0u8; 512];
+                        sh.live.encrypt(s, &mut e).unwrap();
+                        if d[0] != e[0] {
+                            sh.fail("the cipher was replaced under a request".into());
+                        }
+                        for i in s..s + n {
+                            sh.busy[i as usize].fetch_sub(1, Ordering::SeqCst);
+                        }
+                        sh.live.io_end(s, (n * 512) as usize, k);
+                        sh.requests.fetch_add(1, Ordering::Relaxed);
+                        if k == FAST {
+                            sh.fast.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        // The zones move on a thread of their own: a gate that never lets
+        // a zone start fails by the deadline instead of hanging the test.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mover = {
+            let sh = sh.clone();
+            std::thread::spawn(move || {
+                let next = next;
+                let mut x = 0x2545_f491_4f6c_dd1du64;
+                let t0 = Instant::now();
+                let mut zones = 0u32;
+                while t0.elapsed() < Duration::from_millis(1500) || zones < 200 {
+                    let n = 1 + next(&mut x) % 16;
+                    let s = next(&mut x) % (SECTORS - n + 1);
+                    if zones % 50 == 49 {
+                        sh.live
+                            .replace(Arc::new(Add(1 + (zones % 7) as u8, 512)))
+                            .unwrap();
+                    }
+                    sh.live.exclusive(s, s + n, || {
+                        for i in s..s + n {
+                            sh.moving[i as usize].store(1, Ordering::SeqCst);
+                        }
+                        let busy = |sh: &Shared| {
+                            (s..s + n).find(|&i| sh.busy[i as usize].load(Ordering::SeqCst) != 0)
+                        };
+                        if let Some(i) = busy(&sh) {
+                            sh.fail(format!(
+                                "zone {s}..{} ran while a request was on sector {i}",
+                                s + n
+                            ));
+                        }
+                        std::thread::sleep(Duration::from_micros(50));
+                        if let Some(i) = busy(&sh) {
+                            sh.fail(format!(
+                                "request on sector {i} began inside zone {s}..{}",
+                                s + n
+                            ));
+                        }
+                        for i in s..s + n {
+                            sh.moving[i as usize].store(0, Ordering::SeqCst);
+                        }
+                    });
+                    zones += 1;
+                    if sh.failure.lock().unwrap().is_some() {
+                        break;
+                    }
+                    // Time without a zone, so the lock-free path is exercised too.
+                    if zones % 2 == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+                done_tx.send(zones).ok();
+            })
+        };
+        let zones = done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the zones stopped moving: a zone waits forever for requests");
+        mover.join().expect("the zone thread failed");
+        sh.stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().expect("a request thread failed");
+        }
+        if let Some(f) = sh.failure.lock().unwrap().take() {
+            panic!("{f}");
+        }
+        let (req, fast) = (
+            sh.requests.load(Ordering::Relaxed),
+            sh.fast.load(Ordering::Relaxed),
+        );
+        assert!(req > 1000, "only {req} requests ran");
+        assert!(zones >= 200, "only {zones} zones moved");
+        assert!(
+            fast > 0 && fast < req,
+            "both paths ran: {fast} of {req} lock-free"
+        );
+        assert_eq!(sh.live.fast.load(Ordering::SeqCst), 0, "the count drained");
     }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use wrapcrypt_sector::{SectorCipher, SharedBuffer};
+use wrapcrypt_sector::{IoTicket, SectorCipher, SharedBuffer};
 
 /// Alignment of I/O buffers: enough for O_DIRECT on any device.
 pub(crate) const BUF_ALIGN: usize = 4096;
@@ -90,18 +90,24 @@ struct InFlight<'a> {
     cipher: &'a dyn SectorCipher,
     iv: u64,
     len: usize,
+    ticket: IoTicket,
 }
 
 impl<'a> InFlight<'a> {
     fn new(cipher: &'a dyn SectorCipher, iv: u64, len: usize) -> Self {
-        cipher.io_begin(iv, len);
-        InFlight { cipher, iv, len }
+        let ticket = cipher.io_begin(iv, len);
+        InFlight {
+            cipher,
+            iv,
+            len,
+            ticket,
+        }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.cipher.io_end(self.iv, self.len);
+        self.cipher.io_end(self.iv, self.len, self.ticket);
     }
 }
 

@@ -126,8 +126,8 @@ fn ring_crypt(cipher: &SoftCipher, bufs: &RwLock<Vec<Arc<Shm>>>, r: &RingRequest
     }
 }
 
-/// One ring thread: takes submitted slots, spins briefly when there are
-/// none, then sleeps on the doorbell.
+/// One ring thread: takes submitted slots, polls briefly after each
+/// request for the next one, then sleeps on the doorbell.
 fn ring_loop(
     ring: &Ring,
     cipher: &SoftCipher,
@@ -137,18 +137,40 @@ fn ring_loop(
     spin: Duration,
 ) {
     let mut cursor = first;
-    let mut last = Instant::now();
+    // Some(deadline) while polling (announced in the ring's header).
+    let mut polling: Option<Instant> = None;
+    let mut n = 0u32;
     while !stop.load(Ordering::Relaxed) {
         if let Some((i, req)) = ring.take(&mut cursor) {
+            if polling.take().is_some() {
+                ring.set_polling(false);
+            }
             let status = ring_crypt(cipher, bufs, &req);
             ring.complete(i, u32::from(status));
-            last = Instant::now();
-        } else if last.elapsed() < spin {
-            std::hint::spin_loop();
+            // Poll for the client's next request: it is woken now and
+            // usually submits again before a sleeping thread could be
+            // woken (measured: sleeping at once after large requests,
+            // a wake-up more per request, halved 1 MiB throughput).
+            if !spin.is_zero() {
+                polling = Some(Instant::now() + spin);
+                ring.set_polling(true);
+            }
+        } else if let Some(deadline) = polling {
+            n = n.wrapping_add(1);
+            // The clock only every 8th scan: reading it cost more than
+            // the scan.
+            if n.is_multiple_of(8) && Instant::now() >= deadline {
+                polling = None;
+                ring.set_polling(false);
+            } else {
+                std::hint::spin_loop();
+            }
         } else {
             ring.sleep(RING_NAP);
-            last = Instant::now();
         }
+    }
+    if polling.is_some() {
+        ring.set_polling(false);
     }
 }
 

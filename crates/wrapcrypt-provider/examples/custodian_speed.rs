@@ -23,6 +23,8 @@ use wrapcrypt_provider::{CustodianConfig, CustodianProvider, KeyProvider, KeySpe
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::SectorCipher;
 
+/// Bytes per measurement by default (`--total-mib` sets it: short runs
+/// scatter by tens of percent on a loaded host).
 const TOTAL: usize = 256 << 20;
 const SECTOR: usize = 4096;
 
@@ -67,8 +69,15 @@ struct Run {
 
 /// Encrypt + decrypt of TOTAL bytes in `call`-byte requests over `threads`
 /// threads; `shared` takes each thread's buffer from the cipher.
-fn speed(c: &Arc<dyn SectorCipher>, call: usize, threads: usize, shared: bool, daemon: i32) -> Run {
-    let per = TOTAL / threads;
+fn speed(
+    c: &Arc<dyn SectorCipher>,
+    total: usize,
+    call: usize,
+    threads: usize,
+    shared: bool,
+    daemon: i32,
+) -> Run {
+    let per = total / threads;
     let bufs: Vec<_> = (0..threads)
         .map(|_| {
             let b = if shared { c.shared_buffer(call) } else { None };
@@ -109,7 +118,7 @@ fn speed(c: &Arc<dyn SectorCipher>, call: usize, threads: usize, shared: bool, d
     hs.into_iter().for_each(|h| h.join().expect("thread"));
     let wall = t.elapsed().as_secs_f64();
     Run {
-        mb_s: 2.0 * TOTAL as f64 / wall / 1e6,
+        mb_s: 2.0 * total as f64 / wall / 1e6,
         cpu_s: self_cpu() + pid_cpu(daemon) - cpu0,
     }
 }
@@ -160,17 +169,32 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned();
     let on = |m: &str| only.as_deref().is_none_or(|o| o == m);
+    let total = args
+        .iter()
+        .position(|a| a == "--total-mib")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(TOTAL, |m| m << 20);
+    // `--call-kib N` measures only calls of N KiB.
+    let only_call = args
+        .iter()
+        .position(|a| a == "--call-kib")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<usize>().ok());
     for (call, threads) in [(128 << 10, 1), (1 << 20, 1), (128 << 10, 2), (1 << 20, 2)] {
+        if only_call.is_some_and(|k| k << 10 != call) {
+            continue;
+        }
         let (mut s, mut c, mut z) = (Run::default(), Run::default(), Run::default());
         for _ in 0..rounds {
             if on("soft") {
-                s = best(s, speed(&soft, call, threads, false, dpid));
+                s = best(s, speed(&soft, total, call, threads, false, dpid));
             }
             if on("copy") {
-                c = best(c, speed(&cust, call, threads, false, dpid));
+                c = best(c, speed(&cust, total, call, threads, false, dpid));
             }
             if on("shared") {
-                z = best(z, speed(&cust, call, threads, true, dpid));
+                z = best(z, speed(&cust, total, call, threads, true, dpid));
             }
         }
         println!(

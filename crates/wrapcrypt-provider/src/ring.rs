@@ -45,6 +45,10 @@ const H_WAKEUPS: usize = 24;
 const H_HIGH: usize = 32;
 /// Daemon threads serving the ring (written by the daemon before they run).
 const H_THREADS: usize = 36;
+/// Daemon threads awake and polling for work (none in progress): such a
+/// thread takes the next request within nanoseconds, so a client need
+/// not wake another for it. 0 from a daemon that does not keep it.
+const H_POLLING: usize = 40;
 /// Requests of at least this many bytes wake another sleeping daemon
 /// thread even while one is awake (so large requests run in parallel);
 /// smaller ones wait for the awake thread, which finds them before it sleeps.
@@ -156,8 +160,9 @@ impl Ring {
     }
 
     /// Submits a request in slot `i` (owned by the caller, idle) and rings
-    /// the doorbell if every daemon thread sleeps, or if one sleeps and
-    /// the request is large.
+    /// the doorbell if every daemon thread sleeps, or if one sleeps, none
+    /// polls and the request is large (so large requests run in parallel,
+    /// and a polling thread is not raced by a needless wake-up).
     pub fn submit(&self, i: u32, req: &RingRequest) {
         self.u32(self.slot(i, S_BUFFER))
             .store(req.buffer, Ordering::Relaxed);
@@ -176,7 +181,10 @@ impl Ring {
         bell.fetch_add(1, Ordering::SeqCst);
         let sleepers = self.u32(H_SLEEPERS).load(Ordering::SeqCst);
         let threads = self.u32(H_THREADS).load(Ordering::Relaxed).max(1);
-        if sleepers > 0 && (sleepers >= threads || req.len >= BIG_REQUEST) {
+        if sleepers > 0
+            && (sleepers >= threads
+                || (req.len >= BIG_REQUEST && self.u32(H_POLLING).load(Ordering::SeqCst) == 0))
+        {
             self.u64(H_WAKEUPS).fetch_add(1, Ordering::Relaxed);
             futex_wake(bell, 1);
         }
@@ -234,6 +242,16 @@ impl Ring {
     /// Records how many daemon threads serve the ring (before they start).
     pub fn set_threads(&self, n: u32) {
         self.u32(H_THREADS).store(n, Ordering::SeqCst);
+    }
+
+    /// A daemon thread starts (`true`) or stops polling for work.
+    pub fn set_polling(&self, on: bool) {
+        let w = self.u32(H_POLLING);
+        if on {
+            w.fetch_add(1, Ordering::SeqCst);
+        } else {
+            w.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Takes the next submitted slot at or after `*cursor`, if any.

@@ -121,15 +121,22 @@ pub trait SectorCipher: Send + Sync {
     /// data path calls `io_begin` before it encrypts (or reads ciphertext)
     /// and `io_end` after it wrote the ciphertext (or decrypted), for the
     /// same sectors (`iv_sector` and `len` as for `encrypt`). `io_begin`
-    /// may wait while those sectors move to another layout.
-    fn io_begin(&self, iv_sector: u64, len: usize) {
+    /// may wait while those sectors move to another layout; its ticket
+    /// goes back to `io_end`.
+    fn io_begin(&self, iv_sector: u64, len: usize) -> IoTicket {
         let _ = (iv_sector, len);
+        IoTicket::default()
     }
-    /// Ends what `io_begin` started.
-    fn io_end(&self, iv_sector: u64, len: usize) {
-        let _ = (iv_sector, len);
+    /// Ends what `io_begin` started (same sectors, its ticket).
+    fn io_end(&self, iv_sector: u64, len: usize, ticket: IoTicket) {
+        let _ = (iv_sector, len, ticket);
     }
 }
+
+/// How [`SectorCipher::io_begin`] admitted a request (a cipher-defined
+/// value, e.g. lock-free or registered), handed back to `io_end`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoTicket(pub u32);
 
 /// Memory handed out by [`SectorCipher::shared_buffer`].
 pub type SharedBuffer = Box<dyn std::ops::DerefMut<Target = [u8]> + Send>;
