@@ -192,6 +192,7 @@ pub fn prepare(opts: &PlainOptions, prompter: &mut dyn Prompter) -> Result<Secre
             key: &key,
         }],
         0,
+        false,
     ))
 }
 
