@@ -8,10 +8,13 @@ use std::path::Path;
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::CipherSpec;
 use wrapcrypt_unlock::Prompter;
-use wrapcrypt_volume::format::{format_luks1, format_luks2, FormatParams, Luks1FormatParams};
+use wrapcrypt_volume::format::{
+    format_luks1, format_luks2_with_progress, FormatParams, Luks1FormatParams,
+};
 use wrapcrypt_volume::{PbkdfOptions, Unlocked, Volume, VolumeError};
 
 use crate::error::OpsError;
+use crate::progress::{self, Progress, Silent};
 use crate::wrapped::{self, KeyFile, ProviderChoice};
 
 const LAST_KEYSLOT: &str = "\nWARNING!\n========\nThis is the last keyslot. Device will become unusable after purging this key.\n";
@@ -102,6 +105,16 @@ fn confirm_and_passphrase(
 
 /// luksFormat.
 pub fn format(opts: &FormatOptions, prompter: &mut dyn Prompter) -> Result<(), OpsError> {
+    format_with_progress(opts, prompter, &mut Silent)
+}
+
+/// luksFormat, reporting the wipe of the new header's metadata and
+/// keyslots area (LUKS2; the LUKS1 wipe is a few hundred KiB and silent).
+pub fn format_with_progress(
+    opts: &FormatOptions,
+    prompter: &mut dyn Prompter,
+    progress: &mut dyn Progress,
+) -> Result<(), OpsError> {
     let kind = opts.kind.unwrap_or("luks2");
     if kind == "luks1" {
         return format1(opts, prompter);
@@ -143,7 +156,7 @@ pub fn format(opts: &FormatOptions, prompter: &mut dyn Prompter) -> Result<(), O
     } else {
         None
     };
-    write_new(opts, Layout::Luks2(params), wrapped_key, prompter)
+    write_new(opts, Layout::Luks2(params), wrapped_key, prompter, progress)
 }
 
 /// A new header's parameters.
@@ -159,6 +172,7 @@ fn write_new(
     layout: Layout,
     wrapped: Option<wrapped::FormatKey>,
     prompter: &mut dyn Prompter,
+    progress: &mut dyn Progress,
 ) -> Result<(), OpsError> {
     let passphrase = confirm_and_passphrase(opts, prompter)?;
     let len = match &layout {
@@ -171,10 +185,16 @@ fn write_new(
         (None, None) => SecretBytes::random(len)?,
     };
     let (dev, hdr, pass) = (opts.device, opts.header, passphrase.expose_secret());
-    match &layout {
+    let vol = match &layout {
         Layout::Luks1(p) => format_luks1(dev, hdr, p, &key, pass)?,
-        Layout::Luks2(p) => format_luks2(dev, hdr, p, &key, pass)?,
+        Layout::Luks2(p) => {
+            let mut hook = progress::as_fn(progress);
+            format_luks2_with_progress(dev, hdr, p, &key, pass, &mut hook)?
+        }
     };
+    for slot in vol.active_keyslots() {
+        log::info!("Key slot {slot} created.");
+    }
     Ok(())
 }
 
@@ -204,7 +224,7 @@ fn format1(opts: &FormatOptions, prompter: &mut dyn Prompter) -> Result<(), OpsE
         pbkdf: opts.pbkdf.clone(),
         keyslot: opts.key_slot,
     };
-    write_new(opts, Layout::Luks1(params), None, prompter)
+    write_new(opts, Layout::Luks1(params), None, prompter, &mut Silent)
 }
 
 /// What luksAddKey adds.

@@ -6,6 +6,7 @@
 mod actions;
 mod cli;
 mod exit;
+mod progress;
 mod prompt;
 
 use actions::{
@@ -46,7 +47,7 @@ fn run(c: &Cli) -> Result<(), CliError> {
         Action::Repair(a) => header::repair(g, a),
         Action::Erase(a) => keyslots::erase(g, a),
         Action::Reencrypt(a) => reencrypt::run(g, a),
-        Action::Benchmark(a) => bench::run(a),
+        Action::Benchmark(a) => bench::run(g, a),
         Action::Custodian(a) => custodian::run(a),
         Action::Validate(a) => wrapped::validate(g, a),
         Action::Reencipher(a) => wrapped::reencipher(g, a),

@@ -11,6 +11,7 @@ use wrapcrypt_volume::Volume;
 
 use super::{map, resilience, ReencryptOptions, ReencryptOutcome};
 use crate::error::OpsError;
+use crate::progress::Progress;
 
 /// The options only `--encrypt` takes.
 #[derive(Debug, Default, Clone, Copy)]
@@ -38,7 +39,7 @@ pub fn encrypt<'a>(
     opts: &ReencryptOptions,
     enc: &EncryptOptions,
     prompter: &mut dyn Prompter,
-    progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    progress: Option<&'a mut dyn Progress>,
     stop: Option<&'a AtomicBool>,
 ) -> Result<ReencryptOutcome, OpsError> {
     let Some(header) = enc.header else {
@@ -115,12 +116,13 @@ pub fn encrypt<'a>(
     if opts.init_only {
         return Ok(ReencryptOutcome::Initialized);
     }
+    let mut hook = progress.map(crate::progress::as_fn);
     let done = reencrypt::resume(
         &mut vol,
         &keys,
         ResumeOptions {
             hotzone_size: opts.hotzone_size,
-            progress,
+            progress: hook.as_mut().map(|f| f as &mut dyn FnMut(u64, u64)),
             stop,
             wrapped: None,
             online: None,

@@ -2,6 +2,7 @@
 //! luksConvertKey, erase: the command-line side of `wrapcrypt_ops::keyslots`.
 
 use wrapcrypt_ops::keyslots::{self, AddKeyOptions, FormatOptions};
+use wrapcrypt_ops::progress::Unit;
 use wrapcrypt_ops::KeyFile;
 
 use super::common::{
@@ -12,6 +13,7 @@ use crate::cli::{
     AddKeyArgs, ChangeKeyArgs, ConvertKeyArgs, EraseArgs, FormatArgs, KillSlotArgs, RemoveKeyArgs,
 };
 use crate::exit::CliError;
+use crate::progress::Reporter;
 
 /// luksFormat DEVICE [KEYFILE]
 pub fn format(g: &Global, a: &FormatArgs) -> Result<(), CliError> {
@@ -45,7 +47,8 @@ pub fn format(g: &Global, a: &FormatArgs) -> Result<(), CliError> {
     // The first passphrase is a new one, but comes from --key-file (or the
     // positional key file), as in cryptsetup.
     let mut p = prompter(g, None, key_source(&a.on.key, a.keyfile.as_deref()));
-    keyslots::format(&opts, &mut p)?;
+    let mut bar = Reporter::new(g, Unit::Bytes, &a.on.dev.device);
+    keyslots::format_with_progress(&opts, &mut p, &mut bar)?;
     Ok(())
 }
 
