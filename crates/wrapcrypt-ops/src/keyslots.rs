@@ -185,6 +185,15 @@ fn write_new(
         (None, None) => SecretBytes::random(len)?,
     };
     let (dev, hdr, pass) = (opts.device, opts.header, passphrase.expose_secret());
+    let target = hdr.unwrap_or(dev);
+    if log::log_enabled!(log::Level::Info) {
+        for _ in 0..luks_signatures(target) {
+            log::info!(
+                "Existing 'crypto_LUKS' superblock signature on device {} will be wiped.",
+                target.display()
+            );
+        }
+    }
     let vol = match &layout {
         Layout::Luks1(p) => format_luks1(dev, hdr, p, &key, pass)?,
         Layout::Luks2(p) => {
@@ -196,6 +205,25 @@ fn write_new(
         log::info!("Key slot {slot} created.");
     }
     Ok(())
+}
+
+/// How many LUKS signatures blkid would find (and cryptsetup wipe, one
+/// message each) on `path`: the primary magic at 0 and LUKS2 secondary
+/// magics at the offsets a secondary header can have.
+fn luks_signatures(path: &Path) -> usize {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let magic_at = |off: u64, m: &[u8; 6]| {
+        let mut b = [0u8; 6];
+        f.read_exact_at(&mut b, off).is_ok() && &b == m
+    };
+    let primary = usize::from(magic_at(0, b"LUKS\xba\xbe"));
+    let secondaries = (14..=22)
+        .filter(|&shift| magic_at(1u64 << shift, b"SKUL\xba\xbe"))
+        .count();
+    primary + secondaries
 }
 
 /// luksFormat --type luks1.
@@ -259,13 +287,9 @@ pub fn add_key(
             None => SecretBytes::random(bits / 8)?,
         };
         let newp = prompter.new_secret(new_prompt)?;
-        return Ok(vol.add_keyslot(
-            &key,
-            newp.expose_secret(),
-            opts.new_slot,
-            &opts.pbkdf,
-            true,
-        )?);
+        let slot = vol.add_keyslot(&key, newp.expose_secret(), opts.new_slot, &opts.pbkdf, true)?;
+        log::info!("Key slot {slot} created.");
+        return Ok(slot);
     }
     let key = match &opts.volume_key {
         Some(k) => {
@@ -286,13 +310,15 @@ pub fn add_key(
         }
     };
     let newp = prompter.new_secret(new_prompt)?;
-    Ok(vol.add_keyslot(
+    let slot = vol.add_keyslot(
         &key,
         newp.expose_secret(),
         opts.new_slot,
         &opts.pbkdf,
         false,
-    )?)
+    )?;
+    log::info!("Key slot {slot} created.");
+    Ok(slot)
 }
 
 fn unlock_existing(
@@ -303,6 +329,7 @@ fn unlock_existing(
 ) -> Result<(Unlocked, SecretBytes), OpsError> {
     let p = prompter.passphrase(prompt)?;
     let u = vol.unlock(p.expose_secret(), key_slot, false)?;
+    log::debug!("Keyslot {} unlocked by passphrase.", u.keyslot);
     Ok((u, p))
 }
 
@@ -314,10 +341,13 @@ pub fn remove_key(
 ) -> Result<u32, OpsError> {
     vol.check_requirements()?;
     let (u, _) = unlock_existing(vol, "Enter passphrase to be deleted: ", key_slot, prompter)?;
+    log::info!("Key slot {} unlocked.", u.keyslot);
     if vol.active_keyslots().len() == 1 {
         prompter.confirm(LAST_KEYSLOT)?;
     }
+    log::info!("Keyslot {} is selected for deletion.", u.keyslot);
     vol.remove_keyslot(u.keyslot)?;
+    log::info!("Key slot {} removed.", u.keyslot);
     Ok(u.keyslot)
 }
 
@@ -331,8 +361,11 @@ pub fn change_key(
 ) -> Result<u32, OpsError> {
     vol.check_requirements()?;
     let (u, _) = unlock_existing(vol, "Enter passphrase to be changed: ", key_slot, prompter)?;
+    log::info!("Key slot {} unlocked.", u.keyslot);
     let newp = prompter.new_secret("Enter new passphrase: ")?;
-    Ok(vol.change_keyslot(u.keyslot, &u.key, newp.expose_secret(), new_slot, pbkdf)?)
+    let slot = vol.change_keyslot(u.keyslot, &u.key, newp.expose_secret(), new_slot, pbkdf)?;
+    log::info!("Key slot {slot} created.");
+    Ok(slot)
 }
 
 /// luksConvertKey: same passphrase, new KDF parameters.
@@ -351,11 +384,14 @@ pub fn convert_key(
         key_slot,
         prompter,
     )?;
-    Ok(vol.change_keyslot(u.keyslot, &u.key, p.expose_secret(), Some(u.keyslot), pbkdf)?)
+    let slot = vol.change_keyslot(u.keyslot, &u.key, p.expose_secret(), Some(u.keyslot), pbkdf)?;
+    log::info!("Key slot {slot} created.");
+    Ok(slot)
 }
 
-/// luksKillSlot: wipes `slot`. Outside batch mode cryptsetup asks for a
-/// remaining passphrase (or, for the last keyslot, a confirmation).
+/// luksKillSlot: wipes `slot`. Outside batch mode (or with a key file, as
+/// the CLI passes `batch` false then) cryptsetup asks for a remaining
+/// passphrase (or, for the last keyslot, a confirmation).
 pub fn kill_slot(
     vol: &mut Volume,
     slot: u32,
@@ -375,6 +411,7 @@ pub fn kill_slot(
     if !active.contains(&slot) {
         return Err(VolumeError::KeyslotInactive(slot).into());
     }
+    log::info!("Keyslot {slot} is selected for deletion.");
     if !batch {
         if active.len() == 1 {
             prompter.confirm(LAST_KEYSLOT)?;
@@ -386,9 +423,11 @@ pub fn kill_slot(
                     "Cannot verify with the passphrase of the keyslot being killed.",
                 ));
             }
+            log::info!("Key slot {} unlocked.", u.keyslot);
         }
     }
     vol.remove_keyslot(slot)?;
+    log::info!("Key slot {slot} removed.");
     Ok(())
 }
 
@@ -399,6 +438,7 @@ pub fn erase(vol: &mut Volume, device: &str, prompter: &mut dyn Prompter) -> Res
     ))?;
     for id in vol.active_keyslots() {
         vol.remove_keyslot(id)?;
+        log::info!("Key slot {id} removed.");
     }
     Ok(())
 }

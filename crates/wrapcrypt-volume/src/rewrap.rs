@@ -602,7 +602,7 @@ impl Staged {
                     found = Some(un.key);
                     break;
                 }
-                Err(VolumeError::NoMatchingKeyslot) => continue,
+                Err(VolumeError::NoMatchingKeyslot | VolumeError::NoUsableKeyslot) => continue,
                 Err(e) => return Err(e.into()),
             }
         }

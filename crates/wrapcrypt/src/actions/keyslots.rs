@@ -116,8 +116,11 @@ pub fn kill_slot(g: &Global, a: &KillSlotArgs) -> Result<(), CliError> {
         .slot_number
         .parse()
         .map_err(|_| CliError::usage("Invalid key slot number."))?;
-    let mut p = prompter(g, key_source(&a.key, a.keyfile.as_deref()), None);
-    keyslots::kill_slot(&mut vol, slot, g.batch_mode, &mut p)?;
+    let key = key_source(&a.key, a.keyfile.as_deref());
+    // A key file is checked even with --batch-mode, as cryptsetup does.
+    let batch = g.batch_mode && key.is_none();
+    let mut p = prompter(g, key, None);
+    keyslots::kill_slot(&mut vol, slot, batch, &mut p)?;
     Ok(())
 }
 

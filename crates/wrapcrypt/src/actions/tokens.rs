@@ -8,7 +8,7 @@ use wrapcrypt_unlock::enroll::{self, EnrollMethod, EnrollOptions};
 use wrapcrypt_unlock::tpm2;
 use wrapcrypt_volume::Volume;
 
-use super::common::{key_source, load, paths, pbkdf, prompter, read_pin, verbose_ok};
+use super::common::{key_source, load, paths, pbkdf, prompter, read_pin};
 use crate::cli::opts::Global;
 use crate::cli::{EnrollArgs, TokenArgs};
 use crate::exit::CliError;
@@ -33,7 +33,6 @@ pub fn token(g: &Global, a: &TokenArgs) -> Result<(), CliError> {
             if g.verbose {
                 println!("Token {id} removed.");
             }
-            verbose_ok(g);
             Ok(())
         }
         sub @ ("import" | "add") => {
@@ -61,7 +60,6 @@ pub fn token(g: &Global, a: &TokenArgs) -> Result<(), CliError> {
             if g.verbose {
                 println!("Token {id} created.");
             }
-            verbose_ok(g);
             Ok(())
         }
         other => Err(CliError::usage(format!("Unknown token action {other}."))),
