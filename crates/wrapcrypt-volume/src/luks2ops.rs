@@ -122,7 +122,9 @@ impl Volume {
             }
             log::debug!("Digest {did} (pbkdf2) verify failed for keyslot {id}.");
         }
-        if !tried {
+        // A keyslot named with -S that cannot serve is a wrong passphrase
+        // for cryptsetup (exit 2); none at all to try is exit 1.
+        if !tried && only.is_none() {
             return Err(VolumeError::NoUsableKeyslot);
         }
         Err(VolumeError::NoMatchingKeyslot)

@@ -39,7 +39,7 @@ fn run(c: &Cli) -> Result<(), CliError> {
         Action::Uuid(a) => header::uuid(a),
         Action::HeaderBackup(a) => header::backup(a),
         Action::HeaderRestore(a) => header::restore(g, a),
-        Action::Token(a) => tokens::token(g, a),
+        Action::Token(a) => tokens::token(a),
         Action::Enroll(a) => tokens::enroll(g, a),
         Action::Config(a) => header::config(a),
         // --cipher selects the wrapped-key conversion; otherwise LUKS1 <-> LUKS2.

@@ -63,7 +63,7 @@ fn open_once(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
         pin: pin.as_ref(),
         tpm2_device: a.tokens.tpm2.tpm2_device.as_deref(),
         prompt: &prompt,
-        verbose: g.verbose,
+        verbose: crate::msg::verbose(),
     };
     let reg = if g.disable_external_tokens {
         Registry::default()
@@ -186,7 +186,7 @@ pub fn resume(g: &Global, a: &ResumeArgs) -> Result<(), CliError> {
         pin: pin.as_ref(),
         tpm2_device: a.tokens.tpm2.tpm2_device.as_deref(),
         prompt: &prompt,
-        verbose: g.verbose,
+        verbose: crate::msg::verbose(),
     };
     let reg = if g.disable_external_tokens {
         Registry::default()

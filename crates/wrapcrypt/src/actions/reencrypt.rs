@@ -112,7 +112,7 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
             }
         }
     };
-    if g.verbose {
+    if crate::msg::verbose() {
         match out {
             ReencryptOutcome::Initialized => eprintln!("Reencryption initialized."),
             ReencryptOutcome::Finished(f) => eprintln!(

@@ -14,7 +14,7 @@ use crate::cli::{EnrollArgs, TokenArgs};
 use crate::exit::CliError;
 
 /// token add|remove|import|export DEVICE
-pub fn token(g: &Global, a: &TokenArgs) -> Result<(), CliError> {
+pub fn token(a: &TokenArgs) -> Result<(), CliError> {
     let (dev, hdr) = paths(&a.dev);
     match a.sub.as_str() {
         "export" => {
@@ -30,7 +30,7 @@ pub fn token(g: &Global, a: &TokenArgs) -> Result<(), CliError> {
             }
             let mut v = Volume::open(dev, hdr, true)?;
             let id = tokens::remove(&mut v, a.id.token_id)?;
-            if g.verbose {
+            if crate::msg::verbose() {
                 println!("Token {id} removed.");
             }
             Ok(())
@@ -57,7 +57,7 @@ pub fn token(g: &Global, a: &TokenArgs) -> Result<(), CliError> {
                 key_slot: a.slot.key_slot,
             };
             let id = tokens::import(&mut v, value, at)?;
-            if g.verbose {
+            if crate::msg::verbose() {
                 println!("Token {id} created.");
             }
             Ok(())
