@@ -8,10 +8,13 @@ use std::path::Path;
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_sector::CipherSpec;
 use wrapcrypt_unlock::Prompter;
-use wrapcrypt_volume::format::{format_luks1, format_luks2, FormatParams, Luks1FormatParams};
+use wrapcrypt_volume::format::{
+    format_luks1, format_luks2_with_progress, FormatParams, Luks1FormatParams,
+};
 use wrapcrypt_volume::{PbkdfOptions, Unlocked, Volume, VolumeError};
 
 use crate::error::OpsError;
+use crate::progress::{self, Progress, Silent};
 use crate::wrapped::{self, KeyFile, ProviderChoice};
 
 const LAST_KEYSLOT: &str = "\nWARNING!\n========\nThis is the last keyslot. Device will become unusable after purging this key.\n";
@@ -102,6 +105,16 @@ fn confirm_and_passphrase(
 
 /// luksFormat.
 pub fn format(opts: &FormatOptions, prompter: &mut dyn Prompter) -> Result<(), OpsError> {
+    format_with_progress(opts, prompter, &mut Silent)
+}
+
+/// luksFormat, reporting the wipe of the new header's metadata and
+/// keyslots area (LUKS2; the LUKS1 wipe is a few hundred KiB and silent).
+pub fn format_with_progress(
+    opts: &FormatOptions,
+    prompter: &mut dyn Prompter,
+    progress: &mut dyn Progress,
+) -> Result<(), OpsError> {
     let kind = opts.kind.unwrap_or("luks2");
     if kind == "luks1" {
         return format1(opts, prompter);
@@ -143,7 +156,7 @@ pub fn format(opts: &FormatOptions, prompter: &mut dyn Prompter) -> Result<(), O
     } else {
         None
     };
-    write_new(opts, Layout::Luks2(params), wrapped_key, prompter)
+    write_new(opts, Layout::Luks2(params), wrapped_key, prompter, progress)
 }
 
 /// A new header's parameters.
@@ -159,6 +172,7 @@ fn write_new(
     layout: Layout,
     wrapped: Option<wrapped::FormatKey>,
     prompter: &mut dyn Prompter,
+    progress: &mut dyn Progress,
 ) -> Result<(), OpsError> {
     let passphrase = confirm_and_passphrase(opts, prompter)?;
     let len = match &layout {
@@ -171,11 +185,45 @@ fn write_new(
         (None, None) => SecretBytes::random(len)?,
     };
     let (dev, hdr, pass) = (opts.device, opts.header, passphrase.expose_secret());
-    match &layout {
+    let target = hdr.unwrap_or(dev);
+    if log::log_enabled!(log::Level::Info) {
+        for _ in 0..luks_signatures(target) {
+            log::info!(
+                "Existing 'crypto_LUKS' superblock signature on device {} will be wiped.",
+                target.display()
+            );
+        }
+    }
+    let vol = match &layout {
         Layout::Luks1(p) => format_luks1(dev, hdr, p, &key, pass)?,
-        Layout::Luks2(p) => format_luks2(dev, hdr, p, &key, pass)?,
+        Layout::Luks2(p) => {
+            let mut hook = progress::as_fn(progress);
+            format_luks2_with_progress(dev, hdr, p, &key, pass, &mut hook)?
+        }
     };
+    for slot in vol.active_keyslots() {
+        log::info!("Key slot {slot} created.");
+    }
     Ok(())
+}
+
+/// How many LUKS signatures blkid would find (and cryptsetup wipe, one
+/// message each) on `path`: the primary magic at 0 and LUKS2 secondary
+/// magics at the offsets a secondary header can have.
+fn luks_signatures(path: &Path) -> usize {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let magic_at = |off: u64, m: &[u8; 6]| {
+        let mut b = [0u8; 6];
+        f.read_exact_at(&mut b, off).is_ok() && &b == m
+    };
+    let primary = usize::from(magic_at(0, b"LUKS\xba\xbe"));
+    let secondaries = (14..=22)
+        .filter(|&shift| magic_at(1u64 << shift, b"SKUL\xba\xbe"))
+        .count();
+    primary + secondaries
 }
 
 /// luksFormat --type luks1.
@@ -204,7 +252,7 @@ fn format1(opts: &FormatOptions, prompter: &mut dyn Prompter) -> Result<(), OpsE
         pbkdf: opts.pbkdf.clone(),
         keyslot: opts.key_slot,
     };
-    write_new(opts, Layout::Luks1(params), None, prompter)
+    write_new(opts, Layout::Luks1(params), None, prompter, &mut Silent)
 }
 
 /// What luksAddKey adds.
@@ -239,13 +287,9 @@ pub fn add_key(
             None => SecretBytes::random(bits / 8)?,
         };
         let newp = prompter.new_secret(new_prompt)?;
-        return Ok(vol.add_keyslot(
-            &key,
-            newp.expose_secret(),
-            opts.new_slot,
-            &opts.pbkdf,
-            true,
-        )?);
+        let slot = vol.add_keyslot(&key, newp.expose_secret(), opts.new_slot, &opts.pbkdf, true)?;
+        log::info!("Key slot {slot} created.");
+        return Ok(slot);
     }
     let key = match &opts.volume_key {
         Some(k) => {
@@ -266,13 +310,15 @@ pub fn add_key(
         }
     };
     let newp = prompter.new_secret(new_prompt)?;
-    Ok(vol.add_keyslot(
+    let slot = vol.add_keyslot(
         &key,
         newp.expose_secret(),
         opts.new_slot,
         &opts.pbkdf,
         false,
-    )?)
+    )?;
+    log::info!("Key slot {slot} created.");
+    Ok(slot)
 }
 
 fn unlock_existing(
@@ -283,6 +329,7 @@ fn unlock_existing(
 ) -> Result<(Unlocked, SecretBytes), OpsError> {
     let p = prompter.passphrase(prompt)?;
     let u = vol.unlock(p.expose_secret(), key_slot, false)?;
+    log::debug!("Keyslot {} unlocked by passphrase.", u.keyslot);
     Ok((u, p))
 }
 
@@ -294,10 +341,13 @@ pub fn remove_key(
 ) -> Result<u32, OpsError> {
     vol.check_requirements()?;
     let (u, _) = unlock_existing(vol, "Enter passphrase to be deleted: ", key_slot, prompter)?;
+    log::info!("Key slot {} unlocked.", u.keyslot);
     if vol.active_keyslots().len() == 1 {
         prompter.confirm(LAST_KEYSLOT)?;
     }
+    log::info!("Keyslot {} is selected for deletion.", u.keyslot);
     vol.remove_keyslot(u.keyslot)?;
+    log::info!("Key slot {} removed.", u.keyslot);
     Ok(u.keyslot)
 }
 
@@ -311,8 +361,11 @@ pub fn change_key(
 ) -> Result<u32, OpsError> {
     vol.check_requirements()?;
     let (u, _) = unlock_existing(vol, "Enter passphrase to be changed: ", key_slot, prompter)?;
+    log::info!("Key slot {} unlocked.", u.keyslot);
     let newp = prompter.new_secret("Enter new passphrase: ")?;
-    Ok(vol.change_keyslot(u.keyslot, &u.key, newp.expose_secret(), new_slot, pbkdf)?)
+    let slot = vol.change_keyslot(u.keyslot, &u.key, newp.expose_secret(), new_slot, pbkdf)?;
+    log::info!("Key slot {slot} created.");
+    Ok(slot)
 }
 
 /// luksConvertKey: same passphrase, new KDF parameters.
@@ -331,11 +384,14 @@ pub fn convert_key(
         key_slot,
         prompter,
     )?;
-    Ok(vol.change_keyslot(u.keyslot, &u.key, p.expose_secret(), Some(u.keyslot), pbkdf)?)
+    let slot = vol.change_keyslot(u.keyslot, &u.key, p.expose_secret(), Some(u.keyslot), pbkdf)?;
+    log::info!("Key slot {slot} created.");
+    Ok(slot)
 }
 
-/// luksKillSlot: wipes `slot`. Outside batch mode cryptsetup asks for a
-/// remaining passphrase (or, for the last keyslot, a confirmation).
+/// luksKillSlot: wipes `slot`. Outside batch mode (or with a key file, as
+/// the CLI passes `batch` false then) cryptsetup asks for a remaining
+/// passphrase (or, for the last keyslot, a confirmation).
 pub fn kill_slot(
     vol: &mut Volume,
     slot: u32,
@@ -355,6 +411,7 @@ pub fn kill_slot(
     if !active.contains(&slot) {
         return Err(VolumeError::KeyslotInactive(slot).into());
     }
+    log::info!("Keyslot {slot} is selected for deletion.");
     if !batch {
         if active.len() == 1 {
             prompter.confirm(LAST_KEYSLOT)?;
@@ -366,9 +423,11 @@ pub fn kill_slot(
                     "Cannot verify with the passphrase of the keyslot being killed.",
                 ));
             }
+            log::info!("Key slot {} unlocked.", u.keyslot);
         }
     }
     vol.remove_keyslot(slot)?;
+    log::info!("Key slot {slot} removed.");
     Ok(())
 }
 
@@ -379,6 +438,7 @@ pub fn erase(vol: &mut Volume, device: &str, prompter: &mut dyn Prompter) -> Res
     ))?;
     for id in vol.active_keyslots() {
         vol.remove_keyslot(id)?;
+        log::info!("Key slot {id} removed.");
     }
     Ok(())
 }

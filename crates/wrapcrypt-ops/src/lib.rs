@@ -9,6 +9,7 @@ pub mod keyholders;
 pub mod keyslots;
 pub mod online;
 pub mod open;
+pub mod progress;
 pub mod providers;
 pub mod reencipher;
 pub mod reencrypt;

@@ -40,6 +40,7 @@ use wrapcrypt_volume::{ExitClass, Volume};
 use crate::error::OpsError;
 use crate::open::payload;
 use crate::open::reencrypting::split_payload;
+use crate::progress::Progress;
 use crate::reencrypt::{
     self as ops_reencrypt, wrapped::Providers, ReencryptOptions, ReencryptOutcome,
 };
@@ -339,7 +340,7 @@ pub fn reencrypt(
     opts: &ReencryptOptions,
     header: Option<&Path>,
     prompter: &mut dyn Prompter,
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &mut dyn Progress,
     stop: &AtomicBool,
 ) -> Result<ReencryptOutcome, OpsError> {
     let st = wrapcrypt_activate::status(name).map_err(|e| OpsError::usage(e.to_string()))?;
@@ -450,7 +451,7 @@ pub fn reencrypt(
                 let n = nums(rest);
                 if n.len() == 2 {
                     total = n[1];
-                    progress(n[0], n[1]);
+                    progress.update(n[0], n[1]);
                 }
             }
             ("done", rest) => {

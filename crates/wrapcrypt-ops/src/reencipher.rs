@@ -12,6 +12,7 @@ use wrapcrypt_volume::{PbkdfOptions, Volume};
 
 use crate::error::OpsError;
 use crate::keyholders::{confirm_drop, require_waes, stored_vp_of, unlock_all, wkb_of};
+use crate::progress::Progress;
 use crate::providers;
 use crate::wrapped::{self, ProviderChoice};
 
@@ -87,6 +88,17 @@ pub fn reencipher(
     opts: &ReencipherOptions,
     prompter: &mut dyn Prompter,
 ) -> Result<Reenciphered, OpsError> {
+    reencipher_with_progress(vol, opts, prompter, &mut crate::progress::Silent)
+}
+
+/// [`reencipher`], reporting the keyslots sealed under the re-wrapped key
+/// (one PBKDF each) as `progress.update(sealed, keyslots)`.
+pub fn reencipher_with_progress(
+    vol: Volume,
+    opts: &ReencipherOptions,
+    prompter: &mut dyn Prompter,
+    progress: &mut dyn Progress,
+) -> Result<Reenciphered, OpsError> {
     require_waes(vol.luks2_header()?)?;
     let complete_asked = opts.mode == Some(ReencipherMode::Complete);
     let vol = match rewrap::recover(vol)? {
@@ -146,7 +158,10 @@ pub fn reencipher(
     let when = if in_place { "now" } else { "at --complete" };
     let drop = confirm_drop(prompter, &un.skipped, when)?;
     let blob = SecretBytes::copy_from(&new.encode());
-    let staged = Staged::stage(vol, &blob, &new_vp, &un.passes(), opts.pbkdf.as_ref())?;
+    let mut hook = crate::progress::as_fn(progress);
+    let passes = un.passes();
+    let staged =
+        Staged::stage_with_progress(vol, &blob, &new_vp, &passes, opts.pbkdf.as_ref(), &mut hook)?;
     if !in_place {
         return Ok(Reenciphered::Staged {
             direction: dir,

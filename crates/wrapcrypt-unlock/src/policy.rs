@@ -109,7 +109,9 @@ fn try_token(
     for &slot in &c.keyslots {
         match vol.unlock(p.expose_secret(), Some(slot), req.need_bound) {
             Ok(u) => return Ok(u),
-            Err(VolumeError::NoMatchingKeyslot) | Err(VolumeError::KeyslotInactive(_)) => {}
+            Err(VolumeError::NoMatchingKeyslot)
+            | Err(VolumeError::NoUsableKeyslot)
+            | Err(VolumeError::KeyslotInactive(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -136,11 +138,17 @@ pub fn unlock(
         let (cands, problems) = candidates(reg, req, h);
         let mut last: Option<(u32, TokenError)> = None;
         for c in &cands {
+            log::debug!(
+                "Checking volume passphrase using token {} ({}).",
+                c.id,
+                c.kind
+            );
             match try_token(reg, req, vol, h, c, prompter) {
                 Ok(u) => {
                     if req.verbose {
                         prompter.info(&format!("Token {} unlocked keyslot {}.", c.id, u.keyslot));
                     }
+                    log::info!("Key slot {} unlocked.", u.keyslot);
                     return Ok(u);
                 }
                 Err(e) => {
@@ -161,6 +169,16 @@ pub fn unlock(
             });
         }
     }
+    if h.is_some() {
+        // LUKS1 has no tokens; cryptsetup says nothing about them there.
+        log::info!("No usable token is available.");
+    }
+    log::debug!(
+        "Checking volume passphrase [keyslot {}] using passphrase.",
+        req.key_slot.map_or(-1, i64::from)
+    );
     let p = prompter.passphrase(req.prompt)?;
-    Ok(vol.unlock(p.expose_secret(), req.key_slot, req.need_bound)?)
+    let u = vol.unlock(p.expose_secret(), req.key_slot, req.need_bound)?;
+    log::info!("Key slot {} unlocked.", u.keyslot);
+    Ok(u)
 }

@@ -59,6 +59,10 @@ pub enum VolumeError {
     /// No keyslot opened with the passphrase.
     #[error("No key available with this passphrase.")]
     NoMatchingKeyslot,
+    /// No keyslot could be tried at all (none active, or none bound to the
+    /// data segment): cryptsetup's -ENOENT, exit 1.
+    #[error("No usable keyslot is available.")]
+    NoUsableKeyslot,
     /// The given keyslot is not active.
     #[error("Keyslot {0} is not active.")]
     KeyslotInactive(u32),

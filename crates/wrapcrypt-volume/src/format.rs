@@ -110,6 +110,19 @@ pub fn format_luks2(
     key: &SecretBytes,
     passphrase: &[u8],
 ) -> Result<Volume, VolumeError> {
+    format_luks2_with_progress(device, header, params, key, passphrase, &mut |_, _| {})
+}
+
+/// [`format_luks2`], reporting the wipe of the metadata and keyslots area
+/// as `progress(bytes done, bytes total)`.
+pub fn format_luks2_with_progress(
+    device: &Path,
+    header: Option<&Path>,
+    params: &FormatParams,
+    key: &SecretBytes,
+    passphrase: &[u8],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Volume, VolumeError> {
     if !METADATA_SIZES.contains(&params.metadata_size) {
         return Err(VolumeError::Param(format!(
             "Unsupported LUKS2 metadata size {}.",
@@ -299,12 +312,14 @@ pub fn format_luks2(
     // stale header can never be found after a crash mid-format.
     let zero = vec![0u8; 1 << 20];
     let mut off = 0;
+    progress(0, meta_end);
     while off < meta_end {
         let n = (meta_end - off).min(zero.len() as u64) as usize;
         meta_dev
             .write_at(off, &zero[..n])
             .map_err(|e| VolumeError::io("wiping header area", meta_path, e))?;
         off += n as u64;
+        progress(off, meta_end);
     }
     let mut vol = Volume {
         meta_dev,

@@ -71,12 +71,22 @@ impl Volume {
         writable: bool,
     ) -> Result<Volume, VolumeError> {
         let meta_path = header.unwrap_or(device);
+        log::debug!(
+            "Trying to open device {} ({}).",
+            meta_path.display(),
+            if writable { "read-write" } else { "read-only" }
+        );
         let meta_dev = Device::open(meta_path, writable).map_err(|source| VolumeError::Device {
             path: meta_path.display().to_string(),
             source,
         })?;
         let lock = MetadataLock::acquire(&meta_dev, writable)
             .map_err(|e| VolumeError::io("locking metadata", meta_path, e))?;
+        log::debug!(
+            "Device {} {} lock taken.",
+            meta_path.display(),
+            if writable { "WRITE" } else { "READ" }
+        );
         let read = |len| {
             meta_dev
                 .read_at(0, len)
@@ -94,6 +104,7 @@ impl Volume {
             && head[6..8] == [0, 1]
         {
             let h = Luks1Header::parse(&head).map_err(VolumeError::Luks1)?;
+            log::debug!("LUKS1 header read from {}.", meta_path.display());
             return Ok(Volume {
                 meta_dev,
                 data_path: device.to_path_buf(),
@@ -123,6 +134,15 @@ impl Volume {
             }
             Err(e) => return Err(VolumeError::Parse(e)),
         };
+        log::debug!(
+            "LUKS2 header version 2 of size {} bytes, checksum {}, seqid {}.",
+            loaded.header.hdr_size,
+            loaded.header.checksum_alg,
+            loaded.header.seqid
+        );
+        if let Some((copy, why)) = &loaded.needs_repair {
+            log::debug!("LUKS2 header copy {copy:?} needs repair ({why:?}); using the other copy.");
+        }
         Ok(Volume {
             meta_dev,
             data_path: device.to_path_buf(),

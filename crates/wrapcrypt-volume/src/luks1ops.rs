@@ -120,14 +120,19 @@ impl Volume {
             Some(s) => vec![s as usize],
             None => h.active_keyslots().collect(),
         };
+        if slots.is_empty() {
+            return Err(VolumeError::NoUsableKeyslot);
+        }
         for slot in slots {
             let ks = &h.keyslots()[slot];
+            log::debug!("Trying to open LUKS1 keyslot {slot}.");
             let p = luks1_slot_params(h, ks, &cipher)?;
             let area = self.luks1_read_area(h, slot)?;
             let key = keyslot_crypto::open(&p, passphrase, &area, h.key_bytes() as usize)?;
             if luks1_check_key(h, &key)? {
                 return Ok((slot as u32, key));
             }
+            log::debug!("Volume key digest verify failed for keyslot {slot}.");
         }
         Err(VolumeError::NoMatchingKeyslot)
     }

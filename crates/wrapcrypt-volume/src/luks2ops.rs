@@ -100,20 +100,32 @@ impl Volume {
             .meta
             .crypt_segment_id()
             .and_then(|s| h.meta.digest_of_segment(s));
+        let mut tried = false;
         for id in try_order(h, only) {
             let ks = &h.meta.keyslots[&id];
             let Some(did) = h.meta.digest_of_keyslot(id) else {
                 continue;
             };
             if need_bound && Some(did) != seg_digest {
+                log::debug!("Keyslot {id} is not bound to the data segment, skipped.");
                 continue;
             }
+            tried = true;
+            log::debug!("Trying to open LUKS2 keyslot {id}.");
             let p = slot_params(ks)?;
+            log::debug!("Reading keyslot area [0x{:x}].", ks.area.offset);
             let area = self.read_keyslot_area(ks)?;
             let key = keyslot_crypto::open(&p, passphrase, &area, ks.key_size as usize)?;
+            log::debug!("Verifying key from keyslot {id}, digest {did}.");
             if Self::luks2_check_key(h, did, &key)? {
                 return Ok((id, key));
             }
+            log::debug!("Digest {did} (pbkdf2) verify failed for keyslot {id}.");
+        }
+        // A keyslot named with -S that cannot serve is a wrong passphrase
+        // for cryptsetup (exit 2); none at all to try is exit 1.
+        if !tried && only.is_none() {
+            return Err(VolumeError::NoUsableKeyslot);
         }
         Err(VolumeError::NoMatchingKeyslot)
     }
@@ -145,6 +157,12 @@ impl Volume {
         let p = new.encode_copy(Copy::Primary)?;
         let s = new.encode_copy(Copy::Secondary)?;
         let path = self.meta_dev.path().to_path_buf();
+        log::debug!(
+            "Trying to write LUKS2 header ({} bytes, seqid {}) at offset 0 and at offset {}.",
+            p.len(),
+            new.seqid,
+            new.hdr_size
+        );
         self.meta_dev
             .write_at(0, &p)
             .map_err(|e| VolumeError::io("writing primary header", &path, e))?;
@@ -253,6 +271,7 @@ impl Volume {
             priority,
         )?;
         let (offset, area_size) = (ks.area.offset, ks.area.size);
+        log::debug!("Keyslot {id} allocated, area [0x{offset:x}] of {area_size} bytes.");
         let mut new = h.clone();
         let old_area = replace
             .and_then(|r| h.meta.keyslots.get(&r))
@@ -329,6 +348,7 @@ impl Volume {
 
     /// Writes keyslot material and makes it durable.
     pub(crate) fn write_area(&mut self, offset: u64, material: &[u8]) -> Result<(), VolumeError> {
+        log::debug!("Updating keyslot area [0x{offset:x}].");
         let path = self.meta_dev.path().to_path_buf();
         self.meta_dev
             .write_at(offset, material)
@@ -339,6 +359,7 @@ impl Volume {
     }
 
     pub(crate) fn wipe_area(&mut self, off: u64, size: u64) -> Result<(), VolumeError> {
+        log::debug!("Wiping keyslot area [0x{off:x}] ({size} bytes).");
         let path = self.meta_dev.path().to_path_buf();
         let mut buf = vec![0u8; size as usize];
         wrapcrypt_secret::fill_random(&mut buf).map_err(|e| VolumeError::io("random", &path, e))?;

@@ -322,6 +322,15 @@ pub(crate) struct Sealed {
     pub(crate) areas: Vec<(u64, Vec<u8>)>,
 }
 
+/// How [`seal_all`] seals: the keyslot area cipher (default: each
+/// original's), the PBKDF (default: a fresh one like each original's), and
+/// the progress hook (keyslots sealed, keyslots).
+pub(crate) struct SealHow<'a> {
+    pub(crate) area: Option<(&'a str, u32)>,
+    pub(crate) pbkdf: Option<&'a PbkdfOptions>,
+    pub(crate) progress: &'a mut dyn FnMut(u64, u64),
+}
+
 /// Seals `key` for each of `slots` into new keyslots of `new` (ids from
 /// `ids`, areas in free space of `h`), with each original keyslot's KDF,
 /// area cipher and priority unless `pbkdf` overrides the KDF.
@@ -331,10 +340,16 @@ pub(crate) fn seal_all(
     key: &SecretBytes,
     slots: &[SlotPass<'_>],
     ids: &[u32],
-    area: Option<(&str, u32)>,
-    pbkdf: Option<&PbkdfOptions>,
+    how: SealHow<'_>,
 ) -> Result<Sealed, RewrapError> {
+    let SealHow {
+        area,
+        pbkdf,
+        progress,
+    } = how;
     let mut planned: Vec<(u64, u64)> = vec![];
+    let total = slots.len().min(ids.len()) as u64;
+    progress(0, total);
     let mut out = Sealed {
         ids: vec![],
         areas: vec![],
@@ -381,6 +396,7 @@ pub(crate) fn seal_all(
         out.areas.push((ks.area.offset, material));
         new.meta.keyslots.insert(id, ks);
         out.ids.push(id);
+        progress(out.ids.len() as u64, total);
     }
     Ok(out)
 }
@@ -456,11 +472,24 @@ impl Staged {
     /// digest, and the `waes-reencipher` token, in one header write after
     /// the keyslot material is durable.
     pub fn stage(
+        vol: Volume,
+        new_blob: &SecretBytes,
+        new_vp: &str,
+        slots: &[SlotPass<'_>],
+        pbkdf: Option<&PbkdfOptions>,
+    ) -> Result<Staged, RewrapError> {
+        Self::stage_with_progress(vol, new_blob, new_vp, slots, pbkdf, &mut |_, _| {})
+    }
+
+    /// [`Staged::stage`], reporting `progress(keyslots sealed, keyslots)`:
+    /// each new keyslot runs its PBKDF, seconds apiece with argon2.
+    pub fn stage_with_progress(
         mut vol: Volume,
         new_blob: &SecretBytes,
         new_vp: &str,
         slots: &[SlotPass<'_>],
         pbkdf: Option<&PbkdfOptions>,
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Staged, RewrapError> {
         vol.check_requirements()?;
         let h = vol.luks2_header()?.clone();
@@ -490,7 +519,12 @@ impl Staged {
             return Err(VolumeError::NoFreeKeyslot.into());
         }
         let mut new = h.clone();
-        let sealed = seal_all(&h, &mut new, new_blob, slots, &ids, None, pbkdf)?;
+        let how = SealHow {
+            area: None,
+            pbkdf,
+            progress,
+        };
+        let sealed = seal_all(&h, &mut new, new_blob, slots, &ids, how)?;
         let did = (0..u32::MAX)
             .find(|i| !h.meta.digests.contains_key(i))
             .expect("a free digest id");
@@ -568,7 +602,7 @@ impl Staged {
                     found = Some(un.key);
                     break;
                 }
-                Err(VolumeError::NoMatchingKeyslot) => continue,
+                Err(VolumeError::NoMatchingKeyslot | VolumeError::NoUsableKeyslot) => continue,
                 Err(e) => return Err(e.into()),
             }
         }

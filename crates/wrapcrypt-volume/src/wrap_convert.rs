@@ -9,7 +9,9 @@ use wrapcrypt_format::luks2::Token;
 use wrapcrypt_secret::SecretBytes;
 
 use crate::luks2ops::area_cipher_for;
-use crate::rewrap::{digest_like, free_token_id, seal_all, segment_digest, RewrapError, SlotPass};
+use crate::rewrap::{
+    digest_like, free_token_id, seal_all, segment_digest, RewrapError, SealHow, SlotPass,
+};
 use crate::{Volume, VolumeError};
 
 /// The clear cipher a volume must have to be converted.
@@ -87,8 +89,11 @@ pub fn convert_to_wrapped(
         blob,
         slots,
         &given,
-        Some((&area_cipher, area_key)),
-        None,
+        SealHow {
+            area: Some((&area_cipher, area_key)),
+            pbkdf: None,
+            progress: &mut |_, _| {},
+        },
     )?;
     new.meta.digests.insert(
         did,

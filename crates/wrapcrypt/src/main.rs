@@ -6,6 +6,8 @@
 mod actions;
 mod cli;
 mod exit;
+mod msg;
+mod progress;
 mod prompt;
 
 use actions::{
@@ -36,20 +38,20 @@ fn run(c: &Cli) -> Result<(), CliError> {
         Action::KillSlot(a) => keyslots::kill_slot(g, a),
         Action::ConvertKey(a) => keyslots::convert_key(g, a),
         Action::Dump(a) => header::dump(g, a),
-        Action::IsLuks(a) => header::is_luks(g, a),
+        Action::IsLuks(a) => header::is_luks(a),
         Action::Uuid(a) => header::uuid(a),
-        Action::HeaderBackup(a) => header::backup(g, a),
+        Action::HeaderBackup(a) => header::backup(a),
         Action::HeaderRestore(a) => header::restore(g, a),
-        Action::Token(a) => tokens::token(g, a),
+        Action::Token(a) => tokens::token(a),
         Action::Enroll(a) => tokens::enroll(g, a),
-        Action::Config(a) => header::config(g, a),
+        Action::Config(a) => header::config(a),
         // --cipher selects the wrapped-key conversion; otherwise LUKS1 <-> LUKS2.
         Action::Convert(a) if a.cipher.is_some() => wrapped::convert(g, a),
         Action::Convert(a) => header::convert(g, a),
-        Action::Repair(a) => header::repair(g, a),
+        Action::Repair(a) => header::repair(a),
         Action::Erase(a) => keyslots::erase(g, a),
         Action::Reencrypt(a) => reencrypt::run(g, a),
-        Action::Benchmark(a) => bench::run(a),
+        Action::Benchmark(a) => bench::run(g, a),
         Action::Custodian(a) => custodian::run(a),
         Action::Validate(a) => wrapped::validate(g, a),
         Action::Reencipher(a) => wrapped::reencipher(g, a),
@@ -73,15 +75,27 @@ fn main() {
             eprintln!("{line}");
             1
         }
-        Parsed::Run(c) => match run(&c) {
-            Ok(()) => 0,
-            Err(e) => {
-                if !e.msg.is_empty() {
-                    eprintln!("{}", e.msg);
+        Parsed::Run(c) => {
+            // The action as typed (options may stand before it), for the
+            // --debug trace only: finding it again costs a command tree.
+            let action = c
+                .global
+                .debug
+                .then(|| argv::reorder(&cli::command(), &argv).into_iter().next())
+                .flatten();
+            msg::init(&c.global, &argv, action.as_deref());
+            let code = match run(&c) {
+                Ok(()) => 0,
+                Err(e) => {
+                    if !e.msg.is_empty() {
+                        eprintln!("{}", e.msg);
+                    }
+                    e.code
                 }
-                e.code
-            }
-        },
+            };
+            msg::finished(code);
+            code
+        }
     };
     std::process::exit(code);
 }

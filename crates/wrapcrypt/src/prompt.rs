@@ -57,6 +57,15 @@ fn is_tty(fd: i32) -> bool {
 /// Reads a key file: `offset` bytes skipped, at most `size` bytes (or up to
 /// EOF, capped at [`MAX_KEYFILE`]). No newline processing, as cryptsetup.
 pub fn read_keyfile(path: &str, offset: u64, size: Option<usize>) -> Result<SecretBytes, CliError> {
+    log::debug!(
+        "Reading key file {} (offset {offset}, {}).",
+        if path == "-" {
+            "from standard input"
+        } else {
+            path
+        },
+        size.map_or("to its end".to_string(), |n| format!("at most {n} bytes"))
+    );
     let mut r: Box<dyn Read> = if path == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -336,8 +345,14 @@ impl Prompter for CliPrompter {
     fn passphrase(&mut self, prompt: &str) -> Result<SecretBytes, PromptError> {
         match (&self.key_file, &self.ask) {
             (Some(k), _) => k.read(),
-            (None, Some(a)) => a.ask(prompt),
-            (None, None) => read_line(prompt),
+            (None, Some(a)) => {
+                log::debug!("Passphrase requested through systemd-ask-password.");
+                a.ask(prompt)
+            }
+            (None, None) => {
+                log::debug!("Interactive passphrase entry requested.");
+                read_line(prompt)
+            }
         }
         .map_err(prompt_err)
     }

@@ -13,6 +13,7 @@ use wrapcrypt_volume::Volume;
 
 use super::{map, resilience, ReencryptOptions, ReencryptOutcome};
 use crate::error::OpsError;
+use crate::progress::Progress;
 use wrapcrypt_volume::reencrypt::InitResilience;
 
 /// The options only `--encrypt` takes.
@@ -41,7 +42,7 @@ pub fn encrypt<'a>(
     opts: &ReencryptOptions,
     enc: &EncryptOptions,
     prompter: &mut dyn Prompter,
-    progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    progress: Option<&'a mut dyn Progress>,
     stop: Option<&'a AtomicBool>,
 ) -> Result<ReencryptOutcome, OpsError> {
     if enc.header.is_some() && enc.reduce_device_size.is_some() {
@@ -139,12 +140,13 @@ pub fn encrypt<'a>(
     if opts.init_only {
         return Ok(ReencryptOutcome::Initialized);
     }
+    let mut hook = progress.map(crate::progress::as_fn);
     let done = reencrypt::resume(
         &mut vol,
         &keys,
         ResumeOptions {
             hotzone_size: opts.hotzone_size,
-            progress,
+            progress: hook.as_mut().map(|f| f as &mut dyn FnMut(u64, u64)),
             stop,
             wrapped: None,
             online: None,

@@ -14,6 +14,7 @@ use wrapcrypt_volume::reencrypt::{
 use wrapcrypt_volume::{PbkdfOptions, Volume, VolumeError};
 
 use crate::error::OpsError;
+use crate::progress::Progress;
 use crate::wrapped::ProviderChoice;
 
 mod encrypt;
@@ -100,20 +101,20 @@ pub fn reencrypt<'a>(
     vol: &mut Volume,
     opts: &ReencryptOptions,
     prompter: &mut dyn Prompter,
-    progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    progress: Option<&'a mut dyn Progress>,
     stop: Option<&'a AtomicBool>,
 ) -> Result<ReencryptOutcome, OpsError> {
     let Some(keys) = start(vol, opts, prompter)? else {
         return Ok(ReencryptOutcome::Initialized);
     };
     let provs = wrapped::Providers::new(vol.luks2_header()?, opts.provider);
+    let mut hook = progress.map(crate::progress::as_fn);
     let done = reencrypt::resume(
         vol,
         &keys,
         ResumeOptions {
             hotzone_size: opts.hotzone_size,
-            // A shorter-lived borrow, so that `provs` need not outlive 'a.
-            progress: progress.map(|p| -> &mut dyn FnMut(u64, u64) { p }),
+            progress: hook.as_mut().map(|f| f as &mut dyn FnMut(u64, u64)),
             stop,
             wrapped: Some(&provs),
             online: None,

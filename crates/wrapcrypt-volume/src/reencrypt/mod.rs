@@ -227,7 +227,7 @@ pub fn unlock_keys(
                     keys.new = Some(key);
                 }
             }
-            Err(VolumeError::NoMatchingKeyslot) => continue,
+            Err(VolumeError::NoMatchingKeyslot | VolumeError::NoUsableKeyslot) => continue,
             Err(e) => return Err(e.into()),
         }
     }

@@ -12,7 +12,7 @@ use wrapcrypt_ops::open::{self, OpenOptions};
 use wrapcrypt_secret::SecretBytes;
 use wrapcrypt_unlock::{external, Registry, UnlockRequest};
 
-use super::common::{key_source, load, prompter, provider_choice, read_pin, verbose_ok};
+use super::common::{key_source, load, prompter, provider_choice, read_pin};
 use crate::cli::opts::Global;
 use crate::cli::{
     Dev, NameArgs, OpenArgs, RefreshArgs, ResizeArgs, ResumeArgs, StatusArgs, SuspendArgs,
@@ -156,7 +156,7 @@ fn open_once(g: &Global, a: &OpenArgs) -> Result<(), CliError> {
         pin: pin.as_ref(),
         tpm2_device: a.tokens.tpm2.tpm2_device.as_deref(),
         prompt: &prompt,
-        verbose: g.verbose,
+        verbose: crate::msg::verbose(),
     };
     let reg = if g.disable_external_tokens {
         Registry::default()
@@ -293,7 +293,6 @@ pub fn refresh(g: &Global, a: &RefreshArgs) -> Result<(), CliError> {
     };
     if st.info.extra.get("type").map(String::as_str) == Some("PLAIN") {
         warn(&refresh::refresh_plain(&opts, &st)?);
-        verbose_ok(g);
         return Ok(());
     }
     let device = st.info.backing.to_string_lossy().into_owned();
@@ -322,7 +321,6 @@ pub fn refresh(g: &Global, a: &RefreshArgs) -> Result<(), CliError> {
     };
     let mut p = prompter(g, key_source(&a.key, None), None);
     warn(&refresh::refresh_luks(vol, &opts, &st, &req, &reg, &mut p)?);
-    verbose_ok(g);
     Ok(())
 }
 
@@ -354,7 +352,7 @@ pub fn resume(g: &Global, a: &ResumeArgs) -> Result<(), CliError> {
         pin: pin.as_ref(),
         tpm2_device: a.tokens.tpm2.tpm2_device.as_deref(),
         prompt: &prompt,
-        verbose: g.verbose,
+        verbose: crate::msg::verbose(),
     };
     let reg = if g.disable_external_tokens {
         Registry::default()

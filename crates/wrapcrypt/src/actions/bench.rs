@@ -7,8 +7,11 @@ use wrapcrypt_sector::CipherSpec;
 
 use serde_json::{json, Value};
 
+use crate::cli::opts::Global;
 use crate::cli::BenchArgs;
 use crate::exit::CliError;
+use crate::progress::Reporter;
+use wrapcrypt_ops::progress::{Progress, Unit};
 
 const CIPHERS: &[(&str, usize)] = &[
     ("aes-cbc", 128),
@@ -46,13 +49,28 @@ fn cipher_speed(name: &str, bits: usize, sector: usize) -> Result<(f64, f64), Cl
 struct Out {
     json: Option<serde_json::Map<String, Value>>,
     header_done: bool,
+    /// Rows measured so far and in all: the progress line between rows.
+    bar: Reporter,
+    rows: (u64, u64),
 }
 
 impl Out {
     fn comment(&mut self, text: &str) {
         if self.json.is_none() {
-            println!("# {text}");
+            self.line(&format!("# {text}"));
         }
+    }
+
+    /// One line of the table, at column 0 even under a progress line.
+    fn line(&mut self, text: &str) {
+        self.bar.clear();
+        println!("{text}");
+    }
+
+    /// A row is measured: the progress line moves on.
+    fn row_done(&mut self) {
+        self.rows.0 += 1;
+        self.bar.update(self.rows.0, self.rows.1);
     }
 
     fn push(&mut self, list: &str, v: Value) {
@@ -79,16 +97,20 @@ impl Out {
             );
         } else {
             if !self.header_done {
-                println!("#     Algorithm |       Key |      Encryption |      Decryption");
+                self.line("#     Algorithm |       Key |      Encryption |      Decryption");
                 self.header_done = true;
             }
-            println!("{name:>15} {bits:>9}b {enc:>11.1} MiB/s {dec:>11.1} MiB/s");
+            self.line(&format!(
+                "{name:>15} {bits:>9}b {enc:>11.1} MiB/s {dec:>11.1} MiB/s"
+            ));
         }
+        self.row_done();
         Ok(())
     }
 
-    fn finish(self) {
-        if let Some(m) = self.json {
+    fn finish(mut self) {
+        self.bar.clear();
+        if let Some(m) = self.json.take() {
             println!("{}", Value::Object(m));
         }
     }
@@ -99,7 +121,7 @@ fn round1(x: f64) -> f64 {
 }
 
 /// benchmark [--cipher C] [--key-size BITS] [--pbkdf P] [--json]
-pub fn run(a: &BenchArgs) -> Result<(), CliError> {
+pub fn run(g: &Global, a: &BenchArgs) -> Result<(), CliError> {
     // The cipher rows run on whole sectors of this size, as dm-crypt would.
     let sector = a.sector_size.unwrap_or(512) as usize;
     if !matches!(sector, 512 | 1024 | 2048 | 4096) {
@@ -116,7 +138,17 @@ pub fn run(a: &BenchArgs) -> Result<(), CliError> {
             m
         }),
         header_done: false,
+        bar: Reporter::new(g, Unit::Items("tests"), "benchmark"),
+        rows: (0, 0),
     };
+    let want = a.pbkdf.pbkdf.as_deref();
+    out.rows.1 = match (a.cipher.is_some(), want) {
+        (true, _) => 1,
+        (false, None) => (5 + 2 + CIPHERS.len()) as u64,
+        (false, Some("pbkdf2")) => 5,
+        (false, Some(_)) => 1,
+    };
+    out.bar.update(0, out.rows.1);
     out.comment("Tests are approximate using memory only (no storage IO).");
     // Which AES-XTS implementation ran matters for comparing figures across
     // machines (and under WRAPCRYPT_XTS_PATH); a comment line keeps
@@ -134,7 +166,6 @@ pub fn run(a: &BenchArgs) -> Result<(), CliError> {
         out.finish();
         return Ok(());
     }
-    let want = a.pbkdf.pbkdf.as_deref();
     let ms = a.pbkdf.iter_time.unwrap_or(2000);
     for h in [
         HashAlg::Sha1,
@@ -156,12 +187,13 @@ pub fn run(a: &BenchArgs) -> Result<(), CliError> {
                 json!({"kdf": "pbkdf2", "hash": h.name(), "key-bits": 256,
                        "iterations-per-second": r}),
             ),
-            (None, Some(iterations)) => println!(
+            (None, Some(iterations)) => out.line(&format!(
                 "PBKDF2-{:<9} {iterations:>7} iterations per second for 256-bit key",
                 h.name()
-            ),
-            (None, None) => println!("PBKDF2-{:<9}     N/A", h.name()),
+            )),
+            (None, None) => out.line(&format!("PBKDF2-{:<9}     N/A", h.name())),
         }
+        out.row_done();
     }
     for v in [Argon2Variant::I, Argon2Variant::Id] {
         if want.is_some_and(|w| w != v.name()) {
@@ -188,12 +220,13 @@ pub fn run(a: &BenchArgs) -> Result<(), CliError> {
                        "time": r.map(|x| x.0), "memory-kib": r.map(|x| x.1),
                        "parallel": r.map(|x| x.2)}),
             ),
-            (None, Some((time, memory_kib, parallel))) => println!(
+            (None, Some((time, memory_kib, parallel))) => out.line(&format!(
                 "{:<10} {time:>4} iterations, {memory_kib:>5} memory, {parallel} parallel threads (CPUs) for 256-bit key (requested {ms} ms time)",
                 v.name()
-            ),
-            (None, None) => println!("{:<10} N/A", v.name()),
+            )),
+            (None, None) => out.line(&format!("{:<10} N/A", v.name())),
         }
+        out.row_done();
     }
     if want.is_none() {
         for (name, bits) in CIPHERS {

@@ -109,10 +109,3 @@ pub fn provider_choice<'a>(
         pin: pin.as_ref(),
     }
 }
-
-/// cryptsetup's `--verbose` success line.
-pub fn verbose_ok(g: &Global) {
-    if g.verbose {
-        println!("Command successful.");
-    }
-}

@@ -10,7 +10,7 @@ use serde_json::json;
 use wrapcrypt_ops::escrow;
 use wrapcrypt_ops::fleet::{self, Reference};
 
-use super::common::{prompter, verbose_ok};
+use super::common::prompter;
 use crate::cli::opts::Global;
 use crate::cli::FleetArgs;
 use crate::exit::CliError;
@@ -124,7 +124,6 @@ fn restore_header(g: &Global, a: &FleetArgs) -> Result<(), CliError> {
             f.escrowed_at
         );
     }
-    verbose_ok(g);
     Ok(())
 }
 

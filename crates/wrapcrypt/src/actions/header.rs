@@ -11,7 +11,7 @@ use wrapcrypt_ops::{backup, wrapped};
 use wrapcrypt_unlock::Prompter;
 use wrapcrypt_volume::{Volume, VolumeError};
 
-use super::common::{key_source, load, paths, prompter, verbose_ok};
+use super::common::{key_source, load, paths, prompter};
 use crate::cli::opts::Global;
 use crate::cli::{BackupArgs, ConfigArgs, ConvertArgs, DumpArgs, IsLuksArgs, RepairArgs, UuidArgs};
 use crate::exit::{ops_message, CliError};
@@ -125,7 +125,7 @@ fn dump_key(g: &Global, a: &DumpArgs, vol: &Volume) -> Result<(), CliError> {
 }
 
 /// isLuks: exit 0 for a LUKS device, 1 otherwise.
-pub fn is_luks(g: &Global, a: &IsLuksArgs) -> Result<(), CliError> {
+pub fn is_luks(a: &IsLuksArgs) -> Result<(), CliError> {
     match load(&a.dev, false) {
         Ok(v) => {
             if let Some(t) = a.kind.kind.as_deref() {
@@ -139,13 +139,10 @@ pub fn is_luks(g: &Global, a: &IsLuksArgs) -> Result<(), CliError> {
                     return Err(CliError::new(1, ""));
                 }
             }
-            verbose_ok(g);
             Ok(())
         }
-        Err(e) if e.code == 1 => Err(CliError::new(
-            1,
-            if g.verbose { e.msg } else { String::new() },
-        )),
+        // Silent even with --verbose, as cryptsetup 2.6.1 is.
+        Err(e) if e.code == 1 => Err(CliError::new(1, "")),
         Err(e) => Err(e),
     }
 }
@@ -221,13 +218,12 @@ fn dump1(g: &Global, a: &DumpArgs, vol: &Volume) -> Result<(), CliError> {
 }
 
 /// luksHeaderBackup --header-backup-file FILE.
-pub fn backup(g: &Global, a: &BackupArgs) -> Result<(), CliError> {
+pub fn backup(a: &BackupArgs) -> Result<(), CliError> {
     if a.header_backup_file.is_none() {
         return Err(CliError::usage("Option --header-backup-file is required."));
     }
     let vol = load(&a.dev, false)?;
     backup::backup(&vol, a.header_backup_file.as_deref())?;
-    verbose_ok(g);
     Ok(())
 }
 
@@ -236,7 +232,6 @@ pub fn restore(g: &Global, a: &BackupArgs) -> Result<(), CliError> {
     let (dev, hdr) = paths(&a.dev);
     let mut p = prompter(g, None, None);
     backup::restore(hdr.unwrap_or(dev), a.header_backup_file.as_deref(), &mut p)?;
-    verbose_ok(g);
     Ok(())
 }
 
@@ -274,7 +269,7 @@ pub fn convert(g: &Global, a: &ConvertArgs) -> Result<(), CliError> {
 }
 
 /// config: --label, --subsystem, --priority with --key-slot.
-pub fn config(g: &Global, a: &ConfigArgs) -> Result<(), CliError> {
+pub fn config(a: &ConfigArgs) -> Result<(), CliError> {
     let mut v = load(&a.dev, true)?;
     v.check_requirements()?;
     let mut h = v.luks2_header()?.clone();
@@ -307,18 +302,16 @@ pub fn config(g: &Global, a: &ConfigArgs) -> Result<(), CliError> {
         k.priority = if prio == 1 { None } else { Some(prio) };
     }
     v.write_luks2(h)?;
-    verbose_ok(g);
     Ok(())
 }
 
 /// repair: rewrites a damaged or stale header copy from the good one.
-pub fn repair(g: &Global, a: &RepairArgs) -> Result<(), CliError> {
+pub fn repair(a: &RepairArgs) -> Result<(), CliError> {
     let mut v = load(&a.dev, true)?;
     if v.repair.is_none() {
         println!("No known problems detected for LUKS header.");
     } else {
         v.repair()?;
     }
-    verbose_ok(g);
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! luksConvertKey, erase: the command-line side of `wrapcrypt_ops::keyslots`.
 
 use wrapcrypt_ops::keyslots::{self, AddKeyOptions, FormatOptions};
+use wrapcrypt_ops::progress::Unit;
 use wrapcrypt_ops::KeyFile;
 
 use super::common::{
@@ -12,6 +13,7 @@ use crate::cli::{
     AddKeyArgs, ChangeKeyArgs, ConvertKeyArgs, EraseArgs, FormatArgs, KillSlotArgs, RemoveKeyArgs,
 };
 use crate::exit::CliError;
+use crate::progress::Reporter;
 
 /// luksFormat DEVICE [KEYFILE]
 pub fn format(g: &Global, a: &FormatArgs) -> Result<(), CliError> {
@@ -45,7 +47,8 @@ pub fn format(g: &Global, a: &FormatArgs) -> Result<(), CliError> {
     // The first passphrase is a new one, but comes from --key-file (or the
     // positional key file), as in cryptsetup.
     let mut p = prompter(g, None, key_source(&a.on.key, a.keyfile.as_deref()));
-    keyslots::format(&opts, &mut p)?;
+    let mut bar = Reporter::new(g, Unit::Bytes, &a.on.dev.device);
+    keyslots::format_with_progress(&opts, &mut p, &mut bar)?;
     Ok(())
 }
 
@@ -113,8 +116,11 @@ pub fn kill_slot(g: &Global, a: &KillSlotArgs) -> Result<(), CliError> {
         .slot_number
         .parse()
         .map_err(|_| CliError::usage("Invalid key slot number."))?;
-    let mut p = prompter(g, key_source(&a.key, a.keyfile.as_deref()), None);
-    keyslots::kill_slot(&mut vol, slot, g.batch_mode, &mut p)?;
+    let key = key_source(&a.key, a.keyfile.as_deref());
+    // A key file is checked even with --batch-mode, as cryptsetup does.
+    let batch = g.batch_mode && key.is_none();
+    let mut p = prompter(g, key, None);
+    keyslots::kill_slot(&mut vol, slot, batch, &mut p)?;
     Ok(())
 }
 

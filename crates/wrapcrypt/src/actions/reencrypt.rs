@@ -1,9 +1,8 @@
 //! reencrypt: the command-line side of `wrapcrypt_ops::reencrypt`.
 
-use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
+use wrapcrypt_ops::progress::Unit;
 use wrapcrypt_ops::reencrypt::{self, ReencryptOptions, ReencryptOutcome};
 
 use wrapcrypt_ops::open::{self, OpenOptions};
@@ -13,6 +12,7 @@ use super::common::{key_source, load, paths, pbkdf, prompter, provider_choice, r
 use crate::cli::opts::Global;
 use crate::cli::ReencryptArgs;
 use crate::exit::CliError;
+use crate::progress::Reporter;
 use crate::prompt::{CliPrompter, Remembering};
 
 /// Set by SIGINT / SIGTERM: the engine stops after the hotzone in flight.
@@ -79,33 +79,7 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
     } else {
         prompter(g, key, None)
     };
-    let tty = std::io::stderr().is_terminal() && !g.batch_mode;
-    let start = Instant::now();
-    let mut bar = |done: u64, total: u64| {
-        if !tty {
-            return;
-        }
-        let secs = start.elapsed().as_secs_f64().max(1e-3);
-        let rate = done as f64 / secs / 1e6;
-        let eta = if done > 0 {
-            (total - done) as f64 * secs / done as f64
-        } else {
-            0.0
-        };
-        let mut e = std::io::stderr();
-        let _ = write!(
-            e,
-            "\rProgress: {:5.1}%, ETA {:02}:{:02}, {} MiB written, speed {:.1} MB/s",
-            done as f64 * 100.0 / total as f64,
-            eta as u64 / 60,
-            eta as u64 % 60,
-            done >> 20,
-            rate
-        );
-        if done == total {
-            let _ = writeln!(e);
-        }
-    };
+    let mut bar = Reporter::new(g, Unit::Bytes, &a.on.dev.device);
     on_interrupt();
     let out = if encrypt_init {
         if let (None, Some(r)) = (&a.on.dev.header.header, a.reduce_device_size) {
@@ -157,7 +131,7 @@ pub fn run(g: &Global, a: &ReencryptArgs) -> Result<(), CliError> {
             }
         }
     };
-    if g.verbose {
+    if crate::msg::verbose() {
         match out {
             ReencryptOutcome::Initialized => eprintln!("Reencryption initialized."),
             ReencryptOutcome::Finished(f) => eprintln!(
@@ -187,7 +161,7 @@ fn encrypt_online(
     enc: &reencrypt::EncryptOptions,
     name: &str,
     p: CliPrompter,
-    bar: &mut dyn FnMut(u64, u64),
+    bar: &mut dyn wrapcrypt_ops::progress::Progress,
 ) -> Result<ReencryptOutcome, CliError> {
     let header = paths(&a.on.dev).1;
     if header.is_none() {

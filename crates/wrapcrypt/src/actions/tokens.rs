@@ -8,13 +8,13 @@ use wrapcrypt_unlock::enroll::{self, EnrollMethod, EnrollOptions};
 use wrapcrypt_unlock::tpm2;
 use wrapcrypt_volume::Volume;
 
-use super::common::{key_source, load, paths, pbkdf, prompter, read_pin, verbose_ok};
+use super::common::{key_source, load, paths, pbkdf, prompter, read_pin};
 use crate::cli::opts::Global;
 use crate::cli::{EnrollArgs, TokenArgs};
 use crate::exit::CliError;
 
 /// token add|remove|import|export DEVICE
-pub fn token(g: &Global, a: &TokenArgs) -> Result<(), CliError> {
+pub fn token(a: &TokenArgs) -> Result<(), CliError> {
     let (dev, hdr) = paths(&a.dev);
     match a.sub.as_str() {
         "export" => {
@@ -30,10 +30,9 @@ pub fn token(g: &Global, a: &TokenArgs) -> Result<(), CliError> {
             }
             let mut v = Volume::open(dev, hdr, true)?;
             let id = tokens::remove(&mut v, a.id.token_id)?;
-            if g.verbose {
+            if crate::msg::verbose() {
                 println!("Token {id} removed.");
             }
-            verbose_ok(g);
             Ok(())
         }
         sub @ ("import" | "add") => {
@@ -58,10 +57,9 @@ pub fn token(g: &Global, a: &TokenArgs) -> Result<(), CliError> {
                 key_slot: a.slot.key_slot,
             };
             let id = tokens::import(&mut v, value, at)?;
-            if g.verbose {
+            if crate::msg::verbose() {
                 println!("Token {id} created.");
             }
-            verbose_ok(g);
             Ok(())
         }
         other => Err(CliError::usage(format!("Unknown token action {other}."))),

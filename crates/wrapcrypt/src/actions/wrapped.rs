@@ -6,6 +6,7 @@
 
 use serde_json::json;
 use wrapcrypt_ops::convert::{self, ConvertOptions};
+use wrapcrypt_ops::progress::Unit;
 use wrapcrypt_ops::reencipher::{
     self, direction_name, ReencipherMode, ReencipherOptions, Reenciphered,
 };
@@ -19,6 +20,7 @@ use super::common::{
 use crate::cli::opts::Global;
 use crate::cli::{ConvertArgs, ReencipherArgs, SetKeyArgs, SetVpArgs, ValidateArgs};
 use crate::exit::CliError;
+use crate::progress::Reporter;
 
 /// reencipher DEVICE [--to-new|--from-old] [--staged|--in-place|--complete]
 pub fn reencipher(g: &Global, a: &ReencipherArgs) -> Result<(), CliError> {
@@ -55,7 +57,10 @@ pub fn reencipher(g: &Global, a: &ReencipherArgs) -> Result<(), CliError> {
         provider: provider_choice(&a.provider, &pin),
     };
     let mut p = prompter(g, key_source(&a.on.key, None), None);
-    match reencipher::reencipher(vol, &opts, &mut p)? {
+    let mut bar = Reporter::new(g, Unit::Items("keyslots"), dev);
+    let done = reencipher::reencipher_with_progress(vol, &opts, &mut p, &mut bar)?;
+    drop(bar);
+    match done {
         Reenciphered::Staged { direction, pairs } => {
             println!(
                 "Staged re-encipher ({}) of {dev}: {}.",

@@ -17,6 +17,12 @@ pub struct Global {
     /// Show debug messages.
     #[arg(long, global = true)]
     pub debug: bool,
+    /// Print a progress line every SECS seconds (also when not on a terminal).
+    #[arg(long, global = true, value_name = "SECS")]
+    pub progress_frequency: Option<u32>,
+    /// Print progress as JSON lines (for machine processing).
+    #[arg(long, global = true)]
+    pub progress_json: bool,
     /// Do not take metadata locks (accepted as cryptsetup does; locks stay on).
     #[arg(long, global = true, hide = true)]
     pub disable_locks: bool,
