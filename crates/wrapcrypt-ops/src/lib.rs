@@ -11,6 +11,7 @@ pub mod open;
 pub mod providers;
 pub mod reencipher;
 pub mod reencrypt;
+pub mod rotate;
 pub mod setkey;
 pub mod suspend;
 pub mod tokens;

@@ -30,8 +30,9 @@ pub fn run(a: &FleetArgs) -> Result<(), CliError> {
     match a.sub.as_str() {
         "register" => register(a, &host),
         "inventory" => inventory(a, &host),
+        "rotate" => super::rotate::run(a, &config_path(a)),
         other => Err(CliError::usage(format!(
-            "Unknown fleet action {other} (use register or inventory)."
+            "Unknown fleet action {other} (use register, inventory or rotate)."
         ))),
     }
 }
