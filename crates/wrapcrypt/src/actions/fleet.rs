@@ -49,8 +49,8 @@ fn register(a: &FleetArgs, host: &str) -> Result<(), CliError> {
         .collect::<Result<Vec<_>, _>>()?;
     let (cfg, mut client) = fleet::connect(&config_path(a))?;
     let mut done = vec![];
-    for r in &records {
-        let reg = fleet::register(&mut client, &cfg.group, r)?;
+    let regs = fleet::register_all(&mut client, &cfg.group, &records)?;
+    for (r, reg) in records.iter().zip(regs) {
         if !a.json {
             println!(
                 "{} {} registered as {} in {}{}",
