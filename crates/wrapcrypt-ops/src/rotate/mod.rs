@@ -173,8 +173,7 @@ impl Shared<'_> {
             let c = guard.as_mut().expect("connected");
             match f(c) {
                 Ok(v) => return Ok(v),
-                Err(e @ (KmipError::Io { .. } | KmipError::Connect { .. })) if attempt == 0 => {
-                    let _ = e;
+                Err(KmipError::Io { .. } | KmipError::Connect { .. }) if attempt == 0 => {
                     *guard = None;
                 }
                 Err(e) => return Err(kmip_error(e)),
