@@ -664,6 +664,38 @@ fn fleet_rotate_bad_input() {
     let olds = vec![new.clone(); 3];
     f.assert_rotated(&new2, &olds, true);
 
+    // An expired client certificate: exit 2, one line, no plan.
+    let expired = f.s.p("expired.conf");
+    write_conf(Path::new(&expired), &f.kms, "expired");
+    let p3 = f.plan_path("expired.plan");
+    let o = run_cmd(
+        &mut WC.cmd(&[
+            "fleet",
+            "rotate",
+            "--group",
+            GROUP,
+            "--hosts",
+            &f.hosts_file,
+            "--kmip-config",
+            &expired,
+            "--plan",
+            &p3,
+        ]),
+        None,
+        WC,
+    );
+    assert_eq!(o.code, 2, "{o}");
+    assert!(one_line(&o).contains("expired"), "{o}");
+    assert!(!Path::new(&p3).exists(), "no plan written");
+
+    // The key manager down: exit 1, one line, no plan.
+    f.kms.stop();
+    let p4 = f.plan_path("down.plan");
+    let o = f.rotate(&p4, false, None, &[]);
+    assert_eq!(o.code, 1, "{o}");
+    assert!(one_line(&o).contains("unreachable"), "{o}");
+    assert!(!Path::new(&p4).exists(), "no plan written");
+
     // A resume without a plan: one line, exit 1.
     let o = f.rotate(&f.plan_path("missing.plan"), true, None, &[]);
     assert_eq!(o.code, 1, "{o}");
