@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: deps build deb demo test bench fuzz lint clean
+.PHONY: deps build deb demo fleet-demo test bench fuzz lint clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -17,6 +17,10 @@ deb: build
 
 demo: build
 	bash scripts/demo.sh
+
+# FLEET_HOSTS, FLEET_VOLUMES, FLEET_DIR (docs/fleet.md, "Demo").
+fleet-demo: build
+	bash scripts/fleet-demo.sh
 
 test: build
 	bash scripts/test.sh

@@ -13,7 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use wrapcrypt_kmip::{KmipClient, KmipConfig, KmipError, LocateQuery, ObjectType, ResultReason};
+use wrapcrypt_kmip::{
+    ops, KmipClient, KmipConfig, KmipError, LocateQuery, ObjectType, Operation, ResultReason,
+};
 use wrapcrypt_volume::rewrap;
 use wrapcrypt_volume::{ExitClass, Volume};
 
@@ -213,6 +215,79 @@ pub fn register(
         id,
         replaced,
     })
+}
+
+/// Records per batch message of [`register_all`]: small enough to stay far
+/// below PyKMIP's 1 MiB response cap (records are ~600 bytes).
+pub const REGISTER_BATCH: usize = 50;
+
+/// [`register`] for many records in few round trips: per chunk of
+/// [`REGISTER_BATCH`], one message with every Locate, then one message
+/// with every Register followed by the Destroys of the older records (new
+/// ones first, as in `register`: a crash in between leaves duplicates,
+/// never none).
+pub fn register_all(
+    client: &mut KmipClient,
+    group: &str,
+    records: &[Record],
+) -> Result<Vec<Registered>, OpsError> {
+    let grp = inventory_group(group);
+    let mut out = vec![];
+    for chunk in records.chunks(REGISTER_BATCH) {
+        let locates = chunk
+            .iter()
+            .map(|r| {
+                (
+                    Operation::Locate,
+                    ops::locate(&LocateQuery {
+                        name: Some(record_name(&r.uuid)),
+                        group: Some(grp.clone()),
+                        object_type: Some(ObjectType::OpaqueObject),
+                        ..LocateQuery::default()
+                    }),
+                )
+            })
+            .collect();
+        let old: Vec<Vec<String>> = client
+            .call_batch(locates)
+            .map_err(kmip_error)?
+            .into_iter()
+            .map(|r| r.map(|p| ops::located_ids(&p)).map_err(kmip_error))
+            .collect::<Result<_, _>>()?;
+        let mut items: Vec<(Operation, Vec<wrapcrypt_kmip::Ttlv>)> = chunk
+            .iter()
+            .map(|r| {
+                let data = r.to_json().to_string();
+                (
+                    Operation::Register,
+                    ops::register_opaque(&record_name(&r.uuid), &[&grp], data.as_bytes()),
+                )
+            })
+            .collect();
+        for ids in &old {
+            items.extend(ids.iter().map(|o| (Operation::Destroy, ops::by_id(o))));
+        }
+        let res = client.call_batch(items).map_err(kmip_error)?;
+        let mut res = res.into_iter();
+        for (r, replaced) in chunk.iter().zip(old) {
+            let p = res
+                .next()
+                .unwrap_or(Err(KmipError::Skipped {
+                    op: Operation::Register,
+                }))
+                .map_err(kmip_error)?;
+            let id = ops::unique_id(&p, Operation::Register).map_err(kmip_error)?;
+            out.push(Registered {
+                uuid: r.uuid.clone(),
+                id,
+                replaced,
+            });
+        }
+        for d in res {
+            d.map_err(kmip_error)?;
+        }
+    }
+    Ok(out)
 }
 
 /// One inventory line.

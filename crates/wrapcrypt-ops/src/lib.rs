@@ -15,6 +15,7 @@ pub mod reencipher;
 pub mod reencrypt;
 pub mod refresh;
 pub mod resize;
+pub mod rotate;
 pub mod setkey;
 pub mod suspend;
 pub mod tokens;

@@ -37,8 +37,9 @@ pub fn run(g: &Global, a: &FleetArgs) -> Result<(), CliError> {
         "inventory" => inventory(a, &host),
         "escrow" => escrow(a, &host),
         "restore-header" => restore_header(g, a),
+        "rotate" => super::rotate::run(a, &config_path(a)),
         other => Err(CliError::usage(format!(
-            "Unknown fleet action {other} (use register, inventory, escrow or restore-header)."
+            "Unknown fleet action {other} (use register, inventory, escrow, restore-header or rotate)."
         ))),
     }
 }
@@ -139,8 +140,8 @@ fn register(a: &FleetArgs, host: &str) -> Result<(), CliError> {
         .collect::<Result<Vec<_>, _>>()?;
     let (cfg, mut client) = fleet::connect(&config_path(a))?;
     let mut done = vec![];
-    for r in &records {
-        let reg = fleet::register(&mut client, &cfg.group, r)?;
+    let regs = fleet::register_all(&mut client, &cfg.group, &records)?;
+    for (r, reg) in records.iter().zip(regs) {
         if !a.json {
             println!(
                 "{} {} registered as {} in {}{}",

@@ -11,5 +11,6 @@ pub mod header;
 pub mod inventory;
 pub mod keyslots;
 pub mod reencrypt;
+pub mod rotate;
 pub mod tokens;
 pub mod wrapped;

@@ -797,10 +797,10 @@ pub struct CrypttabArgs {
 }
 
 /// fleet register DEVICE… | fleet inventory | fleet escrow DEVICE… |
-/// fleet restore-header [--uuid UUID] DEVICE
+/// fleet restore-header [--uuid UUID] DEVICE | fleet rotate
 #[derive(Args, Debug)]
 pub struct FleetArgs {
-    /// register, inventory, escrow or restore-header.
+    /// register, inventory, escrow, restore-header or rotate.
     #[arg(value_name = "ACTION")]
     pub sub: String,
     /// register, escrow: the LUKS devices; restore-header: the target.
@@ -821,4 +821,25 @@ pub struct FleetArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// rotate: the host group.
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+    /// rotate: the hosts file (docs/fleet.md).
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<String>,
+    /// rotate: the plan file (default ./fleet-rotate-GROUP.plan).
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<String>,
+    /// rotate: continue the plan.
+    #[arg(long)]
+    pub resume: bool,
+    /// rotate: hosts worked on at once (default 4).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// rotate: further attempts for a failing host (default 2).
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// rotate: seconds before such an attempt (default 5).
+    #[arg(long, value_name = "SECS")]
+    pub retry_delay: Option<u64>,
 }
