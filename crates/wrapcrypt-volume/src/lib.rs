@@ -23,7 +23,7 @@ use wrapcrypt_secret::SecretBytes;
 
 pub use device::Device;
 pub use error::{ExitClass, VolumeError};
-pub use lock::MetadataLock;
+pub use lock::{MetadataLock, ReencryptLock};
 pub use luks2ops::{make_digest, DigestChoice};
 pub use pbkdf::PbkdfOptions;
 

@@ -70,3 +70,54 @@ impl MetadataLock {
         self.exclusive
     }
 }
+
+/// cryptsetup's reencryption lock: an exclusive flock on
+/// `/run/cryptsetup/LN_LUKS2-reencryption-<UUID>`, taken without waiting
+/// and held for a whole reencryption run. cryptsetup takes the metadata
+/// lock only around each header write and this lock for the run, so
+/// without it a second process could resume a reencryption another one is
+/// running. Released on drop.
+#[derive(Debug)]
+pub struct ReencryptLock {
+    _file: File,
+}
+
+impl ReencryptLock {
+    /// Takes the lock of the volume `uuid`; `Ok(None)` when another
+    /// process (cryptsetup or wrapcrypt) holds it.
+    pub fn try_acquire(uuid: &str) -> io::Result<Option<ReencryptLock>> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(LOCK_DIR)?;
+        let path = format!("{LOCK_DIR}/LN_LUKS2-reencryption-{uuid}");
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                .open(&path)?;
+            // SAFETY: flock on a valid fd.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EWOULDBLOCK) => return Ok(None),
+                    Some(libc::EINTR) => continue,
+                    _ => return Err(e),
+                }
+            }
+            // The holder before us may have removed the file as it let go:
+            // the lock counts only on the file the path names now.
+            use std::os::unix::fs::MetadataExt;
+            let held = file.metadata()?;
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.ino() == held.ino() && m.dev() == held.dev() => {
+                    return Ok(Some(ReencryptLock { _file: file }))
+                }
+                _ => continue,
+            }
+        }
+    }
+}

@@ -430,3 +430,55 @@ fn several_keyslots_each_passphrase_asked_as_cryptsetup_does() {
     }
     assert_eq!(data_hash(&w, &kf, "4096"), h);
 }
+
+/// A reencryption that cryptsetup is running holds cryptsetup's
+/// reencryption lock (`/run/cryptsetup/LN_LUKS2-reencryption-UUID`):
+/// wrapcrypt's `--resume-only` meanwhile is refused with cryptsetup's line
+/// and exit code 5 (before the lock it would have joined the run between
+/// two hotzones); after cryptsetup is stopped, wrapcrypt finishes and the
+/// data is intact.
+#[test]
+fn resume_while_cryptsetup_runs_is_refused() {
+    let s = Scratch::new();
+    let (img, kf, h) = seeded(&s, "busy.img", 16 + 64, "4096");
+    let mut a = vec![
+        "reencrypt",
+        "-q",
+        "--force-offline-reencrypt",
+        "--resilience",
+        "journal",
+        "--hotzone-size",
+        "4K",
+        "-d",
+        &kf,
+    ];
+    a.extend_from_slice(FAST);
+    a.push(&img);
+    let start = seqid(&img);
+    let mut cs = std::process::Command::new("cryptsetup")
+        .args(&a)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seqid(&img) < start + 8 {
+        assert!(cs.try_wait().unwrap().is_none(), "cryptsetup ended early");
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let o = wc_resume(&img, &kf, &["-q"]);
+    let still_running = cs.try_wait().unwrap().is_none();
+    // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+    unsafe { libc::kill(cs.id() as libc::pid_t, libc::SIGINT) };
+    let _ = cs.wait_with_output();
+    assert!(still_running, "cryptsetup finished before the check");
+    assert_eq!(o.code, 5, "{o}");
+    assert_eq!(
+        o.stderr.trim(),
+        "Reencryption process is already running.",
+        "{o}"
+    );
+    assert_eq!(wc_resume(&img, &kf, &["-q"]).code, 0);
+    assert_eq!(data_hash(&img, &kf, "4096"), h);
+}

@@ -16,6 +16,7 @@ use wrapcrypt_volume::{PbkdfOptions, Volume, VolumeError};
 use crate::error::OpsError;
 use crate::progress::Progress;
 use crate::wrapped::ProviderChoice;
+use wrapcrypt_volume::ExitClass;
 
 mod encrypt;
 pub(crate) mod wrapped;
@@ -69,6 +70,9 @@ pub(crate) fn map(e: ReencryptError) -> OpsError {
         ReencryptError::Volume(v) => OpsError::Volume(v),
         ReencryptError::NotInReencryption => {
             OpsError::usage("Device reencryption not in progress.")
+        }
+        ReencryptError::Busy => {
+            OpsError::refused(ExitClass::Busy, ReencryptError::Busy.to_string())
         }
         other => OpsError::usage(other.to_string()),
     }

@@ -71,6 +71,10 @@ pub enum ReencryptError {
         /// Data bytes in all.
         total: u64,
     },
+    /// Another process (cryptsetup or wrapcrypt) runs a reencryption of
+    /// this volume: it holds cryptsetup's reencryption lock.
+    #[error("Reencryption process is already running.")]
+    Busy,
     /// A segment cipher cannot be built.
     #[error("Cipher {cipher}: {reason}")]
     Cipher {
@@ -157,6 +161,9 @@ pub fn resume(
     keys: &ReencryptKeys,
     opts: ResumeOptions,
 ) -> Result<Finished, ReencryptError> {
+    // cryptsetup's reencryption lock, for the whole run (cryptsetup holds
+    // the metadata lock only around header writes).
+    let _run = lock_run(vol.uuid())?;
     let info = state(vol)?;
     match info {
         Some(i)
@@ -174,6 +181,13 @@ pub fn resume(
         }
         _ => engine::resume(vol, keys, opts),
     }
+}
+
+/// Takes cryptsetup's reencryption lock of volume `uuid` (no waiting).
+pub fn lock_run(uuid: &str) -> Result<crate::ReencryptLock, ReencryptError> {
+    crate::ReencryptLock::try_acquire(uuid)
+        .map_err(|e| ReencryptError::Invalid(format!("Cannot take the reencryption lock: {e}")))?
+        .ok_or(ReencryptError::Busy)
 }
 
 /// The reencryption the header of `vol` records.
