@@ -15,39 +15,6 @@ use std::process::{Command, Stdio};
 use common::*;
 use reencrypt_common::*;
 
-fn sh(script: &str) -> std::process::Output {
-    Command::new("sh").arg("-c").arg(script).output().unwrap()
-}
-
-fn sh_ok(script: &str) -> String {
-    let o = sh(script);
-    assert!(
-        o.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Unmounts and closes on drop, whatever the test did.
-struct Active {
-    name: String,
-    mnt: String,
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        let quiet = |mut c: Command| {
-            let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
-        };
-        let mut u = Command::new("umount");
-        u.arg(&self.mnt);
-        quiet(u);
-        quiet(WC.cmd(&["close", &self.name]));
-    }
-}
-
 fn online_args<'a>(name: &'a str, kf: &'a str, img: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec!["reencrypt", "-q", "--active-name", name, "-d", kf];
     a.extend_from_slice(extra);

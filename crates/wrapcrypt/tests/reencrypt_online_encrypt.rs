@@ -15,35 +15,6 @@ use std::process::{Command, Stdio};
 use common::*;
 use reencrypt_common::*;
 
-fn sh_ok(script: &str) -> String {
-    let o = Command::new("sh").arg("-c").arg(script).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Unmounts and closes on drop, whatever the test did.
-struct Active {
-    name: String,
-    mnt: String,
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        let quiet = |mut c: Command| {
-            let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
-        };
-        let mut u = Command::new("umount");
-        u.arg(&self.mnt);
-        quiet(u);
-        quiet(WC.cmd(&["close", &self.name]));
-    }
-}
-
 /// A plaintext image of `mib` MiB holding ext4 with `files` files of 1 MiB;
 /// returns (image, SHA-256 list file of the files).
 fn plain_fs(s: &Scratch, name: &str, mib: u64, files: u32) -> (String, String) {

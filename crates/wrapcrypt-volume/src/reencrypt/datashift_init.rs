@@ -211,11 +211,6 @@ pub fn init_encrypt_shift(
     if let Some(k) = n.meta.keyslots.get_mut(&rslot) {
         k.area.size = DATASHIFT_AREA;
     }
-    n.meta
-        .config
-        .requirements
-        .get_or_insert_with(Vec::new)
-        .push(REQUIREMENT.to_string());
     let keys = ReencryptKeys {
         old: None,
         new: Some(key),

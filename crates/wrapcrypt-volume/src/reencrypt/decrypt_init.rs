@@ -76,11 +76,6 @@ pub fn init_decrypt(
         ReencryptMode::Decrypt,
         ReencryptDirection::Backward,
     )?;
-    n.meta
-        .config
-        .requirements
-        .get_or_insert_with(Vec::new)
-        .push(REQUIREMENT.to_string());
     let keys = ReencryptKeys {
         old: Some(key),
         new: None,

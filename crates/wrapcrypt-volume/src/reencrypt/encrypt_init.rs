@@ -158,11 +158,6 @@ pub fn init_encrypt(
         ReencryptMode::Encrypt,
         ReencryptDirection::Forward,
     )?;
-    n.meta
-        .config
-        .requirements
-        .get_or_insert_with(Vec::new)
-        .push(REQUIREMENT.to_string());
     let keys = ReencryptKeys {
         old: None,
         new: Some(key),

@@ -109,7 +109,8 @@ pub(super) fn resilience_of(r: &InitResilience) -> Result<Resilience, ReencryptE
 }
 
 /// Adds the `reencrypt` keyslot to `n`, in the first free id, over the
-/// largest free gap of the keyslots area (as cryptsetup places it).
+/// largest free gap of the keyslots area (as cryptsetup places it), and
+/// marks the header with the `online-reencrypt-v2` requirement.
 pub(super) fn add_reencrypt_keyslot(
     n: &mut Luks2Header,
     resilience: &Resilience,
@@ -124,6 +125,11 @@ pub(super) fn add_reencrypt_keyslot(
         rslot,
         reencrypt_keyslot(offset, size, resilience, mode, direction),
     );
+    n.meta
+        .config
+        .requirements
+        .get_or_insert_with(Vec::new)
+        .push(REQUIREMENT.to_string());
     Ok(rslot)
 }
 
@@ -343,11 +349,6 @@ pub fn init(vol: &mut Volume, opts: &InitOptions) -> Result<ReencryptKeys, Reenc
             d.segments = vec![2];
         }
     }
-    n.meta
-        .config
-        .requirements
-        .get_or_insert_with(Vec::new)
-        .push(REQUIREMENT.to_string());
     let keys = ReencryptKeys {
         old: Some(old_key),
         new: Some(new_key),

@@ -300,3 +300,39 @@ pub fn kill_mid_hotzone(args: &[&str], img: &str) {
     signal(libc::SIGKILL);
     child.wait().expect("wait");
 }
+
+/// Runs a shell script.
+pub fn sh(script: &str) -> std::process::Output {
+    Command::new("sh").arg("-c").arg(script).output().unwrap()
+}
+
+/// Runs a shell script that must succeed; its stdout.
+pub fn sh_ok(script: &str) -> String {
+    let o = sh(script);
+    assert!(
+        o.status.success(),
+        "{script}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// An activation (and its mount point) unmounted and closed on drop,
+/// whatever the test did.
+pub struct Active {
+    pub name: String,
+    pub mnt: String,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let quiet = |mut c: Command| {
+            let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        let mut u = Command::new("umount");
+        u.arg(&self.mnt);
+        quiet(u);
+        quiet(WC.cmd(&["close", &self.name]));
+    }
+}
